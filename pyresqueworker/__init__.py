@@ -1,0 +1,46 @@
+"""pyresqueworker: a Python worker and client that speaks Ruby Resque's Redis protocol.
+
+Register handlers by Resque class name, enqueue from Python or Ruby, and run
+``pyresque-work --queues high=2,low=1 --app myapp.jobs`` beside Ruby Resque workers.
+"""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .client import Client, NoClassError, NoQueueError, WorkerInfo
+from .config import WorkerConfig
+from .job import Job, JobCall
+from .queues import QueueSpec
+from .registry import (
+    DontPerform,
+    PayloadError,
+    Registry,
+    UnknownJobClass,
+    current_job,
+    default_registry,
+    job,
+    middleware,
+)
+from .runner import StartupError, run_worker
+
+__all__ = [
+    "Client",
+    "DontPerform",
+    "Job",
+    "JobCall",
+    "NoClassError",
+    "NoQueueError",
+    "PayloadError",
+    "QueueSpec",
+    "Registry",
+    "StartupError",
+    "UnknownJobClass",
+    "WorkerConfig",
+    "WorkerInfo",
+    "__version__",
+    "current_job",
+    "default_registry",
+    "job",
+    "middleware",
+    "run_worker",
+]

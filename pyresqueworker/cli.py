@@ -1,0 +1,103 @@
+"""``pyresque-work``: a thin click layer over :func:`pyresqueworker.run_worker`.
+
+Every flag can also come from an environment variable (shown in ``--help``); Resque's own
+``QUEUES``/``QUEUE``, ``INTERVAL`` and ``REDIS_URL`` work too. A bad value prints one line and
+exits with 2; an unreachable Redis prints one line and exits with 1; never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+import click
+
+from ._version import __version__
+from .config import WorkerConfig
+from .connection import ConfigError
+from .log import setup_logging
+from .queues import QueueSpec, QueueSpecError
+from .runner import StartupError, run_worker
+
+__all__ = ["work", "work_main"]
+
+
+def _queues(_ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> QueueSpec:
+    if not value:
+        raise click.BadParameter("give the queues to work, e.g. --queues high=2,low=1")
+    try:
+        return QueueSpec.parse(value)
+    except QueueSpecError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _env(*names: str) -> list[str]:
+    return list(names)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--queues", "-q", callback=_queues, envvar=_env("PYRESQUE_QUEUES", "QUEUES", "QUEUE"),
+              help="Queues: 'high=2,low=1' weighted, 'high,low' strict, '*', 'mail_*', '!slow'.")
+@click.option("--app", "-a", "apps", multiple=True, envvar="PYRESQUE_APP",
+              help="Module or .py file that registers handlers (repeatable).")
+@click.option("--redis", "redis_url", envvar=_env("PYRESQUE_REDIS", "RESQUE_REDIS_URL", "REDIS_URL"),
+              help="redis://, rediss:// or unix:// URL.  [default: redis://127.0.0.1:6379/0]")
+@click.option("--namespace", default="resque:", envvar="PYRESQUE_NAMESPACE",
+              help="Key prefix shared with Ruby ('{resque}:' for Redis Cluster).")
+@click.option("--concurrency", "-c", default=1, type=click.IntRange(1, 1000),
+              envvar="PYRESQUE_CONCURRENCY", help="Job slots (threads) per process.")
+@click.option("--processes", "-p", default=1, type=click.IntRange(1, 256),
+              envvar="PYRESQUE_PROCESSES", help="Worker processes under one supervisor.")
+@click.option("--interval", default=1.0, type=click.FloatRange(0), envvar=_env(
+              "PYRESQUE_INTERVAL", "INTERVAL"),
+              help="Longest idle wait before re-checking all queues (0 = drain and exit).")
+@click.option("--exit-on-complete", is_flag=True, envvar="PYRESQUE_EXIT_ON_COMPLETE",
+              help="Exit once every queue is empty.")
+@click.option("--shutdown-timeout", default=25.0, type=click.FloatRange(0),
+              envvar="PYRESQUE_SHUTDOWN_TIMEOUT", help="Seconds running jobs get after QUIT/TERM.")
+@click.option("--on-shutdown-timeout", type=click.Choice(["requeue", "fail"]), default="requeue",
+              envvar="PYRESQUE_ON_SHUTDOWN_TIMEOUT",
+              help="Jobs still running at the deadline: back to their queue, or DirtyExit.")
+@click.option("--heartbeat-interval", default=60.0, type=click.FloatRange(0.1),
+              envvar="PYRESQUE_HEARTBEAT_INTERVAL", help="Seconds between heartbeats (Resque: 60).")
+@click.option("--prune-after", default=300.0, type=click.FloatRange(1),
+              envvar="PYRESQUE_PRUNE_AFTER", help="Heartbeat age that marks a worker dead (Resque: 300).")
+@click.option("--on-dead-worker", type=click.Choice(["requeue", "fail"]), default="requeue",
+              envvar="PYRESQUE_ON_DEAD_WORKER",
+              help="A dead worker's job: back to the front of its queue, or a Prune failure.")
+@click.option("--max-recoveries", default=3, type=click.IntRange(1), envvar="PYRESQUE_MAX_RECOVERIES",
+              help="Recoveries of one job before it is failed as a poison pill.")
+@click.option("--fetch", type=click.Choice(["claim", "blpop"]), default="claim",
+              envvar="PYRESQUE_FETCH", help="'claim' is atomic; 'blpop' is Resque's at-most-once.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              envvar="PYRESQUE_LOG_FORMAT")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
+              case_sensitive=False), default="info", envvar="PYRESQUE_LOG_LEVEL")
+@click.version_option(__version__, "--version", prog_name="pyresqueworker")
+def work(**options: Any) -> int:
+    """Work Resque jobs from Redis with Python handlers, beside Ruby Resque."""
+    setup_logging(options.pop("log_level").upper(), options.pop("log_format"))
+    options["apps"] = list(options["apps"])
+    config = WorkerConfig(**options)
+    return run_worker(config)
+
+
+def work_main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: one clear line on stderr for every error, never a traceback."""
+    prog = "pyresque-work"
+    try:
+        code = work.main(args=argv, prog_name=prog, standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"{prog}: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except (ValueError, ConfigError) as exc:
+        click.echo(f"{prog}: error: {exc}", err=True)
+        sys.exit(2)
+    except StartupError as exc:
+        click.echo(f"{prog}: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

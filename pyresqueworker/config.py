@@ -1,0 +1,70 @@
+"""Everything a worker run can be told, in one dataclass (the CLI only fills it in)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .queues import QueueSpec
+
+__all__ = ["WorkerConfig"]
+
+
+@dataclass
+class WorkerConfig:
+    """Settings for :func:`pyresqueworker.run_worker`.
+
+    Times are seconds. Defaults follow Resque where Resque has one (heartbeat 60 s, prune
+    after 300 s) and goworker/Sidekiq where it does not (shutdown timeout 25 s).
+    """
+
+    queues: QueueSpec
+    redis_url: Optional[str] = None
+    namespace: str = "resque:"
+    concurrency: int = 1
+    processes: int = 1
+    # Longest an idle slot blocks before re-checking every queue; with several queues the wait
+    # is capped at 0.1 s so the queues it is not watching are still picked up quickly.
+    interval: float = 1.0
+    exit_on_complete: bool = False
+    shutdown_timeout: float = 25.0
+    heartbeat_interval: float = 60.0
+    prune_after: float = 300.0
+    fetch: str = "claim"  # "claim" (atomic, default) or "blpop" (at-most-once)
+    # What happens to a job still running at the shutdown deadline, or held by a dead worker.
+    on_shutdown_timeout: str = "requeue"  # or "fail" (Resque::DirtyExit)
+    on_dead_worker: str = "requeue"  # or "fail" (Resque::PruneDeadWorkerDirtyExit)
+    max_recoveries: int = 3
+    apps: list[str] = field(default_factory=list)
+    log_format: str = "text"
+    log_level: str = "INFO"
+    hostname: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.concurrency < 1:
+            problems.append("--concurrency must be at least 1")
+        if self.processes < 1:
+            problems.append("--processes must be at least 1")
+        if self.interval < 0:
+            problems.append("--interval must not be negative")
+        if self.shutdown_timeout < 0:
+            problems.append("--shutdown-timeout must not be negative")
+        if self.heartbeat_interval <= 0:
+            problems.append("--heartbeat-interval must be positive")
+        if self.prune_after <= self.heartbeat_interval:
+            problems.append("--prune-after must be longer than --heartbeat-interval")
+        if self.fetch not in ("claim", "blpop"):
+            problems.append("--fetch must be 'claim' or 'blpop'")
+        for name in ("on_shutdown_timeout", "on_dead_worker"):
+            if getattr(self, name) not in ("requeue", "fail"):
+                problems.append(f"--{name.replace('_', '-')} must be 'requeue' or 'fail'")
+        if self.max_recoveries < 1:
+            problems.append("--max-recoveries must be at least 1")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def drain(self) -> bool:
+        """Resque's ``interval == 0`` and ``--exit-on-complete``: stop when queues are empty."""
+        return self.exit_on_complete or self.interval == 0

@@ -1,0 +1,306 @@
+"""One worker process: its slots, registration, heartbeat, pruning, signals and shutdown.
+
+Startup follows Ruby's order (spec §7.2): title ``resque: Starting``, signal handlers, clear
+and write the heartbeat, prune dead workers, register. One housekeeping thread then writes the
+heartbeat of every slot in one pipeline (Redis ``TIME``), re-registers slots a Ruby prune
+removed, prunes periodically and keeps the process title current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any, Optional
+
+import redis
+
+from . import wire
+from ._version import __version__
+from .config import WorkerConfig
+from .connection import connect, describe
+from .failure import DIRTY_EXIT
+from .fetch import Claimer
+from .log import logger
+from .prune import Pruner, unregister
+from .registry import Registry
+from .slot import REDIS_ERRORS, Backoff, Slot, failure_for
+
+__all__ = ["WorkerProcess", "StartupError"]
+
+_QUEUE_REFRESH = 1.0  # seconds a dynamic (glob) queue list is cached
+
+
+class StartupError(RuntimeError):
+    """The worker could not start (Redis unreachable, bad queue list...); message is safe."""
+
+
+def set_proctitle(text: str) -> None:
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(os.environ.get("RESQUE_PROCLINE_PREFIX", "") + text)
+    except ImportError:  # optional at runtime; Ruby's same-host prune then sees no title
+        pass
+
+
+class WorkerProcess:
+    """Runs ``config.concurrency`` slots in this process until told to stop."""
+
+    def __init__(self, config: WorkerConfig, registry: Registry) -> None:
+        self.config = config
+        self.registry = registry
+        self.keys = wire.Keys(config.namespace)
+        self.hostname = config.hostname or socket.gethostname()
+        self.pid = os.getpid()
+        self.stopping = threading.Event()  # no new claims
+        self.paused = threading.Event()  # USR2
+        self.wake = threading.Event()  # wakes idle loops early (never set while running)
+        self.stop_now = False
+        self.signal_count = 0
+        self.rng = random.Random()
+        self.conn = self.new_connection()
+        spec = config.queues
+        self.worker_ids = [
+            str(wire.WorkerId.build(self.hostname, self.pid, spec.id_queues, slot=i))
+            for i in range(config.concurrency)
+        ]
+        self.slots: list[Slot] = []
+        self._dynamic: list[tuple[str, int]] = spec.expand()
+        self._dynamic_at = 0.0
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_lock = threading.Lock()
+        self._title_lock = threading.Lock()
+        self.pruner = Pruner(
+            self.conn, self.keys, self.worker_ids[0], spec.id_queues, self.hostname,
+            config.prune_after, max(1, int(config.heartbeat_interval)), config.on_dead_worker,
+            config.max_recoveries, set(self.worker_ids),
+        )
+
+    # -- helpers used by slots --------------------------------------------------------------
+
+    def new_connection(self) -> redis.Redis:
+        return connect(self.config.redis_url, single_connection_client=True)
+
+    def queue_order(self, conn: redis.Redis) -> list[str]:
+        """The queues to try for one fetch (weighted shuffle, dynamic expansion)."""
+        spec = self.config.queues
+        if spec.dynamic and time.monotonic() - self._dynamic_at > _QUEUE_REFRESH:
+            known = [m.decode("utf-8", "replace") for m in conn.smembers(self.keys.queues)]
+            self._dynamic = spec.expand(known)
+            self._dynamic_at = time.monotonic()
+        return spec.order(self._dynamic, spec.weighted, self.rng)
+
+    def wait_timeout(self, queue_count: int) -> float:
+        """How long one idle wait blocks (see :mod:`pyresqueworker.fetch` for why)."""
+        interval = self.config.interval or 1.0
+        return min(interval, 0.1) if queue_count > 1 else interval
+
+    def run_async(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run a coroutine on this process's event-loop thread (started on first use)."""
+        with self._loop_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="asyncio", daemon=True).start()
+                self._loop = loop
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def set_title(self, slot: Slot, status: Optional[str]) -> None:
+        """Resque's procline; with several slots the housekeeping thread summarises instead."""
+        if len(self.slots) > 1:
+            return
+        text = status or (f"Waiting for {','.join(self.config.queues.id_queues)}")
+        with self._title_lock:
+            set_proctitle(f"resque-{__version__}: {text}")
+
+    def job_finished(self, slot: Slot) -> None:
+        if len(self.slots) == 1:
+            self.set_title(slot, None)
+
+    # -- life -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start, work until stopped, shut down cleanly. Returns the exit code."""
+        set_proctitle("resque: Starting")
+        try:
+            self.conn.ping()
+        except REDIS_ERRORS as exc:
+            raise StartupError(f"cannot reach Redis at {describe(self.conn)}: {exc}") from None
+        except redis.exceptions.AuthenticationError:
+            raise StartupError(f"Redis at {describe(self.conn)} refused the credentials") from None
+        self._install_signals()
+        self._heartbeat(first=True)
+        self._prune()
+        self._register(self.worker_ids)
+        logger.info("worker started", extra={
+            "workers": self.worker_ids[0] + (f" (+{len(self.worker_ids) - 1} slots)"
+                                             if len(self.worker_ids) > 1 else ""),
+            "queues": str(self.config.queues), "redis": describe(self.conn),
+            "fetch": self.config.fetch})
+        self.slots = [Slot(self, i, wid) for i, wid in enumerate(self.worker_ids)]
+        for slot in self.slots:
+            self.set_title(slot, None)
+            slot.start()
+        housekeeping = threading.Thread(target=self._housekeeping, name="housekeeping",
+                                        daemon=True)
+        housekeeping.start()
+        while any(s.is_alive() for s in self.slots) and not self.stopping.is_set():
+            time.sleep(0.05)
+        self._shutdown()
+        return 0
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGQUIT):
+            signal.signal(sig, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop_now)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
+        signal.signal(signal.SIGUSR2, self._on_pause)
+        signal.signal(signal.SIGCONT, self._on_resume)
+
+    def _on_stop(self, signum: int, _frame: object) -> None:
+        self.signal_count += 1
+        if self.signal_count > 1:
+            self.stop_now = True
+        logger.info("shutdown requested", extra={"signal": signal.Signals(signum).name,
+                                                 "immediate": self.stop_now})
+        self.stopping.set()
+        self.wake.set()
+
+    def _on_stop_now(self, signum: int, frame: object) -> None:
+        self.signal_count += 1
+        self._on_stop(signum, frame)
+        self.stop_now = True
+
+    def _on_usr1(self, _signum: int, _frame: object) -> None:
+        logger.warning("USR1 ignored: jobs run in threads, there is no child to kill")
+
+    def _on_pause(self, _signum: int, _frame: object) -> None:
+        logger.info("USR2 received; pausing job processing")
+        self.paused.set()
+
+    def _on_resume(self, _signum: int, _frame: object) -> None:
+        if self.paused.is_set():
+            logger.info("CONT received; resuming job processing")
+        self.paused.clear()
+        self.wake.set()
+        self.wake.clear()
+
+    # -- registration, heartbeat, prune -------------------------------------------------------
+
+    def _register(self, worker_ids: list[str]) -> None:
+        started = wire.started_at()
+        with self.conn.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.sadd(self.keys.workers, wid)
+                pipe.set(self.keys.worker_started(wid), started)
+            pipe.execute()
+
+    def _heartbeat(self, first: bool = False) -> None:
+        beat = wire.heartbeat_value(int(self.conn.time()[0]))
+        with self.conn.pipeline(transaction=False) as pipe:
+            if first:
+                pipe.hdel(self.keys.heartbeats, *self.worker_ids)
+            pipe.hset(self.keys.heartbeats, mapping=dict.fromkeys(self.worker_ids, beat))
+            pipe.execute()
+
+    def _reregister_missing(self) -> None:
+        present = self.conn.smismember(self.keys.workers, self.worker_ids)
+        missing = [wid for wid, here in zip(self.worker_ids, present) if not here]
+        if missing and not self.stopping.is_set():
+            logger.warning("re-registering slots removed by another worker's prune",
+                           extra={"workers": ",".join(missing)})
+            self._register(missing)
+
+    def _prune(self) -> None:
+        try:
+            self.pruner.prune()
+        except REDIS_ERRORS:
+            raise
+        except Exception as exc:  # a prune must never take the worker down
+            logger.error("prune failed", extra={"error": repr(exc)})
+
+    def _housekeeping(self) -> None:
+        interval = self.config.heartbeat_interval
+        next_beat = time.monotonic() + interval
+        next_prune = time.monotonic() + interval
+        backoff = Backoff(base=0.5, cap=min(interval, 30.0))
+        while not self.stopping.wait(min(1.0, interval)):
+            try:
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._heartbeat()
+                    self._reregister_missing()
+                    next_beat = now + interval
+                if now >= next_prune:
+                    self._prune()
+                    next_prune = now + interval
+                self._summary_title()
+                backoff.reset()
+            except REDIS_ERRORS as exc:
+                delay = backoff.next_delay()
+                logger.warning("heartbeat: redis unavailable, retrying",
+                               extra={"error": str(exc), "retry_in_s": round(delay, 2)})
+                next_beat = time.monotonic() + delay
+            except Exception as exc:  # the heartbeat must never die while the worker lives
+                logger.error("housekeeping error", extra={"error": repr(exc)})
+
+    def _summary_title(self) -> None:
+        if len(self.slots) <= 1:
+            return
+        busy = sum(1 for s in self.slots if s.job is not None)
+        queues = ",".join(self.config.queues.id_queues)
+        if self.paused.is_set():
+            text = "Paused"
+        elif busy:
+            text = f"Processing {busy} of {len(self.slots)} slots [{queues}]"
+        else:
+            text = f"Waiting for {queues}"
+        set_proctitle(f"resque-{__version__}: {text}")
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        deadline = time.monotonic() + (0 if self.stop_now else self.config.shutdown_timeout)
+        while time.monotonic() < deadline and not self.stop_now:
+            if not any(s.is_alive() for s in self.slots):
+                break
+            time.sleep(0.05)
+        self._give_back_running_jobs()
+        for slot in self.slots:
+            slot.join(timeout=1.0)
+        with self.conn.pipeline(transaction=False) as pipe:
+            unregister(pipe, self.keys, self.worker_ids)
+            pipe.execute()
+        logger.info("worker stopped", extra={"workers": self.worker_ids[0]})
+
+    def _give_back_running_jobs(self) -> None:
+        """Requeue (default) or fail the jobs still running at the deadline."""
+        for slot in self.slots:
+            job = slot.abandon()
+            if job is None:
+                continue
+            claimer = Claimer(self.conn, self.keys, slot.worker_id)
+            if self.config.on_shutdown_timeout == "requeue" and job.payload is not None:
+                claimer.requeue(job.queue, job.raw)
+                outcome = "requeued"
+            else:
+                dirty = RuntimeError("Job still being processed")
+                entry = failure_for(job, dirty, name=DIRTY_EXIT)
+                claimer.claim((), ("3", entry), "")
+                try:
+                    self.registry.run_failure_hooks(job, dirty)
+                except Exception as exc:
+                    logger.error("on_failure hook error", extra={"error": repr(exc)})
+                outcome = "failed"
+            logger.warning("job still running at shutdown", extra={
+                "worker": slot.worker_id, "queue": job.queue, "class": job.class_name,
+                "outcome": outcome})

@@ -1,0 +1,122 @@
+"""Which queues a worker watches and in what order it tries them (spec §5, §17.2).
+
+``high,low`` is Resque's strict order. ``high=2,low=1`` is goworker's weighted form: on every
+fetch the distinct queues are put in a fresh random order in which a queue comes first with
+probability weight/total. ``*``, globs and ``!excluded`` expand against the ``queues`` set the
+way Resque's dynamic queues do: each pattern's matches sorted, concatenated, de-duplicated.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["QueueSpec", "QueueSpecError"]
+
+_GLOB_CHARS = frozenset("*?[]{}")
+
+
+class QueueSpecError(ValueError):
+    """A ``--queues`` value that cannot be used."""
+
+
+def _ruby_fnmatch(pattern: str, name: str) -> bool:
+    # File.fnmatch? without flags: braces are literal, a leading dot needs an explicit dot.
+    if name.startswith(".") and not pattern.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(name, pattern.replace("[^", "[!"))
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A parsed ``--queues`` value."""
+
+    patterns: tuple[str, ...]
+    weights: tuple[int, ...]
+    exclusions: tuple[str, ...] = ()
+    weighted: bool = False
+
+    @classmethod
+    def parse(cls, text: str | Iterable[str]) -> QueueSpec:
+        """Parse goworker syntax: ``high=2,low=1``, ``high,low``, ``*``, ``mail_*``, ``!slow``."""
+        entries = text.split(",") if isinstance(text, str) else list(text)
+        patterns: list[str] = []
+        weights: list[int] = []
+        exclusions: list[str] = []
+        weighted = False
+        for entry in (e.strip() for e in entries):
+            if not entry:
+                continue
+            if entry.startswith("!"):
+                if not entry[1:]:
+                    raise QueueSpecError("'!' must be followed by a queue name or pattern")
+                exclusions.append(entry[1:])
+                continue
+            weight = 1
+            if "=" in entry:
+                weighted = True
+                entry, _, weight_text = entry.partition("=")
+                entry = entry.strip()
+                try:
+                    weight = int(weight_text)
+                except ValueError:
+                    raise QueueSpecError(
+                        f"weight {weight_text!r} of queue {entry!r} is not a whole number"
+                    ) from None
+                if weight < 1:
+                    raise QueueSpecError(f"weight of queue {entry!r} must be at least 1")
+            if not entry:
+                raise QueueSpecError("a queue weight needs a queue name before '='")
+            if ":" in entry:
+                raise QueueSpecError(f"queue name {entry!r} contains ':' (Resque ids cannot hold it)")
+            if entry in patterns:
+                weights[patterns.index(entry)] += weight
+                continue
+            patterns.append(entry)
+            weights.append(weight)
+        if not patterns:
+            raise QueueSpecError("give at least one queue, e.g. --queues high=2,low=1")
+        return cls(tuple(patterns), tuple(weights), tuple(exclusions), weighted)
+
+    @property
+    def dynamic(self) -> bool:
+        """True when the queue list depends on the ``queues`` set (globs or exclusions)."""
+        return bool(self.exclusions) or any(_GLOB_CHARS & set(p) for p in self.patterns)
+
+    @property
+    def id_queues(self) -> tuple[str, ...]:
+        """The queue part of the worker id: patterns without weights or exclusions."""
+        return self.patterns
+
+    def __str__(self) -> str:
+        parts = [f"{p}={w}" if self.weighted else p for p, w in zip(self.patterns, self.weights)]
+        return ",".join(parts + ["!" + e for e in self.exclusions])
+
+    def expand(self, known: Iterable[str] = ()) -> list[tuple[str, int]]:
+        """Concrete queues with their weights, in priority order, for the known queue names."""
+        if not self.dynamic:
+            return list(zip(self.patterns, self.weights))
+        names = sorted({n for n in known if not any(_ruby_fnmatch(e, n) for e in self.exclusions)})
+        seen: dict[str, int] = {}
+        for pattern, weight in zip(self.patterns, self.weights):
+            if _GLOB_CHARS & set(pattern):
+                matches: Sequence[str] = [n for n in names if _ruby_fnmatch(pattern, n)]
+            else:
+                matches = [pattern] if pattern in names else []
+            for name in matches:
+                seen.setdefault(name, weight)
+        return list(seen.items())
+
+    @staticmethod
+    def order(expanded: Sequence[tuple[str, int]], weighted: bool, rng: random.Random) -> list[str]:
+        """The order to try queues in for one fetch.
+
+        Weighted: a random permutation where each queue is first with probability w/total,
+        then next among the rest likewise (keys ``u ** (1/w)``, largest first).
+        """
+        if not weighted or len(expanded) < 2:
+            return [name for name, _ in expanded]
+        keyed = sorted(expanded, key=lambda item: rng.random() ** (1.0 / item[1]), reverse=True)
+        return [name for name, _ in keyed]

@@ -1,0 +1,219 @@
+"""One job slot: one Resque worker id, one Redis connection, one thread.
+
+The loop is: claim (finishing the previous job in the same call) → run → repeat. When every
+queue is empty it waits in a blocking doorbell (see :mod:`pyresqueworker.fetch`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Optional
+
+import redis
+
+from . import wire
+from .failure import DECODE_EXCEPTION, exception_message, exception_name, ruby_backtrace
+from .fetch import NO_FINISH, PAUSED, SUCCESS, Claimed, Claimer, Finish
+from .job import Job
+from .log import logger
+
+if TYPE_CHECKING:
+    from .process import WorkerProcess
+
+__all__ = ["Slot", "REDIS_ERRORS"]
+
+# Errors that mean "Redis is away for now": every loop backs off and retries on these.
+REDIS_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+)
+_IDLE, _RUNNING, _FINISHING, _ABANDONED = "idle", "running", "finishing", "abandoned"
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter, reset on success."""
+
+    def __init__(self, base: float = 0.1, cap: float = 10.0) -> None:
+        self.base, self.cap, self.failures = base, cap, 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return random.uniform(0, min(self.cap, self.base * 2 ** min(self.failures, 20)))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Slot(threading.Thread):
+    """A thread that works jobs as one Resque worker."""
+
+    def __init__(self, process: WorkerProcess, index: int, worker_id: str) -> None:
+        super().__init__(name=f"slot-{index}", daemon=True)
+        self.process = process
+        self.index = index
+        self.worker_id = worker_id
+        self.conn = process.new_connection()
+        self.claimer = Claimer(self.conn, process.keys, worker_id)
+        self.lock = threading.Lock()
+        self.state = _IDLE
+        self.job: Optional[Job] = None
+        self.job_started = 0.0
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        finish: Finish = NO_FINISH
+        backoff = Backoff()
+        process = self.process
+        blpop = process.config.fetch == "blpop"
+        while True:
+            try:
+                if process.stopping.is_set() or process.paused.is_set():
+                    finish = self._flush(finish)
+                    if process.stopping.is_set():
+                        return
+                    process.wake.wait(0.2)
+                    continue
+                queues = process.queue_order(self.conn)
+                if blpop:
+                    finish = self._flush(finish)
+                    claimed = self._blpop(queues)
+                else:
+                    claimed = self.claimer.claim(queues, finish, wire.run_at()) if queues else None
+                    finish = NO_FINISH
+                backoff.reset()
+            except REDIS_ERRORS as exc:
+                delay = backoff.next_delay()
+                logger.warning("redis unavailable, retrying", extra={
+                    "worker": self.worker_id, "error": str(exc), "retry_in_s": round(delay, 2)})
+                process.wake.wait(delay)
+                continue
+            if claimed is None or claimed == PAUSED:
+                if claimed is None and process.config.drain:
+                    self._flush(finish)
+                    return
+                self._idle_wait(queues, paused=claimed == PAUSED)
+                continue
+            assert isinstance(claimed, Claimed)
+            outcome = self._execute(claimed)
+            if outcome is None:  # abandoned at shutdown: the process has dealt with the job
+                return
+            finish = outcome
+
+    def _flush(self, finish: Finish) -> Finish:
+        """Send a pending completion on its own (before waiting, pausing or stopping)."""
+        if finish != NO_FINISH:
+            self.claimer.claim((), finish, "")
+        return NO_FINISH
+
+    def _blpop(self, queues: list[str]) -> Claimed | None:
+        popped = self.claimer.blpop(queues, self.process.wait_timeout(len(queues))) if queues else None
+        if popped is None:
+            return None
+        return self.claimer.adopt(popped[0], popped[1], NO_FINISH, wire.run_at())
+
+    def _idle_wait(self, queues: list[str], paused: bool) -> None:
+        process = self.process
+        process.set_title(self, "Paused" if paused else None)
+        if paused or not queues or process.config.fetch == "blpop":
+            process.wake.wait(process.wait_timeout(2))
+            return
+        try:
+            self.claimer.wait(queues[0], process.wait_timeout(len(queues)))
+        except REDIS_ERRORS:
+            process.wake.wait(0.5)
+
+    # -- one job --------------------------------------------------------------------------
+
+    def _execute(self, claimed: Claimed) -> Optional[Finish]:
+        job = _make_job(claimed, self.worker_id)
+        with self.lock:
+            self.job, self.state, self.job_started = job, _RUNNING, time.time()
+        process = self.process
+        process.set_title(self, f"Processing {job.queue} since {int(self.job_started)} "
+                                f"[{job.class_name or '?'}]")
+        started = time.perf_counter()
+        finish: Finish = SUCCESS
+        outcome = "success"
+        error: Optional[BaseException] = None
+        try:
+            call = process.registry.decode(job)
+            if not process.registry.perform(job, call, run_async=process.run_async):
+                outcome = "skipped"
+        except Exception as exc:  # every job error becomes a failure entry, never a crash
+            error, outcome = exc, "failure"
+            finish = ("2", failure_for(job, exc))
+        duration_ms = (time.perf_counter() - started) * 1000.0
+        with self.lock:
+            if self.state == _ABANDONED:
+                return None
+            self.state = _FINISHING
+        if logger.isEnabledFor(logging.INFO):
+            extra = {"worker": self.worker_id, "queue": job.queue, "class": job.class_name,
+                     "duration_ms": round(duration_ms, 3), "outcome": outcome}
+            if error is not None:
+                extra["error"] = f"{exception_name(error)}: {exception_message(error)}"
+            logger.log(logging.WARNING if error else logging.INFO, "job done", extra=extra)
+        with self.lock:
+            self.job, self.state = None, _IDLE
+        process.job_finished(self)
+        return finish
+
+    def abandon(self) -> Optional[Job]:
+        """Called at the shutdown deadline: returns the job if it was still running."""
+        with self.lock:
+            if self.state != _RUNNING:
+                return None
+            self.state = _ABANDONED
+            return self.job
+
+
+def _make_job(claimed: Claimed, worker_id: str) -> Job:
+    job = Job(queue=claimed.queue, raw=claimed.raw, worker_id=worker_id)
+    if not claimed.valid:
+        job.decode_error = "payload is not a UTF-8 JSON object"
+        try:
+            wire.loads(claimed.raw)
+        except wire.DecodeError as exc:
+            job.decode_error = str(exc)
+        return job
+    try:
+        payload = wire.loads(claimed.raw)
+    except wire.DecodeError as exc:
+        job.decode_error = str(exc)
+        return job
+    if isinstance(payload, dict):
+        job.payload = payload
+    else:
+        job.decode_error = "payload is not a JSON object"
+    return job
+
+
+def failure_for(job: Job, exc: BaseException, name: Optional[str] = None,
+                message: Optional[str] = None) -> str:
+    """The failure entry for ``job``; the payload is embedded byte for byte when it is JSON."""
+    if job.payload is None:
+        name = name or (DECODE_EXCEPTION if job.decode_error else None)
+    return wire.failure_entry(
+        failed_at_text=wire.failed_at(),
+        payload=job.raw_text if job.payload is None else None,
+        raw_payload=None if job.payload is None else job.raw.decode("utf-8"),
+        exception=name or exception_name(exc),
+        error=message or exception_message(exc),
+        backtrace=ruby_backtrace(exc.__traceback__) if exc.__traceback__ else [],
+        worker=job.worker_id,
+        queue=job.queue,
+    )
+
+
+def print_exception_line(prefix: str) -> None:
+    """One line on stderr for an unexpected error in a housekeeping loop."""
+    exc = sys.exc_info()[1]
+    if exc is not None:
+        logger.error(prefix, extra={"error": f"{exception_name(exc)}: {exception_message(exc)}"})

@@ -1,0 +1,114 @@
+"""Shared fixtures: a real redis-server on a free port, fakeredis, and the Ruby helper."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT.parent / "shared" / "golden"
+RUBY_CLIENT = ROOT / "examples" / "ruby_client"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A throw-away redis-server: no persistence, its own directory, a free port."""
+
+    def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        self.dir = tempfile.mkdtemp(prefix="pyresque-redis-")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        args = [
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+            "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--logfile", os.path.join(self.dir, "redis.log"), *extra_args,
+        ]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_timeout=1).ping()
+                break
+            except redis.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """URL of the session's real Redis, emptied before each test."""
+    redis_server.client().flushall()
+    yield redis_server.url
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    """A raw redis-py client (bytes replies) on the emptied real Redis."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def fake_redis() -> redis.Redis:
+    """An in-process fakeredis (with Lua) for pure unit tests."""
+    import fakeredis
+
+    return fakeredis.FakeRedis()
+
+
+def ruby_available() -> bool:
+    if shutil.which("ruby") is None:
+        return False
+    check = subprocess.run(["ruby", "-e", "require 'redis'"], capture_output=True)
+    return check.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def ruby() -> str:
+    """Path of ``ruby`` with the redis gem, or skip (CI installs both, so CI never skips)."""
+    if not ruby_available():
+        if os.environ.get("CI"):
+            pytest.fail("ruby with the redis gem is required in CI")
+        pytest.skip("ruby with the redis gem is not installed")
+    return str(shutil.which("ruby"))

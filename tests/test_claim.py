@@ -1,0 +1,150 @@
+"""The claim script: atomic pop-into-worker-key, completion folding, pause, bad payloads."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import redis
+
+from pyresqueworker.fetch import NO_FINISH, PAUSED, SUCCESS, Claimed, Claimer
+from pyresqueworker.wire import Keys
+
+WID = "host:1:high,low"
+RUN_AT = "2024-01-15T09:50:00Z"
+
+
+def make(r: redis.Redis, namespace: str = "resque:") -> tuple[Claimer, Keys]:
+    keys = Keys(namespace)
+    return Claimer(r, keys, WID), keys
+
+
+def test_claim_moves_the_job_into_the_worker_key_in_resque_format(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    payload = '{"class":"Archive","args":[35,"tar","é/"]}'.encode()
+    r.rpush(keys.queue("low"), payload)
+    claimed = claimer.claim(["high", "low"], NO_FINISH, RUN_AT)
+    assert claimed == Claimed("low", payload, True)
+    assert r.llen(keys.queue("low")) == 0
+    assert r.get(keys.worker(WID)) == (
+        b'{"queue":"low","run_at":"2024-01-15T09:50:00Z","payload":' + payload + b"}"
+    )
+
+
+def test_queues_are_tried_in_the_given_order(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    r.rpush(keys.queue("low"), b'{"class":"L"}')
+    r.rpush(keys.queue("high"), b'{"class":"H"}')
+    first = claimer.claim(["low", "high"], NO_FINISH, RUN_AT)
+    assert isinstance(first, Claimed) and first.queue == "low"
+
+
+def test_completion_is_folded_into_the_next_claim_and_counts_like_resque(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    r.rpush(keys.queue("high"), b'{"class":"A","args":[]}', b'{"class":"B","args":[]}')
+    claimer.claim(["high"], NO_FINISH, RUN_AT)
+    claimer.claim(["high"], ("2", '{"failure":1}'), RUN_AT)
+    assert json.loads(r.get(keys.worker(WID)) or b"")["payload"]["class"] == "B"
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) is None
+    assert not r.exists(keys.worker(WID))
+    stats = {k: int(r.get(keys.stat(*k)) or 0) for k in
+             [("processed",), ("failed",), ("processed", WID), ("failed", WID)]}
+    # Resque counts a failed job as processed too.
+    assert stats == {("processed",): 2, ("failed",): 1, ("processed", WID): 2, ("failed", WID): 1}
+    assert r.lrange(keys.failed, 0, -1) == [b'{"failure":1}']
+
+
+def test_finishing_twice_after_a_lost_reply_counts_once(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    r.rpush(keys.queue("high"), b'{"class":"A"}')
+    claimer.claim(["high"], NO_FINISH, RUN_AT)
+    claimer.claim([], ("2", "{}"), "")
+    claimer.claim([], ("2", "{}"), "")
+    assert r.get(keys.stat("processed")) == b"1"
+    assert r.llen(keys.failed) == 1
+
+
+def test_dirty_exit_finish_writes_the_failure_without_stats(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    r.rpush(keys.queue("high"), b'{"class":"A"}')
+    claimer.claim(["high"], NO_FINISH, RUN_AT)
+    claimer.claim([], ("3", "{}"), "")
+    assert r.llen(keys.failed) == 1 and not r.exists(keys.stat("processed"), keys.stat("failed"))
+
+
+def test_pause_all_workers_is_honoured_case_and_space_insensitively(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    r.rpush(keys.queue("high"), b'{"class":"A"}')
+    r.set(keys.pause_all, " True\n")
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == PAUSED
+    r.set(keys.pause_all, "false")
+    assert isinstance(claimer.claim(["high"], NO_FINISH, RUN_AT), Claimed)
+
+
+def test_paused_queue_is_skipped_inside_the_claim(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    r.rpush(keys.queue("high"), b'{"class":"H"}')
+    r.rpush(keys.queue("low"), b'{"class":"L"}')
+    r.sadd(keys.paused_queues, "high")
+    claimed = claimer.claim(["high", "low"], NO_FINISH, RUN_AT)
+    assert isinstance(claimed, Claimed) and claimed.queue == "low"
+    assert r.llen(keys.queue("high")) == 1
+
+
+def test_invalid_payloads_are_kept_as_escaped_strings_ruby_can_parse(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    bad = [b"not json", b'{"class":"A","args":["\xff"]}', b"[1,2]", b'{"class":', b"\xed\xa0\x80{}"]
+    r.rpush(keys.queue("high"), *bad)
+    for raw in bad:
+        claimed = claimer.claim(["high"], SUCCESS, RUN_AT)
+        assert claimed == Claimed("high", raw, False)
+        held = json.loads(r.get(keys.worker(WID)) or b"")
+        assert held["payload"].encode("latin-1") == raw
+
+
+def test_hash_tag_namespace_works(r: redis.Redis) -> None:
+    claimer, keys = make(r, "{resque}:")
+    r.rpush("{resque}:queue:high", b'{"class":"A"}')
+    assert isinstance(claimer.claim(["high"], NO_FINISH, RUN_AT), Claimed)
+    assert r.exists("{resque}:worker:" + WID)
+
+
+def test_wait_is_a_doorbell_that_leaves_the_job_queued(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    assert claimer.wait("high", 0.05) is False
+    pusher = threading.Timer(0.1, lambda: redis.Redis(
+        connection_pool=r.connection_pool).rpush(keys.queue("high"), b'{"class":"A"}', b"2"))
+    pusher.start()
+    assert claimer.wait("high", 5) is True
+    pusher.join()
+    assert r.lrange(keys.queue("high"), 0, -1) == [b'{"class":"A"}', b"2"]
+
+
+def test_script_is_reloaded_after_a_script_flush(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) is None
+    r.script_flush()
+    r.rpush(keys.queue("high"), b'{"class":"A"}')
+    assert isinstance(claimer.claim(["high"], NO_FINISH, RUN_AT), Claimed)
+
+
+def test_blpop_mode_adopts_into_the_worker_key(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    r.rpush(keys.queue("low"), b'{"class":"A"}')
+    popped = claimer.blpop(["high", "low"], 0.1)
+    assert popped == ("low", b'{"class":"A"}')
+    claimer.adopt(popped[0], popped[1], NO_FINISH, RUN_AT)
+    assert json.loads(r.get(keys.worker(WID)) or b"")["queue"] == "low"
+    started = time.monotonic()
+    assert claimer.blpop(["high"], 0.05) is None
+    assert time.monotonic() - started >= 0.04
+
+
+def test_requeue_puts_a_held_job_back_at_the_front(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    r.rpush(keys.queue("high"), b'{"class":"A"}', b'{"class":"B"}')
+    claimer.claim(["high"], NO_FINISH, RUN_AT)
+    assert claimer.requeue("high", b'{"class":"A"}') is True
+    assert claimer.requeue("high", b'{"class":"A"}') is False
+    assert r.lrange(keys.queue("high"), 0, -1) == [b'{"class":"A"}', b'{"class":"B"}']
