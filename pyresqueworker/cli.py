@@ -40,7 +40,8 @@ def _env(*names: str) -> list[str]:
               help="Queues: 'high=2,low=1' weighted, 'high,low' strict, '*', 'mail_*', '!slow'.")
 @click.option("--app", "-a", "apps", multiple=True, envvar="PYRESQUE_APP",
               help="Module or .py file that registers handlers (repeatable).")
-@click.option("--redis", "redis_url", envvar=_env("PYRESQUE_REDIS", "RESQUE_REDIS_URL", "REDIS_URL"),
+@click.option("--redis", "redis_url",
+              envvar=_env("PYRESQUE_REDIS", "RESQUE_REDIS_URL", "REDIS_URL"),
               help="redis://, rediss:// or unix:// URL.  [default: redis://127.0.0.1:6379/0]")
 @click.option("--namespace", default="resque:", envvar="PYRESQUE_NAMESPACE",
               help="Key prefix shared with Ruby ('{resque}:' for Redis Cluster).")
@@ -61,11 +62,13 @@ def _env(*names: str) -> list[str]:
 @click.option("--heartbeat-interval", default=60.0, type=click.FloatRange(0.1),
               envvar="PYRESQUE_HEARTBEAT_INTERVAL", help="Seconds between heartbeats (Resque: 60).")
 @click.option("--prune-after", default=300.0, type=click.FloatRange(1),
-              envvar="PYRESQUE_PRUNE_AFTER", help="Heartbeat age that marks a worker dead (Resque: 300).")
+              envvar="PYRESQUE_PRUNE_AFTER",
+              help="Heartbeat age that marks a worker dead (Resque: 300).")
 @click.option("--on-dead-worker", type=click.Choice(["requeue", "fail"]), default="requeue",
               envvar="PYRESQUE_ON_DEAD_WORKER",
               help="A dead worker's job: back to the front of its queue, or a Prune failure.")
-@click.option("--max-recoveries", default=3, type=click.IntRange(1), envvar="PYRESQUE_MAX_RECOVERIES",
+@click.option("--max-recoveries", default=3, type=click.IntRange(1),
+              envvar="PYRESQUE_MAX_RECOVERIES",
               help="Recoveries of one job before it is failed as a poison pill.")
 @click.option("--fetch", type=click.Choice(["claim", "blpop"]), default="claim",
               envvar="PYRESQUE_FETCH", help="'claim' is atomic; 'blpop' is Resque's at-most-once.")

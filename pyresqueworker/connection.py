@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-__all__ = ["DEFAULT_URL", "resolve_url", "redact_url", "connect", "ConfigError"]
+__all__ = ["DEFAULT_URL", "ConfigError", "connect", "redact_url", "resolve_url"]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _ENV_VARS = ("RESQUE_REDIS_URL", "REDIS_URL")

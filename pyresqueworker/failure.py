@@ -8,12 +8,12 @@ from types import TracebackType
 from typing import Optional
 
 __all__ = [
+    "DECODE_EXCEPTION",
     "DIRTY_EXIT",
     "PRUNE_DIRTY_EXIT",
     "TERM_EXCEPTION",
-    "DECODE_EXCEPTION",
-    "exception_name",
     "exception_message",
+    "exception_name",
     "ruby_backtrace",
 ]
 

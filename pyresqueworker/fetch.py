@@ -28,7 +28,7 @@ import redis
 
 from .wire import Keys, dumps
 
-__all__ = ["Claimer", "Claimed", "Finish", "NO_FINISH", "PAUSED"]
+__all__ = ["NO_FINISH", "PAUSED", "Claimed", "Claimer", "Finish"]
 
 # A finished job's completion, folded into the next claim: (mode, failure entry).
 #   "0" nothing to finish, "1" success, "2" failure (entry pushed, failed stats bumped),
@@ -140,6 +140,11 @@ class Claimed:
     valid: bool
 
 
+def _command(conn: redis.Redis, *args: Any) -> Any:
+    """``execute_command`` (untyped in redis-py) for the few raw commands we send."""
+    return conn.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
 class _Script:
     """EVALSHA with a reload when the server lost its script cache (restart, SCRIPT FLUSH)."""
 
@@ -151,10 +156,10 @@ class _Script:
         if self.sha is None:
             self.sha = str(conn.script_load(self.source))
         try:
-            return conn.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return _command(conn, "EVALSHA", self.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             self.sha = str(conn.script_load(self.source))
-            return conn.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return _command(conn, "EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 _claim = _Script(CLAIM_SCRIPT)
@@ -223,13 +228,13 @@ class Claimer:
     def wait(self, queue: str, timeout: float) -> bool:
         """Block until ``queue`` has an item or ``timeout`` passes; the item stays queued."""
         key = self._queue_parts(queue)[0]
-        reply = self.conn.execute_command("BLMOVE", key, key, "LEFT", "LEFT", timeout)
+        reply = _command(self.conn, "BLMOVE", key, key, "LEFT", "LEFT", timeout)
         return reply is not None
 
     def blpop(self, queues: Sequence[str], timeout: float) -> tuple[str, bytes] | None:
         """``--fetch blpop``: pop from the first non-empty queue (at-most-once)."""
         keys = [self._queue_parts(q)[0] for q in queues]
-        reply = self.conn.execute_command("BLPOP", *keys, timeout)
+        reply = _command(self.conn, "BLPOP", *keys, timeout)
         if reply is None:
             return None
         popped_key = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])

@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import Any
 
-__all__ = ["logger", "setup_logging", "TextFormatter"]
+__all__ = ["TextFormatter", "logger", "setup_logging"]
 
 logger = logging.getLogger("pyresqueworker")
 

@@ -24,6 +24,7 @@ from . import wire
 from ._version import __version__
 from .config import WorkerConfig
 from .connection import connect, describe
+from .doorbell import Doorbell
 from .failure import DIRTY_EXIT
 from .fetch import Claimer
 from .log import logger
@@ -31,7 +32,7 @@ from .prune import Pruner, unregister
 from .registry import Registry
 from .slot import REDIS_ERRORS, Backoff, Slot, failure_for
 
-__all__ = ["WorkerProcess", "StartupError"]
+__all__ = ["StartupError", "WorkerProcess"]
 
 _QUEUE_REFRESH = 1.0  # seconds a dynamic (glob) queue list is cached
 
@@ -76,6 +77,7 @@ class WorkerProcess:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_lock = threading.Lock()
         self._title_lock = threading.Lock()
+        self.doorbell = Doorbell(sleeper_poll=max(config.interval, 0.1) if config.interval else 1.0)
         self.pruner = Pruner(
             self.conn, self.keys, self.worker_ids[0], spec.id_queues, self.hostname,
             config.prune_after, max(1, int(config.heartbeat_interval)), config.on_dead_worker,
@@ -91,7 +93,8 @@ class WorkerProcess:
         """The queues to try for one fetch (weighted shuffle, dynamic expansion)."""
         spec = self.config.queues
         if spec.dynamic and time.monotonic() - self._dynamic_at > _QUEUE_REFRESH:
-            known = [m.decode("utf-8", "replace") for m in conn.smembers(self.keys.queues)]
+            known = [m.decode("utf-8", "replace") if isinstance(m, bytes) else m
+                     for m in conn.smembers(self.keys.queues)]
             self._dynamic = spec.expand(known)
             self._dynamic_at = time.monotonic()
         return spec.order(self._dynamic, spec.weighted, self.rng)

@@ -29,7 +29,7 @@ from .failure import DECODE_EXCEPTION, PRUNE_DIRTY_EXIT
 from .log import logger
 from .wire import Keys, WorkerId
 
-__all__ = ["Pruner", "resque_pids", "RECOVERY_TTL"]
+__all__ = ["RECOVERY_TTL", "Pruner", "resque_pids"]
 
 # Ruby's linux_worker_pids: `ps` lines matching this, minus resque-web.
 _RESQUE_PROC = re.compile(r"resque:work|resque:\sStarting|resque-[0-9]")
@@ -132,10 +132,13 @@ class Pruner:
         with self.conn.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(worker_key)
+                    pipe.watch(worker_key)  # type: ignore[no-untyped-call]
                     value = pipe.get(worker_key)
+                    value = value.encode() if isinstance(value, str) else value
                     pipe.multi()
-                    outcome = self._handle_job(pipe, worker_id, value, exception) if value else "idle"
+                    outcome = "idle"
+                    if value:
+                        outcome = self._handle_job(pipe, worker_id, value, exception)
                     self._unregister(pipe, worker_id)
                     pipe.execute()
                     return outcome
@@ -161,7 +164,10 @@ class Pruner:
             pipe.rpush(self.keys.failed, entry)
             return "failed"
         marker = value.find(b',"payload":')
-        raw = value[marker + len(b',"payload":') : -1] if marker >= 0 else wire.dumps(payload).encode()
+        if marker >= 0:
+            raw = value[marker + len(b',"payload":') : -1]
+        else:
+            raw = wire.dumps(payload).encode()
         class_name = payload.get("class") if isinstance(payload, dict) else None
         digest = hashlib.sha1(raw).hexdigest()
         recoveries_key = self.keys.own("recoveries")

@@ -70,7 +70,9 @@ class QueueSpec:
             if not entry:
                 raise QueueSpecError("a queue weight needs a queue name before '='")
             if ":" in entry:
-                raise QueueSpecError(f"queue name {entry!r} contains ':' (Resque ids cannot hold it)")
+                raise QueueSpecError(
+                    f"queue name {entry!r} contains ':' (Resque ids cannot hold it)"
+                )
             if entry in patterns:
                 weights[patterns.index(entry)] += weight
                 continue

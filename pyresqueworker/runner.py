@@ -15,7 +15,7 @@ from .registry import Registry, default_registry
 from .slot import REDIS_ERRORS
 from .supervisor import Supervisor
 
-__all__ = ["run_worker", "load_app", "StartupError"]
+__all__ = ["StartupError", "load_app", "run_worker"]
 
 
 def load_app(target: str) -> None:

@@ -24,7 +24,7 @@ from .log import logger
 if TYPE_CHECKING:
     from .process import WorkerProcess
 
-__all__ = ["Slot", "REDIS_ERRORS"]
+__all__ = ["REDIS_ERRORS", "Slot"]
 
 # Errors that mean "Redis is away for now": every loop backs off and retries on these.
 REDIS_ERRORS = (
@@ -64,11 +64,14 @@ class Slot(threading.Thread):
         self.state = _IDLE
         self.job: Optional[Job] = None
         self.job_started = 0.0
+        self.woken = False  # the last idle wait ended because a queue had a job
+        self.rang_empty = False
 
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> None:
         finish: Finish = NO_FINISH
+        claimed: Claimed | str | None
         backoff = Backoff()
         process = self.process
         blpop = process.config.fetch == "blpop"
@@ -100,6 +103,9 @@ class Slot(threading.Thread):
                     return
                 self._idle_wait(queues, paused=claimed == PAUSED)
                 continue
+            if self.woken:
+                process.doorbell.pass_on()  # a burst may hold more jobs: let one more slot try
+                self.woken = self.rang_empty = False
             assert isinstance(claimed, Claimed)
             outcome = self._execute(claimed)
             if outcome is None:  # abandoned at shutdown: the process has dealt with the job
@@ -113,7 +119,9 @@ class Slot(threading.Thread):
         return NO_FINISH
 
     def _blpop(self, queues: list[str]) -> Claimed | None:
-        popped = self.claimer.blpop(queues, self.process.wait_timeout(len(queues))) if queues else None
+        if not queues:
+            return None
+        popped = self.claimer.blpop(queues, self.process.wait_timeout(len(queues)))
         if popped is None:
             return None
         return self.claimer.adopt(popped[0], popped[1], NO_FINISH, wire.run_at())
@@ -121,11 +129,16 @@ class Slot(threading.Thread):
     def _idle_wait(self, queues: list[str], paused: bool) -> None:
         process = self.process
         process.set_title(self, "Paused" if paused else None)
-        if paused or not queues or process.config.fetch == "blpop":
-            process.wake.wait(process.wait_timeout(2))
+        timeout = process.wait_timeout(len(queues))
+        # A bell that rang but gave nothing (its queue is paused, or another worker won the
+        # job) must not be rung again at once, or a paused non-empty queue would spin.
+        if paused or not queues or process.config.fetch == "blpop" or self.rang_empty:
+            self.rang_empty = False
+            process.wake.wait(timeout)
             return
+        self.rang_empty = self.woken
         try:
-            self.claimer.wait(queues[0], process.wait_timeout(len(queues)))
+            self.woken = process.doorbell.wait(self.claimer, queues[0], timeout)
         except REDIS_ERRORS:
             process.wake.wait(0.5)
 

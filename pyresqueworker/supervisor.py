@@ -43,7 +43,7 @@ class Supervisor:
                 code = self.child_main()
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
-            except BaseException as exc:  # last resort: report and leave, never return to parent code
+            except BaseException as exc:  # report and leave; never run on in the parent's code
                 logger.error("worker process crashed", extra={"error": repr(exc)})
             finally:
                 os._exit(code)

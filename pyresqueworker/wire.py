@@ -10,26 +10,27 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "DecodeError",
     "Keys",
     "WorkerId",
     "dumps",
-    "encode_job",
     "encode_delayed_item",
-    "worker_value",
-    "failure_entry",
+    "encode_job",
     "failed_at",
+    "failure_entry",
+    "heartbeat_value",
+    "loads",
+    "parse_time",
     "run_at",
     "started_at",
-    "heartbeat_value",
-    "parse_time",
-    "DecodeError",
-    "loads",
+    "worker_value",
 ]
 
 DEFAULT_NAMESPACE = "resque:"
