@@ -35,7 +35,10 @@ def _env(*names: str) -> list[str]:
     return list(names)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+               epilog="Every option can also be set from the environment: PYRESQUE_<OPTION> "
+                      "(e.g. PYRESQUE_CONCURRENCY=8); Resque's QUEUES/QUEUE, INTERVAL and "
+                      "REDIS_URL / RESQUE_REDIS_URL work too.")
 @click.option("--queues", "-q", callback=_queues, envvar=_env("PYRESQUE_QUEUES", "QUEUES", "QUEUE"),
               help="Queues: 'high=2,low=1' weighted, 'high,low' strict, '*', 'mail_*', '!slow'.")
 @click.option("--app", "-a", "apps", multiple=True, envvar="PYRESQUE_APP",

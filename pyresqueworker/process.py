@@ -23,7 +23,7 @@ import redis
 from . import wire
 from ._version import __version__
 from .config import WorkerConfig
-from .connection import connect, describe
+from .connection import connect, describe, redact_url, resolve_url
 from .doorbell import Doorbell
 from .failure import DIRTY_EXIT
 from .fetch import Claimer
@@ -65,7 +65,7 @@ class WorkerProcess:
         self.stop_now = False
         self.signal_count = 0
         self.rng = random.Random()
-        self.conn = self.new_connection()
+        self.conn = self._first_connection()
         spec = config.queues
         self.worker_ids = [
             str(wire.WorkerId.build(self.hostname, self.pid, spec.id_queues, slot=i))
@@ -85,6 +85,17 @@ class WorkerProcess:
         )
 
     # -- helpers used by slots --------------------------------------------------------------
+
+    def _first_connection(self) -> redis.Redis:
+        where = redact_url(resolve_url(self.config.redis_url))
+        try:
+            conn = self.new_connection()
+            conn.ping()
+        except redis.exceptions.AuthenticationError:
+            raise StartupError(f"Redis at {where} refused the credentials") from None
+        except REDIS_ERRORS as exc:
+            raise StartupError(f"cannot reach Redis at {where}: {exc}") from None
+        return conn
 
     def new_connection(self) -> redis.Redis:
         return connect(self.config.redis_url, single_connection_client=True)
@@ -130,12 +141,6 @@ class WorkerProcess:
     def run(self) -> int:
         """Start, work until stopped, shut down cleanly. Returns the exit code."""
         set_proctitle("resque: Starting")
-        try:
-            self.conn.ping()
-        except REDIS_ERRORS as exc:
-            raise StartupError(f"cannot reach Redis at {describe(self.conn)}: {exc}") from None
-        except redis.exceptions.AuthenticationError:
-            raise StartupError(f"Redis at {describe(self.conn)} refused the credentials") from None
         self._install_signals()
         self._heartbeat(first=True)
         self._prune()
