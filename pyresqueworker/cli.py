@@ -14,7 +14,7 @@ import click
 
 from ._version import __version__
 from .config import WorkerConfig
-from .connection import ConfigError
+from .connection import ConfigError, TLSFiles
 from .log import setup_logging
 from .queues import QueueSpec, QueueSpecError
 from .runner import StartupError, run_worker
@@ -29,6 +29,9 @@ def _queues(_ctx: click.Context, _param: click.Parameter, value: Optional[str]) 
         return QueueSpec.parse(value)
     except QueueSpecError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+_FILE = click.Path(exists=True, dir_okay=False)
 
 
 def _env(*names: str) -> list[str]:
@@ -46,6 +49,12 @@ def _env(*names: str) -> list[str]:
 @click.option("--redis", "redis_url",
               envvar=_env("PYRESQUE_REDIS", "RESQUE_REDIS_URL", "REDIS_URL"),
               help="redis://, rediss:// or unix:// URL.  [default: redis://127.0.0.1:6379/0]")
+@click.option("--tls-ca", envvar="PYRESQUE_TLS_CA", type=_FILE,
+              help="CA bundle to trust for rediss:// (default: the system's).")
+@click.option("--tls-cert", envvar="PYRESQUE_TLS_CERT", type=_FILE,
+              help="Client certificate for rediss://.")
+@click.option("--tls-key", envvar="PYRESQUE_TLS_KEY", type=_FILE,
+              help="Key of the client certificate.")
 @click.option("--namespace", default="resque:", envvar="PYRESQUE_NAMESPACE",
               help="Key prefix shared with Ruby ('{resque}:' for Redis Cluster).")
 @click.option("--concurrency", "-c", default=1, type=click.IntRange(1, 1000),
@@ -84,6 +93,8 @@ def work(**options: Any) -> int:
     """Work Resque jobs from Redis with Python handlers, beside Ruby Resque."""
     setup_logging(options.pop("log_level").upper(), options.pop("log_format"))
     options["apps"] = list(options["apps"])
+    tls = TLSFiles(options.pop("tls_ca"), options.pop("tls_cert"), options.pop("tls_key"))
+    options["tls"] = tls if tls.options() else None
     config = WorkerConfig(**options)
     return run_worker(config)
 

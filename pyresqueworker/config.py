@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .connection import TLSFiles
 from .queues import QueueSpec
 
 __all__ = ["WorkerConfig"]
@@ -20,6 +21,7 @@ class WorkerConfig:
 
     queues: QueueSpec
     redis_url: Optional[str] = None
+    tls: Optional[TLSFiles] = None
     namespace: str = "resque:"
     concurrency: int = 1
     processes: int = 1

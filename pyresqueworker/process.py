@@ -98,7 +98,7 @@ class WorkerProcess:
         return conn
 
     def new_connection(self) -> redis.Redis:
-        return connect(self.config.redis_url, single_connection_client=True)
+        return connect(self.config.redis_url, tls=self.config.tls, single_connection_client=True)
 
     def queue_order(self, conn: redis.Redis) -> list[str]:
         """The queues to try for one fetch (weighted shuffle, dynamic expansion)."""

@@ -56,7 +56,7 @@ def run_worker(config: WorkerConfig, registry: Optional[Registry] = None) -> int
         load_app(app)
     if config.processes == 1:
         return WorkerProcess(config, registry).run()
-    probe = connect(config.redis_url)
+    probe = connect(config.redis_url, tls=config.tls)
     try:
         probe.ping()
     except REDIS_ERRORS as exc:

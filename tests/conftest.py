@@ -28,15 +28,21 @@ def free_port() -> int:
 class RedisServer:
     """A throw-away redis-server: no persistence, its own directory, a free port."""
 
-    def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        extra_args: tuple[str, ...] = (),
+        ready_port: int | None = None,
+        tls: Path | None = None,
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("redis-server is not installed (apt-get install redis-server)")
         self.dir = tempfile.mkdtemp(prefix="pyresque-redis-")
-        self.port = free_port()
+        self.port = ready_port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        port_args = () if ready_port else ("--port", str(self.port))
         args = [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+            binary, *port_args, "--bind", "127.0.0.1", "--dir", self.dir,
             "--save", "", "--appendonly", "no", "--daemonize", "no",
             "--logfile", os.path.join(self.dir, "redis.log"), *extra_args,
         ]
@@ -44,12 +50,23 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while True:
             try:
-                redis.Redis(port=self.port, socket_timeout=1).ping()
+                self._probe(tls)
                 break
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("redis-server did not start") from None
                 time.sleep(0.02)
+
+    def _probe(self, tls: Path | None) -> None:
+        if tls is None:
+            try:
+                redis.Redis(port=self.port, socket_timeout=1).ping()
+            except redis.AuthenticationError:
+                pass  # up, but wants credentials
+            return
+        redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, ssl=True,
+                    ssl_ca_certs=str(tls / "ca.crt"), ssl_certfile=str(tls / "client.crt"),
+                    ssl_keyfile=str(tls / "client.key")).ping()
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)
@@ -112,3 +129,29 @@ def ruby() -> str:
             pytest.fail("ruby with the redis gem is required in CI")
         pytest.skip("ruby with the redis gem is not installed")
     return str(shutil.which("ruby"))
+
+
+
+# -- worker subprocesses (tests/worker_helpers.py) ---------------------------------------------
+
+
+@pytest.fixture
+def spawn_worker(redis_url: str) -> Iterator[object]:
+    """Start ``pyresque-work`` subprocesses on the test Redis; all are killed at teardown.
+
+    ``spawn_worker("--queues", "high,low", env={...})`` returns a started
+    ``worker_helpers.WorkerProc`` (the test app, ``--redis`` and ``--interval 0.1`` added
+    unless ``defaults=False``).
+    """
+    from worker_helpers import WorkerProc, start_worker
+
+    started: list[WorkerProc] = []
+
+    def spawn(*args: str, env: dict[str, str] | None = None, defaults: bool = True) -> WorkerProc:
+        proc = start_worker(redis_url, *args, env=env, defaults=defaults)
+        started.append(proc)
+        return proc
+
+    yield spawn
+    for proc in started:
+        proc.cleanup()

@@ -1,0 +1,118 @@
+"""Connecting: URLs, ACL users, TLS with client certificates, Sentinel; no leaked secrets."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from pyresqueworker.connection import ConfigError, TLSFiles, connect, describe, redact_url
+from tests.conftest import RedisServer, free_port
+
+
+def test_redact_url_hides_passwords_everywhere() -> None:
+    assert redact_url("redis://user:s3cret@host:6379/0") == "redis://user:***@host:6379/0"
+    assert redact_url("redis://:s3cret@host/0") == "redis://:***@host/0"
+    assert "s3cret" not in redact_url("redis+sentinel://h:1/m?sentinel_password=s3cret")
+
+
+def test_unsupported_scheme_is_a_clear_config_error_without_the_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        connect("http://user:s3cret@host/0")
+    assert "s3cret" not in str(info.value) and "redis://" in str(info.value)
+
+
+def test_acl_user_and_password_from_the_url(tmp_path: Path) -> None:
+    acl = tmp_path / "users.acl"
+    acl.write_text("user worker on >s3cret ~* &* +@all\nuser default off\n")
+    server = RedisServer(("--aclfile", str(acl)))
+    try:
+        client = connect(f"redis://worker:s3cret@127.0.0.1:{server.port}/0")
+        assert client.ping() is True
+        bad = connect(f"redis://worker:wrong@127.0.0.1:{server.port}/0")
+        with pytest.raises(redis.exceptions.AuthenticationError) as info:
+            bad.ping()
+        assert "wrong" not in str(info.value) and "s3cret" not in repr(bad)
+        assert "s3cret" not in describe(client)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_files() -> Iterator[Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    folder = Path(tempfile.mkdtemp(prefix="pyresque-tls-"))
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    for name in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-copy_extensions", "copy", "-out", f"{name}.crt")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_tls_with_ca_and_client_certificate(tls_files: Path) -> None:
+    port = free_port()
+    server = RedisServer((
+        "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(tls_files / "server.crt"),
+        "--tls-key-file", str(tls_files / "server.key"),
+        "--tls-ca-cert-file", str(tls_files / "ca.crt"), "--tls-auth-clients", "yes",
+    ), ready_port=port, tls=tls_files)
+    try:
+        files = TLSFiles(ca=str(tls_files / "ca.crt"), cert=str(tls_files / "client.crt"),
+                         key=str(tls_files / "client.key"))
+        client = connect(f"rediss://127.0.0.1:{port}/0", tls=files)
+        client.set("k", b"v")
+        assert client.get("k") == b"v"
+        untrusted = connect(f"rediss://127.0.0.1:{port}/0")
+        with pytest.raises(redis.exceptions.ConnectionError):
+            untrusted.ping()
+    finally:
+        server.stop()
+
+
+def test_sentinel_url_finds_the_master(redis_server: RedisServer, r: redis.Redis) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="pyresque-sentinel-"))
+    port = free_port()
+    conf = folder / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {redis_server.port} 1\n"
+    )
+    process = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=port).ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "sentinel did not start"
+                time.sleep(0.05)
+        client = connect(f"redis+sentinel://127.0.0.1:{port}/mymaster/0")
+        client.set("through-sentinel", b"yes")
+        assert r.get("through-sentinel") == b"yes"
+        assert describe(client) == "sentinel service mymaster"
+    finally:
+        process.terminate()
+        process.wait(5)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_sentinel_url_without_a_service_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        connect("redis+sentinel://127.0.0.1:26379")
