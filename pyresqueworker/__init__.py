@@ -21,7 +21,7 @@ from .registry import (
     job,
     middleware,
 )
-from .runner import StartupError, run_worker
+from .runner import WorkerError, run_worker
 
 __all__ = [
     "Client",
@@ -33,9 +33,9 @@ __all__ = [
     "PayloadError",
     "QueueSpec",
     "Registry",
-    "StartupError",
     "UnknownJobClass",
     "WorkerConfig",
+    "WorkerError",
     "WorkerInfo",
     "__version__",
     "current_job",

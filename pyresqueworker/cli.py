@@ -17,7 +17,7 @@ from .config import WorkerConfig
 from .connection import ConfigError, TLSFiles
 from .log import setup_logging
 from .queues import QueueSpec, QueueSpecError
-from .runner import StartupError, run_worker
+from .runner import WorkerError, run_worker
 
 __all__ = ["work", "work_main"]
 
@@ -112,7 +112,7 @@ def work_main(argv: Optional[list[str]] = None) -> None:
     except (ValueError, ConfigError) as exc:
         click.echo(f"{prog}: error: {exc}", err=True)
         sys.exit(2)
-    except StartupError as exc:
+    except WorkerError as exc:
         click.echo(f"{prog}: error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

@@ -22,7 +22,7 @@ from .client import Client
 from .config import WorkerConfig
 from .queues import QueueSpec
 from .registry import DontPerform, Registry
-from .runner import StartupError, run_worker
+from .runner import WorkerError, run_worker
 
 __all__ = ["demo_registry", "main"]
 
@@ -168,7 +168,7 @@ def demo(redis_url: Optional[str], serve: bool) -> None:
                           interval=0.2, exit_on_complete=not serve, log_level="WARNING")
     try:
         run_worker(config, demo_registry)
-    except StartupError as exc:
+    except WorkerError as exc:
         raise click.ClickException(str(exc)) from None
     _report(client)
     if server is not None:

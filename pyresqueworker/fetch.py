@@ -20,6 +20,7 @@ server, are lossy on reconnect, and would still need this polling as a fallback.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -28,7 +29,9 @@ import redis
 
 from .wire import Keys, dumps
 
-__all__ = ["NO_FINISH", "PAUSED", "Claimed", "Claimer", "Finish"]
+__all__ = [
+    "NO_FINISH", "PAUSED", "REDIS_ERRORS", "Claimed", "Claimer", "Finish", "parse_worker_value",
+]
 
 # A finished job's completion, folded into the next claim: (mode, failure entry).
 #   "0" nothing to finish, "1" success, "2" failure (entry pushed, failed stats bumped),
@@ -70,6 +73,8 @@ end
 
 local wkey = KEYS[1]
 local finish = ARGV[1]
+-- Remember which call ran last, so a caller whose reply was lost can tell what happened.
+redis.call('SET', KEYS[9], ARGV[6])
 if finish ~= '0' and redis.call('EXISTS', wkey) == 1 then
   redis.call('DEL', wkey)
   if finish ~= '1' then
@@ -85,7 +90,7 @@ if finish ~= '0' and redis.call('EXISTS', wkey) == 1 then
   end
 end
 
-local n = #KEYS - 8
+local n = #KEYS - 9
 if n == 0 then return {0} end
 
 local item, qi
@@ -98,8 +103,8 @@ else
   end
   local check_paused = redis.call('SCARD', KEYS[8]) > 0
   for i = 1, n do
-    if not (check_paused and redis.call('SISMEMBER', KEYS[8], ARGV[5 + i]) == 1) then
-      item = redis.call('LPOP', KEYS[8 + i])
+    if not (check_paused and redis.call('SISMEMBER', KEYS[8], ARGV[6 + i]) == 1) then
+      item = redis.call('LPOP', KEYS[9 + i])
       if item then qi = i; break end
     end
   end
@@ -114,7 +119,7 @@ if not valid then
   payload = '"' .. string.gsub(item, '[%z\1-\31"\\\127-\255]', escape_byte) .. '"'
 end
 redis.call('SET', wkey,
-  '{"queue":' .. ARGV[5 + n + qi] .. ',"run_at":"' .. ARGV[3] .. '","payload":' .. payload .. '}')
+  '{"queue":' .. ARGV[6 + n + qi] .. ',"run_at":"' .. ARGV[3] .. '","payload":' .. payload .. '}')
 return {1, qi, item, valid and 1 or 0}
 """
 
@@ -130,6 +135,14 @@ return 0
 
 PAUSED = "paused"
 
+# Errors that mean "Redis is away for now": every loop backs off and retries on these.
+REDIS_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+)
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -143,6 +156,25 @@ class Claimed:
 def _command(conn: redis.Redis, *args: Any) -> Any:
     """``execute_command`` (untyped in redis-py) for the few raw commands we send."""
     return conn.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def parse_worker_value(value: bytes) -> Claimed | None:
+    """The job held in a ``worker:<id>`` value written by the claim script (or by Ruby)."""
+    try:
+        held = json.loads(value)
+        queue = str(held["queue"])
+        payload = held["payload"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if isinstance(payload, str):  # a payload that was not JSON, stored byte-escaped
+        try:
+            return Claimed(queue, payload.encode("latin-1"), False)
+        except UnicodeEncodeError:
+            return Claimed(queue, payload.encode("utf-8"), False)
+    marker = value.find(b',"payload":')
+    if marker < 0:
+        return Claimed(queue, dumps(payload).encode(), True)
+    return Claimed(queue, value[marker + len(b',"payload":') : -1], True)
 
 
 class _Script:
@@ -183,7 +215,11 @@ class Claimer:
             keys.stat("failed", worker_id),
             keys.pause_all,
             keys.paused_queues,
+            keys.claim_seq(worker_id),
         ]
+        self._seq = 0
+        # The sequence number of a call whose reply never came (connection lost mid-call).
+        self._unanswered: Optional[int] = None
         self._queue_keys: dict[str, str] = {}
         self._queue_json: dict[str, str] = {}
 
@@ -201,22 +237,53 @@ class Claimer:
 
         Returns a :class:`Claimed`, :data:`PAUSED` when ``pause-all-workers`` is set, or
         ``None`` when every queue is empty (or paused). With no queues it only finishes.
-        Safe to repeat after a lost reply: finishing is skipped once the worker key is gone.
+        After a call whose reply was lost, the next call first learns whether it ran (and
+        what it claimed), so a retry neither finishes a job twice nor claims over one.
         """
+        if self._unanswered is not None:
+            ran, held = self._resolve_unanswered()
+            if held is not None:
+                return held
+            if ran:
+                finish = NO_FINISH  # the lost call already finished the previous job
         parts = [self._queue_parts(q) for q in queues]
         keys = self._fixed_keys + [p[0] for p in parts]
-        args = [finish[0], finish[1], run_at, "pop", "", *queues, *(p[1] for p in parts)]
-        reply = _claim(self.conn, keys, args)
-        return self._reply(reply, queues)
+        args = [finish[0], finish[1], run_at, "pop", "", *self._next_seq(), *queues,
+                *(p[1] for p in parts)]
+        return self._reply(self._call(keys, args), queues)
 
     def adopt(self, queue: str, item: bytes, finish: Finish, run_at: str) -> Claimed:
         """Write a job popped outside the script (``--fetch blpop``) to the worker key."""
         key, name_json = self._queue_parts(queue)
-        args = [finish[0], finish[1], run_at, "adopt", item, queue, name_json]
-        reply = _claim(self.conn, [*self._fixed_keys, key], args)
-        claimed = self._reply(reply, [queue])
+        args = [finish[0], finish[1], run_at, "adopt", item, *self._next_seq(), queue, name_json]
+        claimed = self._reply(self._call([*self._fixed_keys, key], args), [queue])
         assert isinstance(claimed, Claimed)
         return claimed
+
+    def _next_seq(self) -> list[str]:
+        self._seq += 1
+        return [str(self._seq)]
+
+    def _call(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            reply = _claim(self.conn, keys, args)
+        except REDIS_ERRORS:
+            self._unanswered = self._seq
+            raise
+        self._unanswered = None
+        return reply
+
+    def _resolve_unanswered(self) -> tuple[bool, Claimed | None]:
+        """Did the unanswered call run, and did it claim a job (which is then ours)?"""
+        with self.conn.pipeline(transaction=False) as pipe:
+            pipe.get(self._fixed_keys[8])
+            pipe.get(self.worker_key)
+            last, held = pipe.execute()
+        ran = last is not None and int(last) == self._unanswered
+        self._unanswered = None
+        if not ran or held is None:
+            return ran, None
+        return True, parse_worker_value(bytes(held))
 
     @staticmethod
     def _reply(reply: Any, queues: Sequence[str]) -> Claimed | str | None:

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Coroutine
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import redis
 
@@ -26,26 +26,32 @@ from .config import WorkerConfig
 from .connection import connect, describe, redact_url, resolve_url
 from .doorbell import Doorbell
 from .failure import DIRTY_EXIT
-from .fetch import Claimer
+from .fetch import REDIS_ERRORS, Claimer
 from .log import logger
-from .prune import Pruner, unregister
+from .prune import Pruner
 from .registry import Registry
-from .slot import REDIS_ERRORS, Backoff, Slot, failure_for
+from .slot import Backoff, Slot, failure_for
 
-__all__ = ["StartupError", "WorkerProcess"]
+T = TypeVar("T")
+
+__all__ = ["WorkerError", "WorkerProcess"]
 
 _QUEUE_REFRESH = 1.0  # seconds a dynamic (glob) queue list is cached
 
 
-class StartupError(RuntimeError):
-    """The worker could not start (Redis unreachable, bad queue list...); message is safe."""
+class WorkerError(RuntimeError):
+    """The worker cannot start or stop cleanly (Redis unreachable...); the message is one safe
+    line for the command line: no traceback, no credentials."""
 
 
 def set_proctitle(text: str) -> None:
     try:
         import setproctitle
 
-        setproctitle.setproctitle(os.environ.get("RESQUE_PROCLINE_PREFIX", "") + text)
+        title = os.environ.get("RESQUE_PROCLINE_PREFIX", "") + text
+        # The title carries a payload's class name, which may hold a NUL: setproctitle would
+        # raise on it, outside the job's try, and kill the slot.
+        setproctitle.setproctitle(title.replace("\0", "\\0"))
     except ImportError:  # optional at runtime; Ruby's same-host prune then sees no title
         pass
 
@@ -63,6 +69,7 @@ class WorkerProcess:
         self.paused = threading.Event()  # USR2
         self.wake = threading.Event()  # wakes idle loops early (never set while running)
         self.stop_now = False
+        self.stop_deadline = float("inf")  # when running jobs are given up on
         self.signal_count = 0
         self.rng = random.Random()
         self.conn = self._first_connection()
@@ -92,9 +99,9 @@ class WorkerProcess:
             conn = self.new_connection()
             conn.ping()
         except redis.exceptions.AuthenticationError:
-            raise StartupError(f"Redis at {where} refused the credentials") from None
+            raise WorkerError(f"Redis at {where} refused the credentials") from None
         except REDIS_ERRORS as exc:
-            raise StartupError(f"cannot reach Redis at {where}: {exc}") from None
+            raise WorkerError(f"cannot reach Redis at {where}: {exc}") from None
         return conn
 
     def new_connection(self) -> redis.Redis:
@@ -277,25 +284,53 @@ class WorkerProcess:
     def _shutdown(self) -> None:
         self.stopping.set()
         self.wake.set()
-        deadline = time.monotonic() + (0 if self.stop_now else self.config.shutdown_timeout)
-        while time.monotonic() < deadline and not self.stop_now:
+        grace = 0 if self.stop_now else self.config.shutdown_timeout
+        self.stop_deadline = time.monotonic() + grace
+        while time.monotonic() < self.stop_deadline and not self.stop_now:
             if not any(s.is_alive() for s in self.slots):
                 break
             time.sleep(0.05)
-        self._give_back_running_jobs()
-        for slot in self.slots:
-            slot.join(timeout=1.0)
-        with self.conn.pipeline(transaction=False) as pipe:
-            unregister(pipe, self.keys, self.worker_ids)
-            pipe.execute()
+        abandoned: list[Slot] = []
+        try:
+            abandoned = self._retrying(self._give_back_running_jobs)
+        finally:
+            for slot in self.slots:
+                if slot not in abandoned:  # an abandoned slot is still inside job code
+                    slot.join(timeout=1.0)
+            self._retrying(self._unregister)
         logger.info("worker stopped", extra={"workers": self.worker_ids[0]})
 
-    def _give_back_running_jobs(self) -> None:
-        """Requeue (default) or fail the jobs still running at the deadline."""
+    def _unregister(self) -> None:
+        """Unregister every slot; a job still in a worker key here was claimed but never
+        started (its reply was in flight at the deadline), so it goes back to its queue."""
+        for worker_id in self.worker_ids:
+            if self.pruner.recover(worker_id, DIRTY_EXIT, action="requeue") != "idle":
+                logger.warning("gave back a claimed job that never started",
+                               extra={"worker": worker_id})
+
+    def _retrying(self, step: Callable[[], T], seconds: float = 10.0) -> T:
+        """Run a shutdown step, riding out a short Redis outage; then give up with one line."""
+        backoff = Backoff(base=0.1, cap=1.0)
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return step()
+            except REDIS_ERRORS as exc:
+                if time.monotonic() > deadline:
+                    raise WorkerError(
+                        f"Redis unreachable while stopping ({exc}); the next prune will "
+                        "recover this worker's jobs"
+                    ) from None
+                time.sleep(backoff.next_delay())
+
+    def _give_back_running_jobs(self) -> list[Slot]:
+        """Requeue (default) or fail the jobs still running at the deadline; returns the slots."""
+        abandoned: list[Slot] = []
         for slot in self.slots:
             job = slot.abandon()
             if job is None:
                 continue
+            abandoned.append(slot)
             claimer = Claimer(self.conn, self.keys, slot.worker_id)
             if self.config.on_shutdown_timeout == "requeue" and job.payload is not None:
                 claimer.requeue(job.queue, job.raw)
@@ -312,3 +347,4 @@ class WorkerProcess:
             logger.warning("job still running at shutdown", extra={
                 "worker": slot.worker_id, "queue": job.queue, "class": job.class_name,
                 "outcome": outcome})
+        return abandoned

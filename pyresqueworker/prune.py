@@ -26,6 +26,7 @@ import redis
 
 from . import wire
 from .failure import DECODE_EXCEPTION, PRUNE_DIRTY_EXIT
+from .fetch import parse_worker_value
 from .log import logger
 from .wire import Keys, WorkerId
 
@@ -81,20 +82,29 @@ class Pruner:
     own_ids: set[str] = field(default_factory=set)
 
     def prune(self) -> dict[str, str]:
-        """Take Resque's prune lock and prune; returns ``{worker id: what happened}``."""
+        """Prune dead workers; returns ``{worker id: what happened}``.
+
+        With Resque's prune lock, both rules apply, as in Ruby. Without it (some worker pruned
+        less than a minute ago, which in a fleet is nearly always) the same-host dead-pid rule
+        still runs, so a restarted worker recovers its predecessor's job at once: each recovery
+        is an atomic transaction, so concurrent pruners cannot both take a job.
+        """
         locked = self.conn.set(self.keys.prune_lock, self.me, ex=self.lock_seconds, nx=True)
-        if not locked:
-            return {}
-        results = {wid: self.recover(wid, PRUNE_DIRTY_EXIT) for wid in self.dead_workers()}
+        dead = self.dead_workers(expired=bool(locked))
+        results = {wid: self.recover(wid, PRUNE_DIRTY_EXIT) for wid in dead}
         for wid, outcome in results.items():
             logger.info("pruned dead worker", extra={"dead_worker": wid, "outcome": outcome})
         return results
 
-    def dead_workers(self) -> list[str]:
-        """Ids of dead workers, by Ruby's two rules (never this process's own ids)."""
+    def dead_workers(self, expired: bool = True) -> list[str]:
+        """Ids of dead workers, by Ruby's two rules (never this process's own ids).
+
+        ``expired=False`` applies only the same-host rule.
+        """
         now = int(self.conn.time()[0])
         dead: list[str] = []
-        for raw_id, value in self.conn.hgetall(self.keys.heartbeats).items():
+        beats = self.conn.hgetall(self.keys.heartbeats) if expired else {}
+        for raw_id, value in beats.items():
             worker_id = _text(raw_id)
             beat = wire.parse_time(value)
             if beat is None:
@@ -123,8 +133,12 @@ class Pruner:
                 dead.append(worker_id)
         return dead
 
-    def recover(self, worker_id: str, exception: str = PRUNE_DIRTY_EXIT) -> str:
+    def recover(
+        self, worker_id: str, exception: str = PRUNE_DIRTY_EXIT, action: Optional[str] = None
+    ) -> str:
         """Give back (or fail) the job ``worker_id`` holds, then unregister it, atomically.
+
+        ``action`` ("requeue" or "fail") overrides ``on_dead_worker`` for this call.
 
         WATCH on the worker key makes two recoverers safe: only one transaction can win.
         """
@@ -138,7 +152,8 @@ class Pruner:
                     pipe.multi()
                     outcome = "idle"
                     if value:
-                        outcome = self._handle_job(pipe, worker_id, value, exception)
+                        outcome = self._handle_job(pipe, worker_id, value, exception,
+                                                   action or self.on_dead_worker)
                     self._unregister(pipe, worker_id)
                     pipe.execute()
                     return outcome
@@ -146,52 +161,40 @@ class Pruner:
                     continue
 
     def _handle_job(
-        self, pipe: redis.client.Pipeline, worker_id: str, value: bytes, exception: str
+        self, pipe: redis.client.Pipeline, worker_id: str, value: bytes, exception: str,
+        action: str,
     ) -> str:
+        held = parse_worker_value(value)
+        if held is None or not held.valid:
+            reason = ("payload is not a UTF-8 JSON object" if held else
+                      f"worker key of {worker_id} could not be decoded")
+            raw_text = (held.raw if held else value).decode("utf-8", "backslashreplace")
+            pipe.rpush(self.keys.failed, self._failure(
+                worker_id, held.queue if held else "", None, raw_text, DECODE_EXCEPTION, reason))
+            return "failed"
         try:
-            held = json.loads(value)
-            queue = str(held["queue"])
-            payload = held["payload"]
-        except (ValueError, KeyError, TypeError):
-            entry = self._failure(worker_id, "", None, _text(value), DECODE_EXCEPTION,
-                                  f"worker key of {worker_id} could not be decoded")
-            pipe.rpush(self.keys.failed, entry)
-            return "failed"
-        if isinstance(payload, str):
-            # The claim script stored a payload that is not JSON as a byte-escaped string.
-            entry = self._failure(worker_id, queue, None, payload, DECODE_EXCEPTION,
-                                  "payload is not a UTF-8 JSON object")
-            pipe.rpush(self.keys.failed, entry)
-            return "failed"
-        marker = value.find(b',"payload":')
-        if marker >= 0:
-            raw = value[marker + len(b',"payload":') : -1]
-        else:
-            raw = wire.dumps(payload).encode()
-        class_name = payload.get("class") if isinstance(payload, dict) else None
-        digest = hashlib.sha1(raw).hexdigest()
+            payload = json.loads(held.raw)
+            class_name = payload.get("class") if isinstance(payload, dict) else None
+        except ValueError:
+            class_name = None
+        class_name = class_name if isinstance(class_name, str) else "<Unknown Job>"
+        digest = hashlib.sha1(held.raw).hexdigest()
         recoveries_key = self.keys.own("recoveries")
         seen = int(self.conn.hget(recoveries_key, digest) or 0)
-        if self.on_dead_worker == "requeue" and seen < self.max_recoveries:
-            pipe.lpush(self.keys.queue(queue), raw)
+        if action == "requeue" and seen < self.max_recoveries:
+            pipe.lpush(self.keys.queue(held.queue), held.raw)
             pipe.hincrby(recoveries_key, digest, 1)
             pipe.expire(recoveries_key, RECOVERY_TTL)
             return "requeued"
-        if seen >= self.max_recoveries and self.on_dead_worker == "requeue":
-            error = (
-                f"Job {class_name or '<Unknown Job>'} was recovered from dead workers {seen} times "
-                f"(limit {self.max_recoveries}); treating it as a poison pill"
-            )
+        if action == "requeue":
             exception = "pyresqueworker.PoisonPill"
+            error = (f"Job {class_name} was recovered from dead workers {seen} times "
+                     f"(limit {self.max_recoveries}); treating it as a poison pill")
         else:
-            error = (
-                f"Worker {worker_id} did not gracefully exit while processing "
-                f"{class_name or '<Unknown Job>'}"
-            )
+            error = f"Worker {worker_id} did not gracefully exit while processing {class_name}"
         pipe.hdel(recoveries_key, digest)
-        pipe.rpush(self.keys.failed,
-                   self._failure(worker_id, queue, raw.decode("utf-8", "replace"), None,
-                                 exception, error))
+        pipe.rpush(self.keys.failed, self._failure(
+            worker_id, held.queue, held.raw.decode("utf-8", "replace"), None, exception, error))
         return "failed"
 
     def _failure(self, worker_id: str, queue: str, raw: Optional[str], payload: object,
@@ -211,4 +214,5 @@ def unregister(pipe: redis.client.Pipeline, keys: Keys, worker_ids: Iterable[str
         pipe.srem(keys.workers, worker_id)
         pipe.delete(keys.worker(worker_id), keys.worker_started(worker_id))
         pipe.hdel(keys.heartbeats, worker_id)
-        pipe.delete(keys.stat("processed", worker_id), keys.stat("failed", worker_id))
+        pipe.delete(keys.stat("processed", worker_id), keys.stat("failed", worker_id),
+                    keys.claim_seq(worker_id))

@@ -5,17 +5,23 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import socket
 import sys
+import traceback
 from typing import Optional
 
 from .config import WorkerConfig
 from .connection import connect, describe
-from .process import StartupError, WorkerProcess
+from .failure import DIRTY_EXIT
+from .fetch import REDIS_ERRORS
+from .log import logger
+from .process import WorkerError, WorkerProcess
+from .prune import Pruner
 from .registry import Registry, default_registry
-from .slot import REDIS_ERRORS
 from .supervisor import Supervisor
+from .wire import Keys, WorkerId
 
-__all__ = ["StartupError", "load_app", "run_worker"]
+__all__ = ["WorkerError", "load_app", "recover_dead_process", "run_worker"]
 
 
 def load_app(target: str) -> None:
@@ -23,14 +29,14 @@ def load_app(target: str) -> None:
     if target.endswith(".py") or os.sep in target:
         path = os.path.abspath(target)
         if not os.path.isfile(path):
-            raise StartupError(f"--app {target!r}: no such file")
+            raise WorkerError(f"--app {target!r}: no such file")
         name = os.path.splitext(os.path.basename(path))[0]
         directory = os.path.dirname(path)
         if directory not in sys.path:
             sys.path.insert(0, directory)
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
-            raise StartupError(f"--app {target!r}: cannot be imported")
+            raise WorkerError(f"--app {target!r}: cannot be imported")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -41,7 +47,7 @@ def load_app(target: str) -> None:
         importlib.import_module(target)
     except ModuleNotFoundError as exc:
         if exc.name and target.startswith(exc.name):
-            raise StartupError(f"--app {target!r}: no module named {exc.name!r}") from None
+            raise WorkerError(f"--app {target!r}: no module named {exc.name!r}") from None
         raise
 
 
@@ -53,16 +59,61 @@ def run_worker(config: WorkerConfig, registry: Optional[Registry] = None) -> int
     """
     registry = registry or default_registry
     for app in config.apps:
-        load_app(app)
+        try:
+            load_app(app)
+        except WorkerError:
+            raise
+        except Exception as exc:  # the app's own error: one line for the CLI, chained for Python
+            raise WorkerError(f"--app {app!r} failed to import: {_where(exc)}"
+                               f"{type(exc).__name__}: {exc}") from exc
     if config.processes == 1:
         return WorkerProcess(config, registry).run()
     probe = connect(config.redis_url, tls=config.tls)
     try:
         probe.ping()
     except REDIS_ERRORS as exc:
-        raise StartupError(f"cannot reach Redis at {describe(probe)}: {exc}") from None
+        raise WorkerError(f"cannot reach Redis at {describe(probe)}: {exc}") from None
     finally:
         probe.close()
     return Supervisor(
-        config.processes, lambda: WorkerProcess(config, registry).run(), str(config.queues)
+        config.processes, lambda: WorkerProcess(config, registry).run(), str(config.queues),
+        on_child_died=lambda pid: recover_dead_process(config, pid),
     ).run()
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line: `` of the innermost frame of the app's own code, if there is one."""
+    if isinstance(exc, SyntaxError):  # its message already names the file and line
+        return ""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if not frame.filename.startswith(("<", package)):
+            return f"{frame.filename}:{frame.lineno}: "
+    return ""
+
+
+def recover_dead_process(config: WorkerConfig, pid: int) -> None:
+    """Clean up after a worker process the supervisor saw die (``kill -9``, a crash).
+
+    Its ids cannot be left for a prune: Resque's prune lock is usually held for a minute by
+    the prune of some worker's start-up, so the replacement's own prune is skipped and the
+    dead ids (and any job they held) would linger until the next prune. The parent knows
+    the child is dead, so, like Ruby's parent writing a ``DirtyExit`` for a killed child,
+    it recovers the ids at once, without the lock (each recovery is atomic anyway).
+    """
+    hostname = config.hostname or socket.gethostname()
+    patterns = config.queues.id_queues
+    ids = [str(WorkerId.build(hostname, pid, patterns, slot=i))
+           for i in range(config.concurrency)]
+    conn = connect(config.redis_url, tls=config.tls, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        pruner = Pruner(conn, Keys(config.namespace), ids[0], patterns, hostname,
+                        config.prune_after, on_dead_worker=config.on_dead_worker,
+                        max_recoveries=config.max_recoveries)
+        for worker_id in ids:
+            outcome = pruner.recover(worker_id, DIRTY_EXIT)
+            if outcome != "idle":
+                logger.warning("recovered job of dead worker process",
+                               extra={"dead_worker": worker_id, "outcome": outcome})
+    finally:
+        conn.close()

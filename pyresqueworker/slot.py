@@ -13,11 +13,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Optional
 
-import redis
-
 from . import wire
 from .failure import DECODE_EXCEPTION, exception_message, exception_name, ruby_backtrace
-from .fetch import NO_FINISH, PAUSED, SUCCESS, Claimed, Claimer, Finish
+from .fetch import NO_FINISH, PAUSED, REDIS_ERRORS, SUCCESS, Claimed, Claimer, Finish
 from .job import Job
 from .log import logger
 
@@ -26,13 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["REDIS_ERRORS", "Slot"]
 
-# Errors that mean "Redis is away for now": every loop backs off and retries on these.
-REDIS_ERRORS = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ReadOnlyError,
-)
 _IDLE, _RUNNING, _FINISHING, _ABANDONED = "idle", "running", "finishing", "abandoned"
 
 
@@ -81,21 +72,31 @@ class Slot(threading.Thread):
                     finish = self._flush(finish)
                     if process.stopping.is_set():
                         return
+                    process.set_title(self, "Paused")  # USR2, as Ruby's procline shows it
                     process.wake.wait(0.2)
                     continue
                 queues = process.queue_order(self.conn)
                 if blpop:
                     finish = self._flush(finish)
                     claimed = self._blpop(queues)
-                else:
-                    claimed = self.claimer.claim(queues, finish, wire.run_at()) if queues else None
+                elif queues:
+                    claimed = self.claimer.claim(queues, finish, wire.run_at())
                     finish = NO_FINISH
+                else:  # a glob that matches no queue yet
+                    finish, claimed = self._flush(finish), None
+                if backoff.failures:
+                    logger.info("redis reachable again", extra={"worker": self.worker_id})
                 backoff.reset()
             except REDIS_ERRORS as exc:
+                if process.stopping.is_set() and (
+                    finish == NO_FINISH or time.monotonic() > process.stop_deadline
+                ):
+                    return  # nothing owed to Redis, or no time left: recovery has the rest
                 delay = backoff.next_delay()
-                logger.warning("redis unavailable, retrying", extra={
+                level = logging.WARNING if backoff.failures == 1 else logging.DEBUG
+                logger.log(level, "redis unavailable, retrying", extra={
                     "worker": self.worker_id, "error": str(exc), "retry_in_s": round(delay, 2)})
-                process.wake.wait(delay)
+                time.sleep(delay)  # not wake.wait: once stopping, wake stays set
                 continue
             if claimed is None or claimed == PAUSED:
                 if claimed is None and process.config.drain:
@@ -159,7 +160,10 @@ class Slot(threading.Thread):
             call = process.registry.decode(job)
             if not process.registry.perform(job, call, run_async=process.run_async):
                 outcome = "skipped"
-        except Exception as exc:  # every job error becomes a failure entry, never a crash
+        except BaseException as exc:  # Ruby's ``rescue Object``
+            # Every job error becomes a failure entry, never a dead slot: that includes
+            # SystemExit from a job calling sys.exit(). (Signals only reach the main thread,
+            # so no KeyboardInterrupt can arrive here.)
             error, outcome = exc, "failure"
             finish = ("2", failure_for(job, exc))
         duration_ms = (time.perf_counter() - started) * 1000.0

@@ -23,10 +23,19 @@ _FORWARDED = (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT, signal.SIGUSR1, sig
 class Supervisor:
     """Forks ``count`` children running ``child_main`` (which returns an exit code)."""
 
-    def __init__(self, count: int, child_main: Callable[[], int], title: str = "") -> None:
+    def __init__(
+        self,
+        count: int,
+        child_main: Callable[[], int],
+        title: str = "",
+        on_child_died: Optional[Callable[[int], None]] = None,
+    ) -> None:
         self.count = count
         self.child_main = child_main
         self.title = title
+        # Called with the pid of a child that exited uncleanly (killed, crashed): that child
+        # could not unregister, and may have died holding a job in its worker key.
+        self.on_child_died = on_child_died
         self.children: dict[int, int] = {}  # pid -> slot index
         self.stopping = False
         self.restart_delay = [0.0] * count
@@ -80,6 +89,12 @@ class Supervisor:
                 continue
             index = self.children.pop(pid)
             code = os.waitstatus_to_exitcode(status)
+            if code != 0 and self.on_child_died is not None:
+                try:
+                    self.on_child_died(pid)
+                except Exception as exc:  # the supervisor must outlive a failed clean-up
+                    logger.error("clean-up after dead worker process failed",
+                                 extra={"pid": pid, "error": repr(exc)})
             if self.stopping or code == 0:
                 finished_cleanly.add(index)
                 logger.info("worker process exited", extra={"pid": pid, "code": code})

@@ -129,13 +129,9 @@ class Keys:
     def paused_queues(self) -> str:
         return self.own("paused-queues")
 
-    def claim_list(self, worker_id: str) -> str:
-        """Per-slot list a blocking wait moves a job into before it is adopted."""
-        return self.own("claim:" + worker_id)
-
-    def raw_payload(self, worker_id: str) -> str:
-        """Holds the bytes of a claimed job that is not valid JSON (never put in worker keys)."""
-        return self.own("raw:" + worker_id)
+    def claim_seq(self, worker_id: str) -> str:
+        """Sequence number of a slot's last claim call (to resolve a lost reply)."""
+        return self.own("seq:" + worker_id)
 
     def strip(self, key: str) -> str:
         """The key without the namespace, as ``Resque.keys`` shows it."""

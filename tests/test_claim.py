@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Sequence
 
+import pytest
 import redis
 
-from pyresqueworker.fetch import NO_FINISH, PAUSED, SUCCESS, Claimed, Claimer
+from pyresqueworker import fetch
+from pyresqueworker.fetch import NO_FINISH, PAUSED, SUCCESS, Claimed, Claimer, parse_worker_value
 from pyresqueworker.wire import Keys
 
 WID = "host:1:high,low"
@@ -105,7 +108,8 @@ def test_invalid_payloads_are_kept_as_escaped_strings_ruby_can_parse(r: redis.Re
 
 def test_hash_tag_namespace_works(r: redis.Redis) -> None:
     claimer, keys = make(r, "{resque}:")
-    r.rpush("{resque}:queue:high", b'{"class":"A"}')
+    assert keys.queue("high") == "{resque}:queue:high"
+    r.rpush(keys.queue("high"), b'{"class":"A"}')
     assert isinstance(claimer.claim(["high"], NO_FINISH, RUN_AT), Claimed)
     assert r.exists("{resque}:worker:" + WID)
 
@@ -148,3 +152,64 @@ def test_requeue_puts_a_held_job_back_at_the_front(r: redis.Redis) -> None:
     assert claimer.requeue("high", b'{"class":"A"}') is True
     assert claimer.requeue("high", b'{"class":"A"}') is False
     assert r.lrange(keys.queue("high"), 0, -1) == [b'{"class":"A"}', b'{"class":"B"}']
+
+
+def _cut_reply(monkeypatch: pytest.MonkeyPatch, *, after_running: bool) -> None:
+    real = fetch._claim
+
+    def lossy(conn: redis.Redis, keys: Sequence[str], args: Sequence[object]) -> object:
+        if after_running:
+            real(conn, keys, args)
+        raise redis.ConnectionError("connection cut")
+
+    monkeypatch.setattr(fetch, "_claim", lossy)
+
+
+def test_a_reply_lost_after_the_call_ran_neither_loses_nor_refinishes(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claimer, keys = make(r)
+    r.rpush(keys.queue("high"), b'{"class":"A"}', b'{"class":"B"}', b'{"class":"C"}')
+    claimer.claim(["high"], NO_FINISH, RUN_AT)
+    _cut_reply(monkeypatch, after_running=True)
+    with pytest.raises(redis.ConnectionError):
+        claimer.claim(["high"], SUCCESS, RUN_AT)  # finished A, claimed B, reply lost
+    monkeypatch.undo()
+    again = claimer.claim(["high"], SUCCESS, RUN_AT)  # the slot retries with the same finish
+    assert again == Claimed("high", b'{"class":"B"}', True)
+    assert r.get(keys.stat("processed")) == b"1"
+    assert r.lrange(keys.queue("high"), 0, -1) == [b'{"class":"C"}']
+
+
+def test_a_call_that_never_ran_is_simply_sent_again(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claimer, keys = make(r)
+    r.rpush(keys.queue("high"), b'{"class":"A"}', b'{"class":"B"}')
+    claimer.claim(["high"], NO_FINISH, RUN_AT)
+    _cut_reply(monkeypatch, after_running=False)
+    with pytest.raises(redis.ConnectionError):
+        claimer.claim(["high"], SUCCESS, RUN_AT)
+    monkeypatch.undo()
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", b'{"class":"B"}', True)
+    assert r.get(keys.stat("processed")) == b"1"
+
+
+def test_a_lost_reply_that_claimed_nothing_claims_afresh(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claimer, keys = make(r)
+    _cut_reply(monkeypatch, after_running=True)
+    with pytest.raises(redis.ConnectionError):
+        claimer.claim(["high"], NO_FINISH, RUN_AT)
+    monkeypatch.undo()
+    r.rpush(keys.queue("high"), b"not json")
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", b"not json", False)
+
+
+def test_parse_worker_value_reads_ruby_and_escaped_values() -> None:
+    ruby = b'{"queue":"low","run_at":"2026-11-23T07:35:33Z","payload":{"class":"RubySlow","args":[2]}}'
+    assert parse_worker_value(ruby) == Claimed("low", b'{"class":"RubySlow","args":[2]}', True)
+    escaped = b'{"queue":"q","run_at":"x","payload":"bad\\u00ff"}'
+    assert parse_worker_value(escaped) == Claimed("q", b"bad\xff", False)
+    assert parse_worker_value(b"garbage") is None
