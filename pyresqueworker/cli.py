@@ -82,6 +82,16 @@ def _env(*names: str) -> list[str]:
 @click.option("--max-recoveries", default=3, type=click.IntRange(1),
               envvar="PYRESQUE_MAX_RECOVERIES",
               help="Recoveries of one job before it is failed as a poison pill.")
+@click.option("--job-timeout", type=click.FloatRange(0, min_open=True), default=None,
+              envvar="PYRESQUE_JOB_TIMEOUT",
+              help="Seconds a job may run (handlers' timeout= wins); hard with --fork-per-job.")
+@click.option("--fork-per-job", is_flag=True, envvar="PYRESQUE_FORK_PER_JOB",
+              help="Run each job in a forked child, as Resque does (isolation, hard timeouts).")
+@click.option("--max-jobs", type=click.IntRange(1), default=None, envvar="PYRESQUE_MAX_JOBS",
+              help="Replace a worker process after this many jobs.")
+@click.option("--max-memory", "max_memory_mb", type=click.FloatRange(0, min_open=True),
+              default=None, envvar="PYRESQUE_MAX_MEMORY",
+              help="Replace a worker process once its resident memory passes this many MB.")
 @click.option("--fetch", type=click.Choice(["claim", "blpop"]), default="claim",
               envvar="PYRESQUE_FETCH", help="'claim' is atomic; 'blpop' is Resque's at-most-once.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",

@@ -37,6 +37,10 @@ class WorkerConfig:
     on_shutdown_timeout: str = "requeue"  # or "fail" (Resque::DirtyExit)
     on_dead_worker: str = "requeue"  # or "fail" (Resque::PruneDeadWorkerDirtyExit)
     max_recoveries: int = 3
+    job_timeout: Optional[float] = None  # default for handlers without their own timeout=
+    fork_per_job: bool = False  # Resque's isolation: each job in a forked child
+    max_jobs: Optional[int] = None  # recycle a worker process after this many jobs
+    max_memory_mb: Optional[float] = None  # ... or once its resident memory passes this
     apps: list[str] = field(default_factory=list)
     log_format: str = "text"
     log_level: str = "INFO"
@@ -63,8 +67,19 @@ class WorkerConfig:
                 problems.append(f"--{name.replace('_', '-')} must be 'requeue' or 'fail'")
         if self.max_recoveries < 1:
             problems.append("--max-recoveries must be at least 1")
+        if self.job_timeout is not None and self.job_timeout <= 0:
+            problems.append("--job-timeout must be positive")
+        if self.max_jobs is not None and self.max_jobs < 1:
+            problems.append("--max-jobs must be at least 1")
+        if self.max_memory_mb is not None and self.max_memory_mb <= 0:
+            problems.append("--max-memory must be positive")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def recycles(self) -> bool:
+        """Whether worker processes may exit to be replaced (so a supervisor is needed)."""
+        return self.max_jobs is not None or self.max_memory_mb is not None
 
     @property
     def drain(self) -> bool:

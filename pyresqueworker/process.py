@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Coroutine
@@ -31,12 +32,35 @@ from .log import logger
 from .prune import Pruner
 from .registry import Registry
 from .slot import Backoff, Slot, failure_for
+from .supervisor import RECYCLE_EXIT
 
 T = TypeVar("T")
 
 __all__ = ["WorkerError", "WorkerProcess"]
 
 _QUEUE_REFRESH = 1.0  # seconds a dynamic (glob) queue list is cached
+
+
+_WATCHDOG_TICK = 0.25  # seconds between checks for overdue jobs
+
+
+def resident_memory_mb() -> Optional[float]:
+    """This process's resident set size, from /proc (Linux) or getrusage's peak elsewhere."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return float(peak) / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 class WorkerError(RuntimeError):
@@ -70,6 +94,8 @@ class WorkerProcess:
         self.wake = threading.Event()  # wakes idle loops early (never set while running)
         self.stop_now = False
         self.stop_deadline = float("inf")  # when running jobs are given up on
+        self.jobs_done = 0
+        self.recycling = False  # exiting for --max-jobs / --max-memory, to be replaced
         self.signal_count = 0
         self.rng = random.Random()
         self.conn = self._first_connection()
@@ -142,6 +168,17 @@ class WorkerProcess:
     def job_finished(self, slot: Slot) -> None:
         if len(self.slots) == 1:
             self.set_title(slot, None)
+        self.jobs_done += 1  # under the GIL; an off-by-one across slots does not matter here
+        if self.config.max_jobs is not None and self.jobs_done >= self.config.max_jobs:
+            self.recycle(f"processed {self.jobs_done} jobs (--max-jobs)")
+
+    def recycle(self, reason: str) -> None:
+        """Stop claiming, finish running jobs, and exit so the supervisor starts a fresh one."""
+        if not self.recycling:
+            self.recycling = True
+            logger.info("recycling worker process", extra={"reason": reason})
+            self.stopping.set()
+            self.wake.set()
 
     # -- life -----------------------------------------------------------------------------
 
@@ -167,7 +204,7 @@ class WorkerProcess:
         while any(s.is_alive() for s in self.slots) and not self.stopping.is_set():
             time.sleep(0.05)
         self._shutdown()
-        return 0
+        return RECYCLE_EXIT if self.recycling else 0
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -194,7 +231,13 @@ class WorkerProcess:
         self.stop_now = True
 
     def _on_usr1(self, _signum: int, _frame: object) -> None:
-        logger.warning("USR1 ignored: jobs run in threads, there is no child to kill")
+        if not self.config.fork_per_job:
+            logger.warning("USR1 ignored: jobs run in threads, there is no child to kill")
+            return
+        for slot in self.slots:
+            if slot.child is not None:
+                logger.info("USR1: killing job child", extra={"pid": slot.child})
+                _kill(slot.child)
 
     def _on_pause(self, _signum: int, _frame: object) -> None:
         logger.info("USR2 received; pausing job processing")
@@ -246,9 +289,16 @@ class WorkerProcess:
         next_beat = time.monotonic() + interval
         next_prune = time.monotonic() + interval
         backoff = Backoff(base=0.5, cap=min(interval, 30.0))
-        while not self.stopping.wait(min(1.0, interval)):
+        next_second = time.monotonic()
+        while not self.stopping.wait(min(_WATCHDOG_TICK, interval)):
             try:
                 now = time.monotonic()
+                for slot in self.slots:
+                    slot.interrupt_if_overdue(now)
+                if now >= next_second:
+                    next_second = now + 1.0
+                    self._summary_title()
+                    self._check_memory()
                 if now >= next_beat:
                     self._heartbeat()
                     self._reregister_missing()
@@ -256,7 +306,6 @@ class WorkerProcess:
                 if now >= next_prune:
                     self._prune()
                     next_prune = now + interval
-                self._summary_title()
                 backoff.reset()
             except REDIS_ERRORS as exc:
                 delay = backoff.next_delay()
@@ -265,6 +314,14 @@ class WorkerProcess:
                 next_beat = time.monotonic() + delay
             except Exception as exc:  # the heartbeat must never die while the worker lives
                 logger.error("housekeeping error", extra={"error": repr(exc)})
+
+    def _check_memory(self) -> None:
+        limit = self.config.max_memory_mb
+        if limit is None:
+            return
+        rss_mb = resident_memory_mb()
+        if rss_mb is not None and rss_mb > limit:
+            self.recycle(f"resident memory {rss_mb:.0f} MB is over --max-memory {limit:g} MB")
 
     def _summary_title(self) -> None:
         if len(self.slots) <= 1:
@@ -330,6 +387,8 @@ class WorkerProcess:
             job = slot.abandon()
             if job is None:
                 continue
+            if slot.child is not None:  # --fork-per-job: the child must not run on
+                _kill(slot.child)
             abandoned.append(slot)
             claimer = Claimer(self.conn, self.keys, slot.worker_id)
             if self.config.on_shutdown_timeout == "requeue" and job.payload is not None:

@@ -66,7 +66,7 @@ def run_worker(config: WorkerConfig, registry: Optional[Registry] = None) -> int
         except Exception as exc:  # the app's own error: one line for the CLI, chained for Python
             raise WorkerError(f"--app {app!r} failed to import: {_where(exc)}"
                                f"{type(exc).__name__}: {exc}") from exc
-    if config.processes == 1:
+    if config.processes == 1 and not config.recycles:
         return WorkerProcess(config, registry).run()
     probe = connect(config.redis_url, tls=config.tls)
     try:

@@ -6,16 +6,19 @@ queue is empty it waits in a blocking doorbell (see :mod:`pyresqueworker.fetch`)
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import logging
 import random
-import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Optional
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import wire
-from .failure import DECODE_EXCEPTION, exception_message, exception_name, ruby_backtrace
+from .failure import exception_message, exception_name, ruby_backtrace
 from .fetch import NO_FINISH, PAUSED, REDIS_ERRORS, SUCCESS, Claimed, Claimer, Finish
+from .isolation import JobResult, JobTimeout, run_forked
 from .job import Job
 from .log import logger
 
@@ -55,6 +58,9 @@ class Slot(threading.Thread):
         self.state = _IDLE
         self.job: Optional[Job] = None
         self.job_started = 0.0
+        self.deadline: Optional[float] = None  # monotonic time a sync job must end by
+        self.timeout = 0.0  # the running job's timeout, for messages
+        self.child: Optional[int] = None  # pid of the job's child with --fork-per-job
         self.woken = False  # the last idle wait ended because a queue had a job
         self.rang_empty = False
 
@@ -153,19 +159,13 @@ class Slot(threading.Thread):
         process.set_title(self, f"Processing {job.queue} since {int(self.job_started)} "
                                 f"[{job.class_name or '?'}]")
         started = time.perf_counter()
-        finish: Finish = SUCCESS
-        outcome = "success"
-        error: Optional[BaseException] = None
-        try:
-            call = process.registry.decode(job)
-            if not process.registry.perform(job, call, run_async=process.run_async):
-                outcome = "skipped"
-        except BaseException as exc:  # Ruby's ``rescue Object``
-            # Every job error becomes a failure entry, never a dead slot: that includes
-            # SystemExit from a job calling sys.exit(). (Signals only reach the main thread,
-            # so no KeyboardInterrupt can arrive here.)
-            error, outcome = exc, "failure"
-            finish = ("2", failure_for(job, exc))
+        if process.config.fork_per_job:
+            result = run_forked(
+                lambda: self._perform(job), self._timeout_for(job),
+                lambda name, message: failure_for(job, None, name, message), self._track_child,
+            )
+        else:
+            result = self._perform(job)
         duration_ms = (time.perf_counter() - started) * 1000.0
         with self.lock:
             if self.state == _ABANDONED:
@@ -173,14 +173,73 @@ class Slot(threading.Thread):
             self.state = _FINISHING
         if logger.isEnabledFor(logging.INFO):
             extra = {"worker": self.worker_id, "queue": job.queue, "class": job.class_name,
-                     "duration_ms": round(duration_ms, 3), "outcome": outcome}
-            if error is not None:
-                extra["error"] = f"{exception_name(error)}: {exception_message(error)}"
-            logger.log(logging.WARNING if error else logging.INFO, "job done", extra=extra)
+                     "duration_ms": round(duration_ms, 3), "outcome": result.outcome}
+            if result.error is not None:
+                extra["error"] = result.error
+            logger.log(logging.WARNING if result.error else logging.INFO, "job done", extra=extra)
         with self.lock:
             self.job, self.state = None, _IDLE
         process.job_finished(self)
-        return finish
+        return result.finish
+
+    def _perform(self, job: Job) -> JobResult:
+        """Decode, dispatch and run one job; every error becomes a failure entry."""
+        registry = self.process.registry
+        try:
+            try:
+                call = registry.decode(job)
+                timeout = self._timeout_for(job, call.class_name)
+                if timeout is not None and not self.process.config.fork_per_job:
+                    self.timeout, self.deadline = timeout, time.monotonic() + timeout
+                performed = registry.perform(job, call, run_async=self._run_async)
+            finally:
+                with self.lock:  # from here on the watchdog leaves this thread alone
+                    self.deadline = None
+        except BaseException as exc:  # Ruby's ``rescue Object``: SystemExit included
+            return JobResult(("2", failure_for(job, exc)), "failure",
+                             f"{exception_name(exc)}: {exception_message(exc)}")
+        return JobResult(SUCCESS, "success" if performed else "skipped")
+
+    def _timeout_for(self, job: Job, class_name: Optional[str] = None) -> Optional[float]:
+        name = class_name if class_name is not None else job.class_name
+        handler_timeout = None
+        if name in self.process.registry:
+            handler_timeout = self.process.registry.handler(name).timeout
+        return handler_timeout or self.process.config.job_timeout
+
+    def _run_async(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Async handlers get their timeout from asyncio, which cancels them cleanly."""
+        deadline = self.deadline
+        if deadline is None:
+            return self.process.run_async(coro)
+        with self.lock:
+            self.deadline = None  # cancellation, not the watchdog, enforces it
+        limit = max(0.0, deadline - time.monotonic())
+        try:
+            return self.process.run_async(asyncio.wait_for(coro, limit))
+        except asyncio.TimeoutError:
+            raise JobTimeout(f"job exceeded its timeout of {self.timeout:g}s") from None
+
+    def _track_child(self, pid: Optional[int]) -> None:
+        self.child = pid
+
+    def interrupt_if_overdue(self, now: float) -> None:
+        """Watchdog (thread mode): raise JobTimeout inside a sync job that ran too long.
+
+        Soft: the exception arrives at the job's next Python bytecode, so a job blocked in
+        one long C call (a socket read without a timeout) sees it only when that returns.
+        """
+        with self.lock:
+            if self.deadline is None or now < self.deadline or self.ident is None:
+                return
+            self.deadline = None
+            message = f"job exceeded its timeout of {self.timeout:g}s"
+            # The C API raises a class, not an instance: give it the message through a subclass.
+            overdue = type("JobTimeout", (JobTimeout,), {
+                "__init__": lambda exc: JobTimeout.__init__(exc, message)})
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self.ident), ctypes.py_object(overdue)
+            )
 
     def abandon(self) -> Optional[Job]:
         """Called at the shutdown deadline: returns the job if it was still running."""
@@ -212,25 +271,19 @@ def _make_job(claimed: Claimed, worker_id: str) -> Job:
     return job
 
 
-def failure_for(job: Job, exc: BaseException, name: Optional[str] = None,
+def failure_for(job: Job, exc: Optional[BaseException], name: Optional[str] = None,
                 message: Optional[str] = None) -> str:
-    """The failure entry for ``job``; the payload is embedded byte for byte when it is JSON."""
-    if job.payload is None:
-        name = name or (DECODE_EXCEPTION if job.decode_error else None)
+    """The failure entry for ``job``; the payload is embedded byte for byte when it is JSON.
+
+    ``name`` and ``message`` describe a failure with no exception (a dirty exit, a timeout).
+    """
     return wire.failure_entry(
         failed_at_text=wire.failed_at(),
         payload=job.raw_text if job.payload is None else None,
         raw_payload=None if job.payload is None else job.raw.decode("utf-8"),
-        exception=name or exception_name(exc),
-        error=message or exception_message(exc),
-        backtrace=ruby_backtrace(exc.__traceback__) if exc.__traceback__ else [],
+        exception=name or (exception_name(exc) if exc else "RuntimeError"),
+        error=message or (exception_message(exc) if exc else ""),
+        backtrace=ruby_backtrace(exc.__traceback__) if exc and exc.__traceback__ else [],
         worker=job.worker_id,
         queue=job.queue,
     )
-
-
-def print_exception_line(prefix: str) -> None:
-    """One line on stderr for an unexpected error in a housekeeping loop."""
-    exc = sys.exc_info()[1]
-    if exc is not None:
-        logger.error(prefix, extra={"error": f"{exception_name(exc)}: {exception_message(exc)}"})

@@ -14,6 +14,8 @@ from typing import Callable, Optional
 
 from .log import logger
 
+RECYCLE_EXIT = 75  # a worker that exited to be replaced (--max-jobs / --max-memory)
+
 __all__ = ["Supervisor"]
 
 _FORWARDED = (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2,
@@ -89,7 +91,11 @@ class Supervisor:
                 continue
             index = self.children.pop(pid)
             code = os.waitstatus_to_exitcode(status)
-            if code != 0 and self.on_child_died is not None:
+            if code == RECYCLE_EXIT and not self.stopping:
+                logger.info("worker process recycled", extra={"pid": pid})
+                self._spawn(index)  # it unregistered cleanly: replace it at once
+                continue
+            if code not in (0, RECYCLE_EXIT) and self.on_child_died is not None:
                 try:
                     self.on_child_died(pid)
                 except Exception as exc:  # the supervisor must outlive a failed clean-up
