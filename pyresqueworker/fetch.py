@@ -20,13 +20,16 @@ server, are lossy on reconnect, and would still need this polling as a fallback.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Optional
 
 import redis
 
+from .resp import FastCaller
 from .wire import Keys, dumps
 
 __all__ = [
@@ -182,16 +185,21 @@ class _Script:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.sha: Optional[str] = None
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    def __call__(self, conn: redis.Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        if self.sha is None:
-            self.sha = str(conn.script_load(self.source))
+    def __call__(
+        self,
+        conn: redis.Redis,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        call: Optional[Callable[..., Any]] = None,
+    ) -> Any:
+        send = call or partial(_command, conn)
         try:
-            return _command(conn, "EVALSHA", self.sha, len(keys), *keys, *args)
+            return send("EVALSHA", self.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
-            self.sha = str(conn.script_load(self.source))
-            return _command(conn, "EVALSHA", self.sha, len(keys), *keys, *args)
+            conn.script_load(self.source)
+            return send("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 _claim = _Script(CLAIM_SCRIPT)
@@ -220,6 +228,7 @@ class Claimer:
         self._seq = 0
         # The sequence number of a call whose reply never came (connection lost mid-call).
         self._unanswered: Optional[int] = None
+        self._fast = FastCaller(conn)
         self._queue_keys: dict[str, str] = {}
         self._queue_json: dict[str, str] = {}
 
@@ -266,7 +275,7 @@ class Claimer:
 
     def _call(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            reply = _claim(self.conn, keys, args)
+            reply = _claim(self.conn, keys, args, self._fast)
         except REDIS_ERRORS:
             self._unanswered = self._seq
             raise

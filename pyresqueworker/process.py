@@ -109,7 +109,7 @@ class WorkerProcess:
         self._dynamic_at = 0.0
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_lock = threading.Lock()
-        self._title_lock = threading.Lock()
+        self._title = ""
         self.doorbell = Doorbell(sleeper_poll=max(config.interval, 0.1) if config.interval else 1.0)
         self.pruner = Pruner(
             self.conn, self.keys, self.worker_ids[0], spec.id_queues, self.hostname,
@@ -157,17 +157,7 @@ class WorkerProcess:
                 self._loop = loop
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def set_title(self, slot: Slot, status: Optional[str]) -> None:
-        """Resque's procline; with several slots the housekeeping thread summarises instead."""
-        if len(self.slots) > 1:
-            return
-        text = status or (f"Waiting for {','.join(self.config.queues.id_queues)}")
-        with self._title_lock:
-            set_proctitle(f"resque-{__version__}: {text}")
-
     def job_finished(self, slot: Slot) -> None:
-        if len(self.slots) == 1:
-            self.set_title(slot, None)
         self.jobs_done += 1  # under the GIL; an off-by-one across slots does not matter here
         if self.config.max_jobs is not None and self.jobs_done >= self.config.max_jobs:
             self.recycle(f"processed {self.jobs_done} jobs (--max-jobs)")
@@ -196,8 +186,8 @@ class WorkerProcess:
             "fetch": self.config.fetch})
         self.slots = [Slot(self, i, wid) for i, wid in enumerate(self.worker_ids)]
         for slot in self.slots:
-            self.set_title(slot, None)
             slot.start()
+        self._update_title()
         housekeeping = threading.Thread(target=self._housekeeping, name="housekeeping",
                                         daemon=True)
         housekeeping.start()
@@ -295,9 +285,9 @@ class WorkerProcess:
                 now = time.monotonic()
                 for slot in self.slots:
                     slot.interrupt_if_overdue(now)
+                self._update_title()
                 if now >= next_second:
                     next_second = now + 1.0
-                    self._summary_title()
                     self._check_memory()
                 if now >= next_beat:
                     self._heartbeat()
@@ -323,18 +313,26 @@ class WorkerProcess:
         if rss_mb is not None and rss_mb > limit:
             self.recycle(f"resident memory {rss_mb:.0f} MB is over --max-memory {limit:g} MB")
 
-    def _summary_title(self) -> None:
-        if len(self.slots) <= 1:
-            return
-        busy = sum(1 for s in self.slots if s.job is not None)
+    def _update_title(self) -> None:
+        """Resque's procline, kept by the housekeeping thread (not per job: a title is a
+        syscall, and a lag of a quarter second is invisible to ``ps`` readers)."""
         queues = ",".join(self.config.queues.id_queues)
-        if self.paused.is_set():
-            text = "Paused"
+        busy = [s for s in self.slots if s.job is not None]
+        paused = self.paused.is_set() or all(s.status == "paused" for s in self.slots)
+        if len(self.slots) == 1 and busy:
+            slot = busy[0]
+            job = slot.job
+            text = (f"Processing {job.queue} since {int(slot.job_started)} "
+                    f"[{job.class_name or '?'}]") if job else f"Waiting for {queues}"
         elif busy:
-            text = f"Processing {busy} of {len(self.slots)} slots [{queues}]"
+            text = f"Processing {len(busy)} of {len(self.slots)} slots [{queues}]"
+        elif paused:
+            text = "Paused"
         else:
             text = f"Waiting for {queues}"
-        set_proctitle(f"resque-{__version__}: {text}")
+        if text != self._title:
+            self._title = text
+            set_proctitle(f"resque-{__version__}: {text}")
 
     # -- shutdown ---------------------------------------------------------------------------
 

@@ -61,6 +61,7 @@ class Slot(threading.Thread):
         self.deadline: Optional[float] = None  # monotonic time a sync job must end by
         self.timeout = 0.0  # the running job's timeout, for messages
         self.child: Optional[int] = None  # pid of the job's child with --fork-per-job
+        self.status = "waiting"  # or "paused" (pause-all-workers), for the process title
         self.woken = False  # the last idle wait ended because a queue had a job
         self.rang_empty = False
 
@@ -78,7 +79,6 @@ class Slot(threading.Thread):
                     finish = self._flush(finish)
                     if process.stopping.is_set():
                         return
-                    process.set_title(self, "Paused")  # USR2, as Ruby's procline shows it
                     process.wake.wait(0.2)
                     continue
                 queues = process.queue_order(self.conn)
@@ -135,7 +135,7 @@ class Slot(threading.Thread):
 
     def _idle_wait(self, queues: list[str], paused: bool) -> None:
         process = self.process
-        process.set_title(self, "Paused" if paused else None)
+        self.status = "paused" if paused else "waiting"
         timeout = process.wait_timeout(len(queues))
         # A bell that rang but gave nothing (its queue is paused, or another worker won the
         # job) must not be rung again at once, or a paused non-empty queue would spin.
@@ -156,8 +156,6 @@ class Slot(threading.Thread):
         with self.lock:
             self.job, self.state, self.job_started = job, _RUNNING, time.time()
         process = self.process
-        process.set_title(self, f"Processing {job.queue} since {int(self.job_started)} "
-                                f"[{job.class_name or '?'}]")
         started = time.perf_counter()
         if process.config.fork_per_job:
             result = run_forked(

@@ -285,10 +285,22 @@ def failed_at(now: Optional[float] = None) -> str:
     return _local(now).strftime("%Y/%m/%d %H:%M:%S %Z")
 
 
+_run_at_cache: tuple[int, str] = (-1, "")
+
+
 def run_at(now: Optional[float] = None) -> str:
-    """``run_at`` in a worker key: UTC ISO 8601 with ``Z``, no fraction."""
-    moment = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``run_at`` in a worker key: UTC ISO 8601 with ``Z``, no fraction.
+
+    Called once per job, so the text is cached for the current second.
+    """
+    global _run_at_cache
+    second = int(time.time() if now is None else now)
+    cached = _run_at_cache
+    if cached[0] == second:
+        return cached[1]
+    text = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    _run_at_cache = (second, text)
+    return text
 
 
 def started_at(now: Optional[float] = None) -> str:

@@ -157,7 +157,9 @@ def test_requeue_puts_a_held_job_back_at_the_front(r: redis.Redis) -> None:
 def _cut_reply(monkeypatch: pytest.MonkeyPatch, *, after_running: bool) -> None:
     real = fetch._claim
 
-    def lossy(conn: redis.Redis, keys: Sequence[str], args: Sequence[object]) -> object:
+    def lossy(
+        conn: redis.Redis, keys: Sequence[str], args: Sequence[object], *rest: object
+    ) -> object:
         if after_running:
             real(conn, keys, args)
         raise redis.ConnectionError("connection cut")
@@ -208,7 +210,8 @@ def test_a_lost_reply_that_claimed_nothing_claims_afresh(
 
 
 def test_parse_worker_value_reads_ruby_and_escaped_values() -> None:
-    ruby = b'{"queue":"low","run_at":"2026-11-23T07:35:33Z","payload":{"class":"RubySlow","args":[2]}}'
+    ruby = (b'{"queue":"low","run_at":"2026-11-23T07:35:33Z",'
+            b'"payload":{"class":"RubySlow","args":[2]}}')
     assert parse_worker_value(ruby) == Claimed("low", b'{"class":"RubySlow","args":[2]}', True)
     escaped = b'{"queue":"q","run_at":"x","payload":"bad\\u00ff"}'
     assert parse_worker_value(escaped) == Claimed("q", b"bad\xff", False)
