@@ -44,42 +44,28 @@ NO_FINISH: Finish = ("0", "")
 SUCCESS: Finish = ("1", "")
 
 CLAIM_SCRIPT = r"""
+-- UTF-8 validity at C speed (no per-byte Lua loop, so a 10 MB payload costs milliseconds):
+-- replace every well-formed sequence (no overlongs, no surrogates) with an ASCII letter, so
+-- removals cannot join neighbours, then look for any byte still >= 0x80.
+local UTF8_FORMS = {
+  '[\194-\223][\128-\191]',
+  '\224[\160-\191][\128-\191]', '[\225-\236\238\239][\128-\191][\128-\191]',
+  '\237[\128-\159][\128-\191]',
+  '\240[\144-\191][\128-\191][\128-\191]', '[\241-\243][\128-\191][\128-\191][\128-\191]',
+  '\244[\128-\143][\128-\191][\128-\191]',
+}
 local function utf8_ok(s)
-  local i = string.find(s, '[\128-\255]')
-  local n = #s
-  while i do
-    local c = string.byte(s, i)
-    local len, lo, hi = 0, 0x80, 0xBF
-    if c >= 0xC2 and c <= 0xDF then len = 1
-    elseif c >= 0xE0 and c <= 0xEF then
-      len = 2
-      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
-    elseif c >= 0xF0 and c <= 0xF4 then
-      len = 3
-      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
-    else return false end
-    if i + len > n then return false end
-    local b = string.byte(s, i + 1)
-    if b < lo or b > hi then return false end
-    for j = i + 2, i + len do
-      b = string.byte(s, j)
-      if b < 0x80 or b > 0xBF then return false end
-    end
-    i = string.find(s, '[\128-\255]', i + len + 1)
-  end
-  return true
+  if not string.find(s, '[\128-\255]') then return true end
+  for _, form in ipairs(UTF8_FORMS) do s = string.gsub(s, form, 'a') end
+  return not string.find(s, '[\128-\255]')
 end
 
-local function escape_byte(c)
-  return string.format('\\u%04x', string.byte(c))
-end
-
-local wkey = KEYS[1]
+local wkey, rawkey = KEYS[1], KEYS[10]
 local finish = ARGV[1]
 -- Remember which call ran last, so a caller whose reply was lost can tell what happened.
 redis.call('SET', KEYS[9], ARGV[6])
 if finish ~= '0' and redis.call('EXISTS', wkey) == 1 then
-  redis.call('DEL', wkey)
+  redis.call('DEL', wkey, rawkey)
   if finish ~= '1' then
     redis.call('RPUSH', KEYS[4], ARGV[2])
   end
@@ -93,7 +79,7 @@ if finish ~= '0' and redis.call('EXISTS', wkey) == 1 then
   end
 end
 
-local n = #KEYS - 9
+local n = #KEYS - 10
 if n == 0 then return {0} end
 
 local item, qi
@@ -107,7 +93,7 @@ else
   local check_paused = redis.call('SCARD', KEYS[8]) > 0
   for i = 1, n do
     if not (check_paused and redis.call('SISMEMBER', KEYS[8], ARGV[6 + i]) == 1) then
-      item = redis.call('LPOP', KEYS[9 + i])
+      item = redis.call('LPOP', KEYS[10 + i])
       if item then qi = i; break end
     end
   end
@@ -115,11 +101,19 @@ else
 end
 
 -- A worker key must stay valid JSON for Ruby (prune and resque-web decode it): a payload that
--- is not a UTF-8 JSON object is stored as a JSON string, byte-escaped so it round-trips.
-local valid = (string.find(item, '^%s*{') ~= nil) and utf8_ok(item) and pcall(cjson.decode, item)
+-- is not a UTF-8 JSON object is kept byte for byte in this slot's raw key instead, and the
+-- worker key says what it is. Payloads over 1 MB are not checked here (that would hold Redis
+-- for milliseconds per megabyte): they too go to the raw key, and Python checks them.
+local valid = #item <= 1048576 and (string.find(item, '^%s*{') ~= nil) and utf8_ok(item)
+  and pcall(cjson.decode, item)
 local payload = item
 if not valid then
-  payload = '"' .. string.gsub(item, '[%z\1-\31"\\\127-\255]', escape_byte) .. '"'
+  redis.call('SET', rawkey, item)
+  if #item > 1048576 then
+    payload = '"payload of ' .. #item .. ' bytes (not shown)"'
+  else
+    payload = '"invalid payload (' .. #item .. ' bytes)"'
+  end
 end
 redis.call('SET', wkey,
   '{"queue":' .. ARGV[6 + n + qi] .. ',"run_at":"' .. ARGV[3] .. '","payload":' .. payload .. '}')
@@ -129,7 +123,7 @@ return {1, qi, item, valid and 1 or 0}
 # Gives a running job back to the front of its queue, if this slot still holds it.
 REQUEUE_SCRIPT = r"""
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1], KEYS[3])
   redis.call('LPUSH', KEYS[2], ARGV[1])
   return 1
 end
@@ -149,7 +143,11 @@ REDIS_ERRORS = (
 
 @dataclass(frozen=True)
 class Claimed:
-    """A job the claim script moved into this slot's worker key."""
+    """A job the claim script moved into this slot's worker key.
+
+    ``valid`` means Redis checked the payload and shows it in the worker key; otherwise it is
+    in the slot's raw key (not a UTF-8 JSON object, or over 1 MB) and Python decides.
+    """
 
     queue: str
     raw: bytes
@@ -161,19 +159,20 @@ def _command(conn: redis.Redis, *args: Any) -> Any:
     return conn.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
-def parse_worker_value(value: bytes) -> Claimed | None:
-    """The job held in a ``worker:<id>`` value written by the claim script (or by Ruby)."""
+def parse_worker_value(value: bytes, raw: Optional[bytes] = None) -> Claimed | None:
+    """The job held in a ``worker:<id>`` value written by the claim script (or by Ruby).
+
+    A payload that was not a UTF-8 JSON object is kept in the slot's raw key: pass its
+    bytes as ``raw``.
+    """
     try:
         held = json.loads(value)
         queue = str(held["queue"])
         payload = held["payload"]
     except (ValueError, KeyError, TypeError):
         return None
-    if isinstance(payload, str):  # a payload that was not JSON, stored byte-escaped
-        try:
-            return Claimed(queue, payload.encode("latin-1"), False)
-        except UnicodeEncodeError:
-            return Claimed(queue, payload.encode("utf-8"), False)
+    if isinstance(payload, str):
+        return Claimed(queue, raw if raw is not None else payload.encode(), False)
     marker = value.find(b',"payload":')
     if marker < 0:
         return Claimed(queue, dumps(payload).encode(), True)
@@ -224,6 +223,7 @@ class Claimer:
             keys.pause_all,
             keys.paused_queues,
             keys.claim_seq(worker_id),
+            keys.raw_payload(worker_id),
         ]
         self._seq = 0
         # The sequence number of a call whose reply never came (connection lost mid-call).
@@ -287,12 +287,13 @@ class Claimer:
         with self.conn.pipeline(transaction=False) as pipe:
             pipe.get(self._fixed_keys[8])
             pipe.get(self.worker_key)
-            last, held = pipe.execute()
+            pipe.get(self._fixed_keys[9])
+            last, held, raw = pipe.execute()
         ran = last is not None and int(last) == self._unanswered
         self._unanswered = None
         if not ran or held is None:
             return ran, None
-        return True, parse_worker_value(bytes(held))
+        return True, parse_worker_value(bytes(held), raw)
 
     @staticmethod
     def _reply(reply: Any, queues: Sequence[str]) -> Claimed | str | None:
@@ -318,4 +319,5 @@ class Claimer:
 
     def requeue(self, queue: str, raw: bytes) -> bool:
         """Put a running job back at the front of its queue if this slot still holds it."""
-        return bool(_requeue(self.conn, [self.worker_key, self.keys.queue(queue)], [raw]))
+        keys = [self.worker_key, self.keys.queue(queue), self._fixed_keys[9]]
+        return bool(_requeue(self.conn, keys, [raw]))

@@ -14,6 +14,12 @@ logger = logging.getLogger("pyresqueworker")
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
+def _printable(value: object) -> str:
+    """A field value on one line: a job's class name must not be able to forge log lines."""
+    text = str(value)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 class TextFormatter(logging.Formatter):
     """``2026-11-23 10:00:00 INFO job done queue=high class=Archive duration_ms=3.1``."""
 
@@ -23,7 +29,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         fields = " ".join(
-            f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD and v is not None
+            f"{k}={_printable(v)}" for k, v in record.__dict__.items()
+            if k not in _STANDARD and v is not None
         )
         return f"{text} {fields}" if fields else text
 

@@ -26,7 +26,7 @@ import redis
 
 from . import wire
 from .failure import DECODE_EXCEPTION, PRUNE_DIRTY_EXIT
-from .fetch import parse_worker_value
+from .fetch import Claimed, parse_worker_value
 from .log import logger
 from .wire import Keys, WorkerId
 
@@ -60,6 +60,13 @@ def resque_pids() -> set[int]:
         if pid_text.isdigit() and _RESQUE_PROC.search(command) and "resque-web" not in command:
             pids.add(int(pid_text))
     return pids
+
+
+def _is_job(raw: bytes) -> bool:
+    try:
+        return isinstance(wire.loads(raw), dict)
+    except wire.DecodeError:
+        return False
 
 
 def _text(value: bytes | str) -> str:
@@ -164,7 +171,10 @@ class Pruner:
         self, pipe: redis.client.Pipeline, worker_id: str, value: bytes, exception: str,
         action: str,
     ) -> str:
-        held = parse_worker_value(value)
+        raw = self.conn.get(self.keys.raw_payload(worker_id))
+        held = parse_worker_value(value, raw.encode() if isinstance(raw, str) else raw)
+        if held is not None and not held.valid and _is_job(held.raw):
+            held = Claimed(held.queue, held.raw, True)  # a large payload kept in the raw key
         if held is None or not held.valid:
             reason = ("payload is not a UTF-8 JSON object" if held else
                       f"worker key of {worker_id} could not be decoded")
@@ -215,4 +225,4 @@ def unregister(pipe: redis.client.Pipeline, keys: Keys, worker_ids: Iterable[str
         pipe.delete(keys.worker(worker_id), keys.worker_started(worker_id))
         pipe.hdel(keys.heartbeats, worker_id)
         pipe.delete(keys.stat("processed", worker_id), keys.stat("failed", worker_id),
-                    keys.claim_seq(worker_id))
+                    keys.claim_seq(worker_id), keys.raw_payload(worker_id))

@@ -122,7 +122,9 @@ class Slot(threading.Thread):
     def _flush(self, finish: Finish) -> Finish:
         """Send a pending completion on its own (before waiting, pausing or stopping)."""
         if finish != NO_FINISH:
-            self.claimer.claim((), finish, "")
+            claimed = self.claimer.claim((), finish, "")
+            if isinstance(claimed, Claimed):  # a lost claim's job: this slot won't run it now
+                self.claimer.requeue(claimed.queue, claimed.raw)
         return NO_FINISH
 
     def _blpop(self, queues: list[str]) -> Claimed | None:
@@ -250,13 +252,6 @@ class Slot(threading.Thread):
 
 def _make_job(claimed: Claimed, worker_id: str) -> Job:
     job = Job(queue=claimed.queue, raw=claimed.raw, worker_id=worker_id)
-    if not claimed.valid:
-        job.decode_error = "payload is not a UTF-8 JSON object"
-        try:
-            wire.loads(claimed.raw)
-        except wire.DecodeError as exc:
-            job.decode_error = str(exc)
-        return job
     try:
         payload = wire.loads(claimed.raw)
     except wire.DecodeError as exc:

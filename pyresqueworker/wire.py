@@ -129,6 +129,10 @@ class Keys:
     def paused_queues(self) -> str:
         return self.own("paused-queues")
 
+    def raw_payload(self, worker_id: str) -> str:
+        """Bytes of a claimed job that is not a UTF-8 JSON object (kept out of worker keys)."""
+        return self.own("raw:" + worker_id)
+
     def claim_seq(self, worker_id: str) -> str:
         """Sequence number of a slot's last claim call (to resolve a lost reply)."""
         return self.own("seq:" + worker_id)

@@ -95,15 +95,39 @@ def test_paused_queue_is_skipped_inside_the_claim(r: redis.Redis) -> None:
     assert r.llen(keys.queue("high")) == 1
 
 
-def test_invalid_payloads_are_kept_as_escaped_strings_ruby_can_parse(r: redis.Redis) -> None:
+def test_invalid_payloads_stay_out_of_the_worker_key_and_are_kept_byte_for_byte(
+    r: redis.Redis,
+) -> None:
     claimer, keys = make(r)
-    bad = [b"not json", b'{"class":"A","args":["\xff"]}', b"[1,2]", b'{"class":', b"\xed\xa0\x80{}"]
+    bad = [b"not json", b'{"class":"A","args":["\xff"]}', b"[1,2]", b'{"class":',
+           b"\xed\xa0\x80{}", b'{"a":"\xc3\x28"}', b'{"a":"\xe0\x80\xaf"}']
     r.rpush(keys.queue("high"), *bad)
     for raw in bad:
         claimed = claimer.claim(["high"], SUCCESS, RUN_AT)
         assert claimed == Claimed("high", raw, False)
-        held = json.loads(r.get(keys.worker(WID)) or b"")
-        assert held["payload"].encode("latin-1") == raw
+        held = json.loads(r.get(keys.worker(WID)) or b"")  # what Ruby reads stays valid JSON
+        assert held["payload"] == f"invalid payload ({len(raw)} bytes)"
+        assert r.get(keys.raw_payload(WID)) == raw
+    claimer.claim([], SUCCESS, "")
+    assert not r.exists(keys.worker(WID), keys.raw_payload(WID))
+
+
+def test_valid_utf8_of_every_length_is_accepted(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    text = "é日本語😀\u2028" * 3
+    raw = ('{"class":"A","args":["' + text + '"]}').encode()
+    r.rpush(keys.queue("high"), raw)
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", raw, True)
+
+
+def test_payloads_over_a_megabyte_go_to_the_raw_key_unchecked(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    big = b'{"class":"A","args":["' + b"x" * 2_000_000 + b'"]}'
+    r.rpush(keys.queue("high"), big)
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", big, False)
+    held = json.loads(r.get(keys.worker(WID)) or b"")
+    assert held["payload"] == f"payload of {len(big)} bytes (not shown)"
+    assert r.get(keys.raw_payload(WID)) == big
 
 
 def test_hash_tag_namespace_works(r: redis.Redis) -> None:
@@ -209,10 +233,10 @@ def test_a_lost_reply_that_claimed_nothing_claims_afresh(
     assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", b"not json", False)
 
 
-def test_parse_worker_value_reads_ruby_and_escaped_values() -> None:
+def test_parse_worker_value_reads_ruby_values_and_invalid_placeholders() -> None:
     ruby = (b'{"queue":"low","run_at":"2026-11-23T07:35:33Z",'
             b'"payload":{"class":"RubySlow","args":[2]}}')
     assert parse_worker_value(ruby) == Claimed("low", b'{"class":"RubySlow","args":[2]}', True)
-    escaped = b'{"queue":"q","run_at":"x","payload":"bad\\u00ff"}'
-    assert parse_worker_value(escaped) == Claimed("q", b"bad\xff", False)
+    placeholder = b'{"queue":"q","run_at":"x","payload":"invalid payload (4 bytes)"}'
+    assert parse_worker_value(placeholder, b"bad\xff") == Claimed("q", b"bad\xff", False)
     assert parse_worker_value(b"garbage") is None

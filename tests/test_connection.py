@@ -57,7 +57,8 @@ def tls_files() -> Iterator[Path]:
         "-keyout", "ca.key", "-out", "ca.crt")
     for name in ("server", "client"):
         run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", f"{name}.key", "-out", f"{name}.csr")
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr")
         run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
             "-CAcreateserial", "-days", "2", "-copy_extensions", "copy", "-out", f"{name}.crt")
     yield folder

@@ -240,7 +240,8 @@ module ResqueCompat
         need(job.is_a?(Hash) && job.keys == WORKER_JOB_KEYS, "worker key is not #{WORKER_JOB_KEYS}")
         need(job["queue"].is_a?(String), "job queue #{job['queue'].inspect} is not a String")
         need(job["run_at"].to_s.end_with?("Z"), "run_at #{job['run_at'].inspect} is not UTC")
-        check_payload(job["payload"], "job payload")
+        # A payload that is not a JSON object is shown as a String (its bytes are kept elsewhere)
+        check_payload(job["payload"], "job payload") unless job["payload"].is_a?(String)
       end
       { "id" => id, **parsed, "started" => started, "started_epoch" => Time.parse(started).to_i,
         "heartbeat" => beat, "heartbeat_epoch" => Time.parse(beat).to_i,
@@ -261,7 +262,11 @@ module ResqueCompat
       item["worker"].split(":") # failed_job.erb does this
       trace = item["backtrace"]
       need(trace.is_a?(Array) && trace.all?(String), "backtrace is not an Array of String")
-      check_payload(item["payload"], "payload") unless item["payload"].nil? # nil shows "nil"
+      # nil shows "nil"; an undecodable item is kept as its raw text (a String), and a
+      # DecodeException entry records a payload whose very shape was the problem.
+      undecodable = item["payload"].is_a?(String) ||
+                    item["exception"] == "Resque::Helpers::DecodeException"
+      check_payload(item["payload"], "payload") unless item["payload"].nil? || undecodable
       retried = item.key?("retried_at") ? failure_time(item["retried_at"], "retried_at") : nil
       item.merge("index" => index, "failed_at_epoch" => failure_time(item["failed_at"], "failed_at"),
                  "retried_at_epoch" => retried, "roundtrip" => encode(item) == raw)
