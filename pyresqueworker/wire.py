@@ -205,6 +205,9 @@ def dumps(obj: Any) -> str:
     return "".join(iterencode(obj, 0))
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -216,7 +219,13 @@ def loads(data: bytes | str) -> Any:
     """
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
+        if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+            # An unpaired \ud800 decodes to a string no UTF-8 encoder (Ruby's either) accepts.
+            _ENCODER.encode(value).encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        raise DecodeError("payload has an unpaired UTF-16 surrogate escape") from None
     except UnicodeDecodeError as exc:
         raise DecodeError(f"payload is not valid UTF-8: {exc}") from None
     except RecursionError:

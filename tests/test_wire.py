@@ -344,3 +344,11 @@ def test_golden_worker_state_parses_with_our_parsers(tz: Any) -> None:
     assert wire.heartbeat_value(moment) == heartbeat
     assert wire.run_at(moment) == job["run_at"]
     assert wire.failed_at(moment) == failed_at
+
+
+def test_loads_refuses_unpaired_surrogate_escapes_but_keeps_pairs() -> None:
+    assert wire.loads(b'{"a":"\\ud83d\\ude00"}') == {"a": "\U0001f600"}
+    with pytest.raises(wire.DecodeError, match="surrogate"):
+        wire.loads(b'{"a":"\\ud800"}')
+    with pytest.raises(wire.DecodeError, match="surrogate"):
+        wire.loads(b'["x", {"k": "\\uDC00"}]')
