@@ -19,8 +19,14 @@ from redis import Redis
 from . import wire
 from .connection import connect, describe
 from .failed_queue import FailedQueue, Raw, decode_entry
+from .resp import LuaScript
 
 __all__ = ["Client", "NoClassError", "NoQueueError", "WorkerInfo"]
+
+# Resque.push's two writes as one command (spec §4).
+_PUSH = LuaScript(
+    "redis.call('SADD', KEYS[1], ARGV[1]) return redis.call('RPUSH', KEYS[2], ARGV[2])"
+)
 
 # Worker ids per pipelined MGET round when reading ``workers``; each id costs four keys.
 _WORKER_BATCH = 250
@@ -134,16 +140,16 @@ class Client:
         return self.enqueue_to(queue, class_name, *args)
 
     def enqueue_to(self, queue: str, class_name: str, *args: Any) -> str:
-        """``Resque.enqueue_to``: one pipeline, ``SADD queues <q>`` then ``RPUSH queue:<q>``.
+        """``Resque.enqueue_to``: ``SADD queues <q>`` then ``RPUSH queue:<q>``.
+
+        Ruby sends the two as a pipeline; here they are one script call, which writes the same
+        and is atomic and about twice as fast from Python.
 
         The item is byte-identical to Ruby's, so ``Resque.dequeue`` finds it.
         """
         self._validate(queue, class_name)
         item = wire.encode_job(class_name, args)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.sadd(self.keys.queues, queue)
-        pipe.rpush(self.keys.queue(queue), item)
-        pipe.execute()
+        _PUSH(self.redis, [self.keys.queues, self.keys.queue(queue)], [queue, item])
         return item
 
     def enqueue_many(

@@ -20,16 +20,14 @@ server, are lossy on reconnect, and would still need this polling as a fallback.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Optional
 
 import redis
 
-from .resp import FastCaller
+from .resp import FastCaller, LuaScript, command
 from .wire import Keys, dumps
 
 __all__ = [
@@ -154,11 +152,6 @@ class Claimed:
     valid: bool
 
 
-def _command(conn: redis.Redis, *args: Any) -> Any:
-    """``execute_command`` (untyped in redis-py) for the few raw commands we send."""
-    return conn.execute_command(*args)  # type: ignore[no-untyped-call]
-
-
 def parse_worker_value(value: bytes, raw: Optional[bytes] = None) -> Claimed | None:
     """The job held in a ``worker:<id>`` value written by the claim script (or by Ruby).
 
@@ -179,30 +172,8 @@ def parse_worker_value(value: bytes, raw: Optional[bytes] = None) -> Claimed | N
     return Claimed(queue, value[marker + len(b',"payload":') : -1], True)
 
 
-class _Script:
-    """EVALSHA with a reload when the server lost its script cache (restart, SCRIPT FLUSH)."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-    def __call__(
-        self,
-        conn: redis.Redis,
-        keys: Sequence[str],
-        args: Sequence[Any],
-        call: Optional[Callable[..., Any]] = None,
-    ) -> Any:
-        send = call or partial(_command, conn)
-        try:
-            return send("EVALSHA", self.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            conn.script_load(self.source)
-            return send("EVALSHA", self.sha, len(keys), *keys, *args)
-
-
-_claim = _Script(CLAIM_SCRIPT)
-_requeue = _Script(REQUEUE_SCRIPT)
+_claim = LuaScript(CLAIM_SCRIPT)
+_requeue = LuaScript(REQUEUE_SCRIPT)
 
 
 class Claimer:
@@ -311,13 +282,13 @@ class Claimer:
     def wait(self, queue: str, timeout: float) -> bool:
         """Block until ``queue`` has an item or ``timeout`` passes; the item stays queued."""
         key = self._queue_parts(queue)[0]
-        reply = _command(self.conn, "BLMOVE", key, key, "LEFT", "LEFT", timeout)
+        reply = command(self.conn, "BLMOVE", key, key, "LEFT", "LEFT", timeout)
         return reply is not None
 
     def blpop(self, queues: Sequence[str], timeout: float) -> tuple[str, bytes] | None:
         """``--fetch blpop``: pop from the first non-empty queue (at-most-once)."""
         keys = [self._queue_parts(q)[0] for q in queues]
-        reply = _command(self.conn, "BLPOP", *keys, timeout)
+        reply = command(self.conn, "BLPOP", *keys, timeout)
         if reply is None:
             return None
         popped_key = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])

@@ -9,12 +9,15 @@ SELECT, TLS, Sentinel discovery), and anything unusual falls back to it.
 
 from __future__ import annotations
 
+import hashlib
 import socket
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Optional
 
 import redis
 
-__all__ = ["FastCaller"]
+__all__ = ["FastCaller", "LuaScript", "command"]
 
 try:
     import hiredis
@@ -70,3 +73,30 @@ class FastCaller:
             error = _ERRORS.get(message.split(" ", 1)[0], redis.exceptions.ResponseError)
             raise error(message)
         return reply
+
+
+def command(conn: redis.Redis, *args: Any) -> Any:
+    """``execute_command`` (untyped in redis-py) for the few raw commands we send."""
+    return conn.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+class LuaScript:
+    """EVALSHA with a reload when the server lost its script cache (restart, SCRIPT FLUSH)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def __call__(
+        self,
+        conn: redis.Redis,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        call: Optional[Callable[..., Any]] = None,
+    ) -> Any:
+        send = call or partial(command, conn)
+        try:
+            return send("EVALSHA", self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            conn.script_load(self.source)
+            return send("EVALSHA", self.sha, len(keys), *keys, *args)
