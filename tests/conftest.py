@@ -15,7 +15,8 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-GOLDEN = ROOT.parent / "shared" / "golden"
+# Bytes real Ruby Resque and ActiveJob wrote (copied from shared/golden, see its README).
+GOLDEN = ROOT / "tests" / "golden"
 RUBY_CLIENT = ROOT / "examples" / "ruby_client"
 
 
