@@ -200,7 +200,6 @@ class Claimer:
         # The sequence number of a call whose reply never came (connection lost mid-call).
         self._unanswered: Optional[int] = None
         self._fast = FastCaller(conn)
-        self._loaded = False
         self._queue_keys: dict[str, str] = {}
         self._queue_json: dict[str, str] = {}
 
@@ -247,11 +246,6 @@ class Claimer:
 
     def _call(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            if not self._loaded:
-                # Load before the first EVALSHA rather than after a NOSCRIPT error: some
-                # Redis-protocol servers (fakeredis's TCP server) drop the connection on errors.
-                self.conn.script_load(CLAIM_SCRIPT)
-                self._loaded = True
             reply = _claim(self.conn, keys, args, self._fast)
         except REDIS_ERRORS:
             self._unanswered = self._seq

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import weakref
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Optional
@@ -86,6 +87,10 @@ class LuaScript:
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+        # Pools we loaded the script through. Loading before the first EVALSHA (rather than
+        # after a NOSCRIPT error) matters for Redis-protocol servers that drop the connection
+        # on an error reply, such as fakeredis's TCP server.
+        self._loaded: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def __call__(
         self,
@@ -95,6 +100,9 @@ class LuaScript:
         call: Optional[Callable[..., Any]] = None,
     ) -> Any:
         send = call or partial(command, conn)
+        if conn.connection_pool not in self._loaded:
+            conn.script_load(self.source)
+            self._loaded.add(conn.connection_pool)
         try:
             return send("EVALSHA", self.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
