@@ -19,7 +19,7 @@ from .log import setup_logging
 from .queues import QueueSpec, QueueSpecError
 from .runner import WorkerError, run_worker
 
-__all__ = ["work", "work_main"]
+__all__ = ["run_command", "work", "work_main"]
 
 
 def _queues(_ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> QueueSpec:
@@ -92,6 +92,8 @@ def _env(*names: str) -> list[str]:
 @click.option("--max-memory", "max_memory_mb", type=click.FloatRange(0, min_open=True),
               default=None, envvar="PYRESQUE_MAX_MEMORY",
               help="Replace a worker process once its resident memory passes this many MB.")
+@click.option("--scheduler", is_flag=True, envvar="PYRESQUE_SCHEDULER",
+              help="Also run a resque-scheduler compatible scheduler (one is elected master).")
 @click.option("--fetch", type=click.Choice(["claim", "blpop"]), default="claim",
               envvar="PYRESQUE_FETCH", help="'claim' is atomic; 'blpop' is Resque's at-most-once.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
@@ -109,22 +111,32 @@ def work(**options: Any) -> int:
     return run_worker(config)
 
 
-def work_main(argv: Optional[list[str]] = None) -> None:
-    """Entry point: one clear line on stderr for every error, never a traceback."""
-    prog = "pyresque-work"
+def run_command(command: click.Command, prog: str, argv: Optional[list[str]] = None,
+                fatal: tuple[type[Exception], ...] = ()) -> None:
+    """Run a click command as a program: one clear line on stderr for every error.
+
+    Bad values exit 2; ``WorkerError`` and the ``fatal`` errors (Redis unreachable...) exit 1;
+    never a traceback.
+    """
+    stop_with_1: tuple[type[Exception], ...] = (WorkerError, *fatal)
     try:
-        code = work.main(args=argv, prog_name=prog, standalone_mode=False)
+        code = command.main(args=argv, prog_name=prog, standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as exc:
         click.echo(f"{prog}: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
+    except stop_with_1 as exc:
+        click.echo(f"{prog}: error: {exc}", err=True)
+        sys.exit(1)
     except (ValueError, ConfigError) as exc:
         click.echo(f"{prog}: error: {exc}", err=True)
         sys.exit(2)
-    except WorkerError as exc:
-        click.echo(f"{prog}: error: {exc}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def work_main(argv: Optional[list[str]] = None) -> None:
+    """Entry point of ``pyresque-work``."""
+    run_command(work, "pyresque-work", argv)

@@ -12,14 +12,19 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
+import redis
 from redis import Redis
 
 from . import wire
 from .connection import connect, describe
 from .failed_queue import FailedQueue, Raw, decode_entry
 from .resp import LuaScript
+
+if TYPE_CHECKING:
+    from .delayed import DelayedQueue, When
 
 __all__ = ["Client", "NoClassError", "NoQueueError", "WorkerInfo"]
 
@@ -147,7 +152,7 @@ class Client:
 
         The item is byte-identical to Ruby's, so ``Resque.dequeue`` finds it.
         """
-        self._validate(queue, class_name)
+        self.validate(queue, class_name)
         item = wire.encode_job(class_name, args)
         _PUSH(self.redis, [self.keys.queues, self.keys.queue(queue)], [queue, item])
         return item
@@ -163,7 +168,7 @@ class Client:
         """
         if batch < 1:
             raise ValueError("batch must be at least 1")
-        self._validate(queue, "-")
+        self.validate(queue, "-")
         queue_key = self.keys.queue(queue)
         pushed = 0
         iterator = iter(jobs)
@@ -173,13 +178,44 @@ class Client:
                 return pushed
             items = []
             for class_name, args in chunk:
-                self._validate(queue, class_name)
+                self.validate(queue, class_name)
                 items.append(wire.encode_job(class_name, args))
             pipe = self.redis.pipeline(transaction=False)
             pipe.sadd(self.keys.queues, queue)
             pipe.rpush(queue_key, *items)
             pipe.execute()
             pushed += len(items)
+
+    # -- delayed jobs (resque-scheduler's format; see pyresqueworker.delayed) -------------
+
+    @property
+    def delayed(self) -> DelayedQueue:
+        """The delayed-job API: listing, ``scheduled_at``, ``is_delayed``, sizes."""
+        from .delayed import DelayedQueue
+
+        return DelayedQueue(self)
+
+    def enqueue_at(self, when: When, class_name: str, *args: Any, queue: Optional[str] = None,
+                   pipeline: Optional[redis.client.Pipeline] = None) -> Optional[int]:
+        """Run ``class_name(*args)`` at ``when`` (aware datetime or epoch seconds), as
+        resque-scheduler's ``Resque.enqueue_at``; returns the timestamp, or ``None`` if it was
+        due already and went straight to its queue."""
+        return self.delayed.enqueue_at(when, class_name, *args, queue=queue, pipeline=pipeline)
+
+    def enqueue_in(self, seconds: float | timedelta, class_name: str, *args: Any,
+                   queue: Optional[str] = None,
+                   pipeline: Optional[redis.client.Pipeline] = None) -> Optional[int]:
+        """``Resque.enqueue_in``: run the job ``seconds`` from now."""
+        return self.delayed.enqueue_in(seconds, class_name, *args, queue=queue,
+                                       pipeline=pipeline)
+
+    def remove_delayed(self, class_name: str, *args: Any, queue: Optional[str] = None) -> int:
+        """``Resque.remove_delayed``: unschedule matching jobs; returns how many."""
+        return self.delayed.remove_delayed(class_name, *args, queue=queue)
+
+    def delayed_count(self) -> int:
+        """``Resque.count_all_scheduled_jobs``."""
+        return self.delayed.delayed_count()
 
     def dequeue(self, class_name: str, *args: Any, queue: str) -> int:
         """``Resque.dequeue`` / ``Job.destroy``: remove queued jobs; returns how many.
@@ -241,7 +277,7 @@ class Client:
         return job_id
 
     @staticmethod
-    def _validate(queue: str, class_name: str) -> None:
+    def validate(queue: str, class_name: str) -> None:
         if not isinstance(queue, str) or not queue:
             raise NoQueueError("Jobs must be placed onto a queue (got an empty queue name)")
         if not isinstance(class_name, str) or not class_name:

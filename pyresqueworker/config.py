@@ -41,6 +41,7 @@ class WorkerConfig:
     fork_per_job: bool = False  # Resque's isolation: each job in a forked child
     max_jobs: Optional[int] = None  # recycle a worker process after this many jobs
     max_memory_mb: Optional[float] = None  # ... or once its resident memory passes this
+    scheduler: bool = False  # also move due delayed jobs (resque-scheduler's master election)
     apps: list[str] = field(default_factory=list)
     log_format: str = "text"
     log_level: str = "INFO"

@@ -110,6 +110,7 @@ class WorkerProcess:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_lock = threading.Lock()
         self._title = ""
+        self._scheduler_thread: Optional[threading.Thread] = None
         self.doorbell = Doorbell(sleeper_poll=max(config.interval, 0.1) if config.interval else 1.0)
         self.pruner = Pruner(
             self.conn, self.keys, self.worker_ids[0], spec.id_queues, self.hostname,
@@ -188,6 +189,8 @@ class WorkerProcess:
         for slot in self.slots:
             slot.start()
         self._update_title()
+        if self.config.scheduler:
+            self._start_scheduler()
         housekeeping = threading.Thread(target=self._housekeeping, name="housekeeping",
                                         daemon=True)
         housekeeping.start()
@@ -195,6 +198,17 @@ class WorkerProcess:
             time.sleep(0.05)
         self._shutdown()
         return RECYCLE_EXIT if self.recycling else 0
+
+    def _start_scheduler(self) -> None:
+        from .client import Client
+        from .scheduler import Scheduler
+
+        client = Client(redis=connect(self.config.redis_url, tls=self.config.tls),
+                        namespace=self.config.namespace)
+        scheduler = Scheduler(client)
+        self._scheduler_thread = threading.Thread(
+            target=scheduler.run, args=(self.stopping,), name="scheduler", daemon=True)
+        self._scheduler_thread.start()
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -353,6 +367,8 @@ class WorkerProcess:
                 if slot not in abandoned:  # an abandoned slot is still inside job code
                     slot.join(timeout=1.0)
             self._retrying(self._unregister)
+            if self._scheduler_thread is not None:
+                self._scheduler_thread.join(timeout=2.0)  # it releases the master lock
         logger.info("worker stopped", extra={"workers": self.worker_ids[0]})
 
     def _unregister(self) -> None:
