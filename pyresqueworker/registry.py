@@ -11,15 +11,19 @@ a few ``getattr`` calls and the call itself.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import inspect
-import logging
-import types
-from collections.abc import Coroutine, Generator
-from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar, overload
 
 from .activejob import JOB_WRAPPER, decode_active_job
+from .hooks import (
+    DontPerform,
+    Handler,
+    HookRun,
+    RunAsync,
+    build_handler,
+    current_job,
+    run_failure_hooks,
+    running_job,
+)
 from .job import Job, JobCall
 
 __all__ = [
@@ -36,26 +40,14 @@ __all__ = [
     "middleware",
 ]
 
-_log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])  # a bare ``@job``: the function or class itself
 Decoder = Callable[[Job], JobCall]
 Middleware = Callable[[Job, JobCall, Callable[[], Any]], Any]
-RunAsync = Callable[[Coroutine[Any, Any, Any]], Any]
 
-_HOOK_PREFIXES = ("before_perform", "around_perform", "after_perform", "on_failure")
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
 
-_current: contextvars.ContextVar[tuple[Job, JobCall]] = contextvars.ContextVar("pyresque_job")
-
-
-class DontPerform(Exception):
-    """Raise from a ``before_perform`` hook to skip the job quietly (no failure is written).
-
-    As in Ruby Resque, only ``before_perform`` hooks may skip a job this way; raised anywhere
-    else it is an ordinary failure. Middleware skips a job by not calling ``call_next``.
-    """
 
 
 class UnknownJobClass(LookupError):
@@ -83,179 +75,6 @@ def _json_type(value: Any) -> str:
     if name is None:
         name = "number" if isinstance(value, (int, float)) else type(value).__name__
     return name
-
-
-def current_job() -> tuple[Job, JobCall]:
-    """The job being performed in this thread or task, and its decoded call.
-
-    Raises :class:`LookupError` outside a job.
-    """
-    try:
-        return _current.get()
-    except LookupError:
-        raise LookupError("current_job() called outside a job") from None
-
-
-async def _in_job_context(coro: Coroutine[Any, Any, Any], current: tuple[Job, JobCall]) -> Any:
-    # run_async may start the coroutine in a context that is not ours (a fresh thread starts
-    # with an empty one), so set the job again inside the task.
-    _current.set(current)
-    return await coro
-
-
-@dataclass(frozen=True)
-class Handler:
-    """A registered handler. The hook tuples hold attribute names, sorted as Ruby sorts them.
-
-    ``timeout`` is advisory here: the worker enforces it.
-    """
-
-    class_name: str
-    target: Any
-    queue: Optional[str] = None
-    is_async: bool = False
-    timeout: Optional[float] = None
-    is_class: bool = False
-    instantiate: bool = False  # a class whose perform or hooks are instance methods
-    before_hooks: tuple[str, ...] = ()
-    around_hooks: tuple[str, ...] = ()
-    after_hooks: tuple[str, ...] = ()
-    failure_hooks: tuple[str, ...] = ()
-
-    def owner(self) -> Any:
-        """What hooks and ``perform`` are looked up on: the class, or a fresh instance."""
-        return self.target() if self.instantiate else self.target
-
-
-def _plain_function(raw: Any) -> tuple[Any, bool]:
-    """(underlying function, needs an instance) for a class attribute found statically."""
-    if isinstance(raw, (staticmethod, classmethod)):
-        return raw.__func__, False
-    return raw, inspect.isfunction(raw)
-
-
-def _build_handler(
-    class_name: str, target: Any, queue: Optional[str], timeout: Optional[float]
-) -> Handler:
-    if not isinstance(class_name, str) or not class_name:
-        raise ValueError("a job class name must be a non-empty string")
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    if not inspect.isclass(target):
-        if not callable(target):
-            raise TypeError(f"handler for {class_name!r} is not callable: {target!r}")
-        is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
-            getattr(target, "__call__", None)  # noqa: B004 - async callable objects
-        )
-        return Handler(class_name, target, queue, is_async, timeout)
-
-    perform_fn, instantiate = _plain_function(inspect.getattr_static(target, "perform", None))
-    if not callable(perform_fn):
-        raise TypeError(f"job class {target.__qualname__} has no callable 'perform'")
-    groups: dict[str, list[str]] = {prefix: [] for prefix in _HOOK_PREFIXES}
-    for name in sorted(dir(target)):  # plain string order: the bare name first (spec §13)
-        prefix = next((p for p in _HOOK_PREFIXES if name.startswith(p)), None)
-        if prefix is None or not callable(getattr(target, name)):
-            continue
-        fn, needs_instance = _plain_function(inspect.getattr_static(target, name))
-        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
-            raise TypeError(f"hook {target.__qualname__}.{name} must not be async")
-        if prefix == "around_perform" and not inspect.isgeneratorfunction(fn):
-            raise TypeError(
-                f"hook {target.__qualname__}.{name} must be a generator function that yields once"
-            )
-        instantiate = instantiate or needs_instance
-        groups[prefix].append(name)
-    if instantiate:
-        try:
-            inspect.signature(target).bind()
-        except TypeError:
-            raise TypeError(
-                f"job class {target.__qualname__} has instance methods, so it must be "
-                "constructible with no arguments"
-            ) from None
-        except ValueError:  # no signature to check (some builtins): find out per job
-            pass
-    class_queue, class_timeout = getattr(target, "queue", None), getattr(target, "timeout", None)
-    if queue is None and isinstance(class_queue, str):
-        queue = class_queue
-    if timeout is None and isinstance(class_timeout, (int, float)):
-        timeout = float(class_timeout)
-    before, around, after, failure = (tuple(groups[prefix]) for prefix in _HOOK_PREFIXES)
-    return Handler(class_name, target, queue, inspect.iscoroutinefunction(perform_fn), timeout,
-                   is_class=True, instantiate=instantiate, before_hooks=before,
-                   around_hooks=around, after_hooks=after, failure_hooks=failure)
-
-
-class _Run:
-    """One job's trip through the hooks; remembers whether ``perform`` returned."""
-
-    __slots__ = ("call", "current", "handler", "owner", "performed", "result", "run_async")
-
-    def __init__(self, handler: Handler, current: tuple[Job, JobCall], run_async: RunAsync) -> None:
-        self.handler, self.current, self.run_async = handler, current, run_async
-        self.call = current[1]
-        self.owner: Any = None
-        self.performed = False
-        self.result: Any = None
-
-    def __call__(self) -> Any:
-        handler, args, kwargs = self.handler, self.call.args, self.call.kwargs
-        owner = self.owner = handler.owner()
-        try:
-            for name in handler.before_hooks:
-                getattr(owner, name)(*args, **kwargs)
-        except DontPerform:
-            return None
-        if handler.around_hooks:
-            self._around(owner)
-        else:
-            self._invoke(owner)
-        # Ruby runs after hooks even when an around hook did not yield (job.rb ``perform``).
-        for name in handler.after_hooks:
-            getattr(owner, name)(*args, **kwargs)
-        return self.result
-
-    def _invoke(self, owner: Any) -> None:
-        fn = owner.perform if self.handler.is_class else owner
-        result = fn(*self.call.args, **self.call.kwargs)
-        if self.handler.is_async or isinstance(result, types.CoroutineType):
-            result = self.run_async(_in_job_context(result, self.current))
-        self.result = result
-        self.performed = True
-
-    def _around(self, owner: Any) -> None:
-        """Nest the around hooks like ``contextlib.ExitStack``: the first one is outermost."""
-        args, kwargs = self.call.args, self.call.kwargs
-        entered: list[tuple[str, Generator[Any, None, Any]]] = []
-        error: Optional[BaseException] = None
-        try:
-            for name in self.handler.around_hooks:
-                gen = getattr(owner, name)(*args, **kwargs)
-                try:
-                    next(gen)
-                except StopIteration:
-                    break  # did not yield: neither the inner hooks nor perform run
-                entered.append((name, gen))
-            else:
-                self._invoke(owner)
-        except BaseException as exc:
-            error = exc
-        for name, gen in reversed(entered):
-            try:
-                if error is None:
-                    next(gen)
-                else:
-                    gen.throw(error)
-            except StopIteration:
-                error = None  # finished normally, or swallowed the error as a with-block may
-                continue
-            except BaseException as exc:
-                error = exc
-                continue
-            error = RuntimeError(f"around hook {name} yielded more than once")
-        if error is not None:
-            raise error
 
 
 class Registry:
@@ -320,7 +139,7 @@ class Registry:
         Raises ``ValueError`` if the name is already taken by another target: two modules
         each registering a ``send_email`` by ``__name__`` is a bug worth hearing about.
         """
-        handler = _build_handler(class_name, target, queue, timeout)
+        handler = build_handler(class_name, target, queue, timeout)
         existing = self._handlers.get(class_name)
         if existing is not None and existing.target is not target:
             raise ValueError(f"{class_name!r} is already registered to {existing.target!r}")
@@ -413,8 +232,8 @@ class Registry:
         """As :meth:`perform`, returning ``(performed, handler's return value)``."""
         handler = self.handler(call.class_name)
         current = (job, call)
-        run = _Run(handler, current, run_async or asyncio.run)
-        token = _current.set(current)
+        run = HookRun(handler, current, run_async or asyncio.run)
+        token = running_job.set(current)
         try:
             chain = self._middleware
             if chain:
@@ -422,10 +241,10 @@ class Registry:
             else:
                 run()
         except BaseException as exc:  # Ruby's ``rescue Object``: TERM-style exits included
-            _run_failure_hooks(handler, run.owner, exc, call)
+            run_failure_hooks(handler, run.owner, exc, call)
             raise
         finally:
-            _current.reset(token)
+            running_job.reset(token)
         return run.performed, run.result
 
     def run_failure_hooks(self, job: Job, exc: BaseException) -> None:
@@ -438,36 +257,20 @@ class Registry:
             handler = self.handler(call.class_name)
         except (PayloadError, UnknownJobClass):
             return
-        token = _current.set((job, call))
+        token = running_job.set((job, call))
         try:
-            _run_failure_hooks(handler, None, exc, call)
+            run_failure_hooks(handler, None, exc, call)
         finally:
-            _current.reset(token)
+            running_job.reset(token)
 
 
 def _call_chain(
-    chain: tuple[Middleware, ...], index: int, job: Job, call: JobCall, run: _Run
+    chain: tuple[Middleware, ...], index: int, job: Job, call: JobCall, run: HookRun
 ) -> Any:
     """Call middleware ``index``; its ``call_next`` calls the next one, the last the job."""
     if index == len(chain):
         return run()
     return chain[index](job, call, lambda: _call_chain(chain, index + 1, job, call, run))
-
-
-def _run_failure_hooks(handler: Handler, owner: Any, exc: BaseException, call: JobCall) -> None:
-    if not handler.failure_hooks:
-        return
-    try:
-        if owner is None:
-            owner = handler.owner()
-    except Exception:
-        _log.exception("cannot create %s to run its on_failure hooks", handler.class_name)
-        return
-    for name in handler.failure_hooks:
-        try:
-            getattr(owner, name)(exc, *call.args, **call.kwargs)
-        except Exception:  # a broken hook must not hide the job's own error
-            _log.exception("on_failure hook %s.%s raised", handler.class_name, name)
 
 
 def _default_decode(job: Job) -> JobCall:

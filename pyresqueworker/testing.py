@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Protocol, Union
 
+from .hooks import RunAsync
 from .job import Job
-from .registry import Registry, RunAsync, default_registry
+from .registry import Registry, default_registry
 from .wire import DecodeError, Keys, dumps, loads
 
 __all__ = ["perform_enqueued", "run_inline"]
