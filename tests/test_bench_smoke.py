@@ -42,7 +42,7 @@ def test_prints_machine_info_table_ratios_and_targets(
     header = next(line for line in stdout.splitlines() if line.startswith("workload"))
     for column in ("median", "min-max", "cmds/job", "RTs/job", "RSS MB"):
         assert column in header
-    for system in ("ours 1 proc x 1 slot", "ours 2 procs x 8 slots", "raw EVALSHA loop",
+    for system in ("ours 1 proc x 1 slot", "ours 2 procs x 8 slots", "raw socket loop",
                    "ours enqueue_many"):
         assert system in stdout
     assert "Ratios ours / peer" in stdout and "Targets" in stdout

@@ -1,0 +1,376 @@
+"""The benchmark's jobs and per-framework adapters, for ``scripts/bench.py``.
+
+Every framework runs the same three jobs: ``noop`` (does nothing), ``sleep`` (``sleep_s``
+seconds) and ``mark`` (appends ``time.time()`` to the Redis list ``bench:<tag>``; ``end`` marks
+are stamped after their sleep, the others before). The bench brackets a workload with a
+``start`` and an ``end`` mark, so every framework is timed the same way — from the first job
+starting to the last one finishing — without worker start-up, and without any per-job Redis
+work beyond what the framework itself does.
+
+Run as a script it is a peer worker: ``python bench_jobs.py rq|dramatiq|arq --redis URL``.
+Our worker loads it with ``--app`` and ``BENCH_FRAMEWORK=pyresque`` to register the jobs.
+Peers are imported only inside the functions that need them, so none is required.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+__all__ = [
+    "FRAMEWORKS", "PEERS", "Item", "Pusher", "available", "enqueue", "enqueue_rate", "worker_argv",
+]
+
+QUEUE = "bench"
+PEERS = ("rq", "dramatiq", "arq")
+FRAMEWORKS = ("pyresque", *PEERS)
+# (job kind, args): ("noop", ()), ("sleep", (seconds,)), ("mark", (tag, sleep seconds)).
+Item = tuple[str, tuple[Any, ...]]
+
+_OURS_CLASS = {"noop": "BenchNoop", "sleep": "BenchSleep", "mark": "BenchMark"}
+_local = threading.local()
+
+
+# -- the jobs (synchronous frameworks) -------------------------------------------------------
+
+def _conn() -> redis.Redis:
+    # One connection per worker thread, opened lazily: marks are rare, and opening it after the
+    # timestamp keeps connection set-up out of the measured time.
+    conn = getattr(_local, "conn", None)
+    if conn is None:
+        conn = _local.conn = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
+    return conn
+
+
+def noop() -> None:
+    """The no-op job."""
+
+
+def sleep(seconds: float) -> None:
+    """An I/O-bound job: blocks without using the CPU."""
+    time.sleep(seconds)
+
+
+def mark(tag: str, sleep_s: float) -> None:
+    """Stamp ``time.time()`` into ``bench:<tag>`` (after the sleep for ``end``)."""
+    when = time.time()
+    if sleep_s:
+        time.sleep(sleep_s)
+        if tag == "end":
+            when = time.time()
+    _conn().rpush(f"bench:{tag}", repr(when))
+
+
+# -- the jobs (arq: coroutines) ----------------------------------------------------------------
+
+async def arq_noop(ctx: dict[str, Any]) -> None:
+    """arq's no-op job."""
+
+
+async def arq_sleep(ctx: dict[str, Any], seconds: float) -> None:
+    """arq's I/O-bound job (an asyncio sleep, as arq users would write it)."""
+    await asyncio.sleep(seconds)
+
+
+async def arq_mark(ctx: dict[str, Any], tag: str, sleep_s: float) -> None:
+    """arq's mark job, on arq's own connection."""
+    when = time.time()
+    if sleep_s:
+        await asyncio.sleep(sleep_s)
+        if tag == "end":
+            when = time.time()
+    await ctx["redis"].rpush(f"bench:{tag}", repr(when))
+
+
+def _register_ours() -> None:
+    from pyresqueworker import job
+
+    job(_OURS_CLASS["noop"])(noop)
+    job(_OURS_CLASS["sleep"])(sleep)
+    job(_OURS_CLASS["mark"])(mark)
+
+
+if os.environ.get("BENCH_FRAMEWORK") == "pyresque":
+    _register_ours()
+
+
+# -- adapters used by the bench process ----------------------------------------------------------
+
+def available(framework: str) -> str | None:
+    """None if ``framework`` can be benchmarked here, else why not."""
+    modules = {"pyresque": ["pyresqueworker"], "rq": ["rq"], "arq": ["arq"],
+               "dramatiq": ["dramatiq", "redis"]}[framework]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"not installed ({', '.join(missing)}): pip install -e '.[bench]'"
+    return None
+
+
+def worker_argv(framework: str, url: str, *, concurrency: int | None = None, processes: int = 1,
+                burst: bool = True, poll: float | None = None) -> list[str]:
+    """The command that runs one worker of ``framework`` on the ``bench`` queue.
+
+    ``concurrency`` None keeps the framework's default (ours 1 slot, dramatiq 8 threads, arq
+    10 jobs; RQ's SimpleWorker always runs one job at a time).
+    """
+    here = os.path.abspath(__file__)
+    if framework == "pyresque":
+        # Exactly what the pyresque-work console script runs, with this interpreter.
+        entry = "import sys; from pyresqueworker.cli import work_main; work_main(sys.argv[1:])"
+        argv = [sys.executable, "-c", entry, "--queues", QUEUE, "--app", here, "--redis", url,
+                "--concurrency", str(concurrency or 1), "--processes", str(processes),
+                "--log-level", "warning"]
+        return [*argv, "--exit-on-complete"] if burst else argv
+    argv = [sys.executable, here, framework, "--redis", url]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
+    if burst:
+        argv.append("--burst")
+    if poll is not None:
+        argv += ["--poll", str(poll)]
+    return argv
+
+
+def enqueue(framework: str, url: str, items: Sequence[Item]) -> None:
+    """Queue ``items`` in order, each framework with its own client API."""
+    if framework == "pyresque":
+        from pyresqueworker import Client
+
+        client = Client(url=url)
+        try:
+            client.enqueue_many(QUEUE, [(_OURS_CLASS[kind], args) for kind, args in items])
+        finally:
+            client.close()
+    elif framework == "rq":
+        from rq import Queue
+
+        queue = Queue(QUEUE, connection=redis.Redis.from_url(url))
+        for start in range(0, len(items), 1000):
+            queue.enqueue_many([Queue.prepare_data(f"bench_jobs.{kind}", args)
+                                for kind, args in items[start:start + 1000]])
+    elif framework == "dramatiq":
+        broker = _dramatiq_broker(url)
+        for kind, args in items:
+            broker.enqueue(_dramatiq_message(kind, args))
+        broker.close()
+    else:
+        asyncio.run(_arq_enqueue(url, items))
+
+
+def _dramatiq_broker(url: str) -> Any:
+    from dramatiq.brokers.redis import RedisBroker
+
+    factory: Any = RedisBroker  # untyped constructor
+    return factory(url=url)
+
+
+def _dramatiq_message(kind: str, args: tuple[Any, ...]) -> Any:
+    import dramatiq
+
+    return dramatiq.Message(queue_name=QUEUE, actor_name=f"bench_{kind}", args=args, kwargs={},
+                            options={})
+
+
+async def _arq_enqueue(url: str, items: Sequence[Item]) -> None:
+    from arq.connections import RedisSettings, create_pool
+
+    pool = await create_pool(RedisSettings.from_dsn(url))
+    try:
+        if len(items) < 3:
+            for item in items:
+                await pool.enqueue_job(*_flat(item))
+            return
+        # arq takes jobs in score (enqueue millisecond) order, so the first and last items get
+        # a millisecond of their own to stay first and last; the middle goes in concurrently.
+        await pool.enqueue_job(*_flat(items[0]))
+        await asyncio.sleep(0.002)
+        middle = items[1:-1]
+        for start in range(0, len(middle), 50):
+            await asyncio.gather(*(pool.enqueue_job(*_flat(item))
+                                   for item in middle[start:start + 50]))
+        await asyncio.sleep(0.002)
+        await pool.enqueue_job(*_flat(items[-1]))
+    finally:
+        await pool.aclose()
+
+
+def _flat(item: Item) -> tuple[Any, ...]:
+    return (item[0], *item[1])
+
+
+def enqueue_rate(framework: str, url: str, n: int, bulk: bool) -> float:
+    """Seconds to enqueue ``n`` no-op jobs, one call each or in bulk (client ready, warmed)."""
+    if framework == "pyresque":
+        from pyresqueworker import Client
+
+        client = Client(url=url)
+        client.enqueue_to(QUEUE, "BenchNoop")
+        started = time.perf_counter()
+        if bulk:
+            client.enqueue_many(QUEUE, [("BenchNoop", ())] * n)
+        else:
+            for _ in range(n):
+                client.enqueue_to(QUEUE, "BenchNoop")
+        elapsed = time.perf_counter() - started
+        client.close()
+        return elapsed
+    if framework == "rq":
+        from rq import Queue
+
+        queue = Queue(QUEUE, connection=redis.Redis.from_url(url))
+        queue.enqueue("bench_jobs.noop")
+        started = time.perf_counter()
+        if bulk:
+            for start in range(0, n, 1000):
+                queue.enqueue_many([Queue.prepare_data("bench_jobs.noop")
+                                    for _ in range(min(1000, n - start))])
+        else:
+            for _ in range(n):
+                queue.enqueue("bench_jobs.noop")
+        return time.perf_counter() - started
+    if framework == "dramatiq":
+        broker = _dramatiq_broker(url)
+        broker.enqueue(_dramatiq_message("noop", ()))
+        started = time.perf_counter()
+        for _ in range(n):
+            broker.enqueue(_dramatiq_message("noop", ()))
+        elapsed = time.perf_counter() - started
+        broker.close()
+        return elapsed
+    return asyncio.run(_arq_rate(url, n))
+
+
+async def _arq_rate(url: str, n: int) -> float:
+    from arq.connections import RedisSettings, create_pool
+
+    pool = await create_pool(RedisSettings.from_dsn(url))
+    await pool.enqueue_job("noop")
+    started = time.perf_counter()
+    for _ in range(n):
+        await pool.enqueue_job("noop")
+    elapsed = time.perf_counter() - started
+    await pool.aclose()
+    return elapsed
+
+
+class Pusher:
+    """Enqueues one job at a time over a connection kept open (for pick-up latency)."""
+
+    def __init__(self, framework: str, url: str) -> None:
+        self.framework = framework
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if framework == "pyresque":
+            from pyresqueworker import Client
+
+            self._client: Any = Client(url=url)
+        elif framework == "rq":
+            from rq import Queue
+
+            self._client = Queue(QUEUE, connection=redis.Redis.from_url(url))
+        elif framework == "dramatiq":
+            self._client = _dramatiq_broker(url)
+        else:
+            from arq.connections import RedisSettings, create_pool
+
+            self._loop = asyncio.new_event_loop()
+            self._client = self._loop.run_until_complete(create_pool(RedisSettings.from_dsn(url)))
+
+    def push(self, kind: str, *args: Any) -> None:
+        """Enqueue one job; returns once the framework's enqueue call has returned."""
+        if self.framework == "pyresque":
+            self._client.enqueue_to(QUEUE, _OURS_CLASS[kind], *args)
+        elif self.framework == "rq":
+            self._client.enqueue(f"bench_jobs.{kind}", *args)
+        elif self.framework == "dramatiq":
+            self._client.enqueue(_dramatiq_message(kind, args))
+        else:
+            assert self._loop is not None
+            self._loop.run_until_complete(self._client.enqueue_job(kind, *args))
+
+    def close(self) -> None:
+        """Close the connection (and arq's event loop)."""
+        if self._loop is not None:
+            self._loop.run_until_complete(self._client.aclose())
+            self._loop.close()
+        elif self.framework in ("pyresque", "dramatiq"):
+            self._client.close()
+
+
+# -- peer workers (run as a script) ----------------------------------------------------------------
+
+def _run_rq(url: str, burst: bool) -> None:
+    from rq import Queue, SimpleWorker
+
+    conn = redis.Redis.from_url(url)
+    worker = SimpleWorker([Queue(QUEUE, connection=conn)], connection=conn,
+                          name=f"bench-{uuid.uuid4().hex[:8]}")
+    worker.work(burst=burst, logging_level="WARNING")
+
+
+def _run_dramatiq(url: str, threads: int | None) -> None:
+    import dramatiq
+    from dramatiq import Worker
+
+    broker = _dramatiq_broker(url)
+    dramatiq.set_broker(broker)
+    jobs: list[Any] = [noop, sleep, mark]
+    for fn in jobs:
+        dramatiq.actor(actor_name=f"bench_{fn.__name__}", queue_name=QUEUE, broker=broker)(fn)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    worker = Worker(broker) if threads is None else Worker(broker, worker_threads=threads)
+    worker.start()
+    stop.wait()
+    worker.stop()
+    broker.close()
+
+
+def _run_arq(url: str, burst: bool, max_jobs: int | None, poll: float | None) -> None:
+    from arq.connections import RedisSettings
+    from arq.worker import Worker, func
+
+    functions = [func(arq_noop, name="noop"), func(arq_sleep, name="sleep"),
+                 func(arq_mark, name="mark")]
+    # Only what the workload sets is passed: everything else is arq's default.
+    options: dict[str, Any] = {} if poll is None else {"poll_delay": poll}
+    if max_jobs is not None:
+        options["max_jobs"] = max_jobs
+    worker = Worker(functions, redis_settings=RedisSettings.from_dsn(url), burst=burst,
+                    **options)
+    worker.run()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run one peer worker on the ``bench`` queue until it is empty (burst) or SIGTERM."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("framework", choices=PEERS)
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument("--burst", action="store_true")
+    parser.add_argument("--poll", type=float, default=None, help="arq poll_delay (s)")
+    args = parser.parse_args(argv)
+    os.environ["BENCH_REDIS_URL"] = args.redis
+    # Quiet like our worker's --log-level warning: per-job INFO lines would be measured too.
+    logging.basicConfig(level=logging.WARNING)
+    if args.framework == "rq":
+        _run_rq(args.redis, args.burst)
+    elif args.framework == "dramatiq":
+        _run_dramatiq(args.redis, args.concurrency)
+    else:
+        _run_arq(args.redis, args.burst, args.concurrency, args.poll)
+
+
+if __name__ == "__main__":
+    main()
