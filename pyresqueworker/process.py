@@ -107,6 +107,10 @@ class WorkerProcess:
         self.slots: list[Slot] = []
         self._dynamic: list[tuple[str, int]] = spec.expand()
         self._dynamic_at = 0.0
+        self._is_dynamic = spec.dynamic
+        # Strict static queues have one order for ever: build it once, not per job.
+        self._fixed_order: Optional[list[str]] = (
+            None if spec.dynamic or spec.weighted else [q for q, _ in self._dynamic])
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_lock = threading.Lock()
         self._title = ""
@@ -132,12 +136,17 @@ class WorkerProcess:
         return conn
 
     def new_connection(self) -> redis.Redis:
-        return connect(self.config.redis_url, tls=self.config.tls, single_connection_client=True)
+        # A slot blocks up to --interval in BLMOVE; redis-py 8's default 5 s socket timeout
+        # would cut longer waits and drop the connection each time.
+        return connect(self.config.redis_url, tls=self.config.tls, single_connection_client=True,
+                       socket_timeout=self.config.interval + 10.0)
 
     def queue_order(self, conn: redis.Redis) -> list[str]:
         """The queues to try for one fetch (weighted shuffle, dynamic expansion)."""
+        if self._fixed_order is not None:
+            return self._fixed_order
         spec = self.config.queues
-        if spec.dynamic and time.monotonic() - self._dynamic_at > _QUEUE_REFRESH:
+        if self._is_dynamic and time.monotonic() - self._dynamic_at > _QUEUE_REFRESH:
             known = [m.decode("utf-8", "replace") if isinstance(m, bytes) else m
                      for m in conn.smembers(self.keys.queues)]
             self._dynamic = spec.expand(known)

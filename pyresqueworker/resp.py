@@ -27,6 +27,11 @@ try:
 except ImportError:  # pragma: no cover - hiredis is a dependency; keep working without it
     HAVE_HIREDIS = False
 
+# hiredis >= 2.1 packs a command in C (about 3x faster than redis-py's Python packer).
+_PACK: Optional[Callable[[tuple[Any, ...]], bytes]] = (
+    getattr(hiredis, "pack_command", None) if HAVE_HIREDIS else None
+)
+
 _ERRORS = {
     "NOSCRIPT": redis.exceptions.NoScriptError,
     "LOADING": redis.exceptions.BusyLoadingError,
@@ -57,7 +62,10 @@ class FastCaller:
             self._sock = sock
         assert sock is not None
         try:
-            sock.sendall(b"".join(connection.pack_command(*args)))
+            if _PACK is not None:
+                sock.sendall(_PACK(args))
+            else:
+                sock.sendall(b"".join(connection.pack_command(*args)))
             reply = reader.gets()
             while reply is False:
                 data = sock.recv(65536)

@@ -212,6 +212,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once: loads is per job
+
+
 def loads(data: bytes | str) -> Any:
     """Decode a payload as Ruby's JSON would; raise :class:`DecodeError` where Ruby raises.
 
@@ -219,7 +222,7 @@ def loads(data: bytes | str) -> Any:
     """
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
         if "\\u" in text and _SURROGATE_ESCAPE.search(text):
             # An unpaired \ud800 decodes to a string no UTF-8 encoder (Ruby's either) accepts.
             _ENCODER.encode(value).encode("utf-8")
