@@ -129,11 +129,12 @@ class Client:
 
     # -- enqueue (spec §4) ----------------------------------------------------------------
 
-    def enqueue(self, class_name: str, *args: Any, queue: Optional[str] = None) -> str:
+    def enqueue(self, class_name: str, *args: Any, queue: Optional[str] = None,
+                pipeline: Optional[redis.client.Pipeline] = None) -> str:
         """``Resque.enqueue``: push a job to ``queue`` or to the class's registered queue.
 
         Returns the encoded queue item. Raises :class:`NoQueueError` when no queue is given
-        and ``queue_for`` knows none.
+        and ``queue_for`` knows none. ``pipeline``: see :meth:`enqueue_to`.
         """
         if queue is None:
             queue = self.queue_for(class_name) if self.queue_for is not None else None
@@ -142,18 +143,26 @@ class Client:
                     f"Jobs must be placed onto a queue. No queue could be inferred for class "
                     f"{class_name!r}: pass queue=... or register the class with a queue"
                 )
-        return self.enqueue_to(queue, class_name, *args)
+        return self.enqueue_to(queue, class_name, *args, pipeline=pipeline)
 
-    def enqueue_to(self, queue: str, class_name: str, *args: Any) -> str:
+    def enqueue_to(self, queue: str, class_name: str, *args: Any,
+                   pipeline: Optional[redis.client.Pipeline] = None) -> str:
         """``Resque.enqueue_to``: ``SADD queues <q>`` then ``RPUSH queue:<q>``.
 
         Ruby sends the two as a pipeline; here they are one script call, which writes the same
-        and is atomic and about twice as fast from Python.
+        and is atomic and about twice as fast from Python. The item is byte-identical to
+        Ruby's, so ``Resque.dequeue`` finds it.
 
-        The item is byte-identical to Ruby's, so ``Resque.dequeue`` finds it.
+        With ``pipeline`` (the caller's redis-py pipeline) the two writes are only queued on
+        it: with ``transaction=True`` the job is enqueued atomically with the caller's own
+        writes when the caller executes it, or not at all.
         """
         self.validate(queue, class_name)
         item = wire.encode_job(class_name, args)
+        if pipeline is not None:
+            pipeline.sadd(self.keys.queues, queue)
+            pipeline.rpush(self.keys.queue(queue), item)
+            return item
         _PUSH(self.redis, [self.keys.queues, self.keys.queue(queue)], [queue, item])
         return item
 

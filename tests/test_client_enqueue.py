@@ -222,3 +222,25 @@ def test_enqueue_active_job_defaults(client: Client, r: redis.Redis) -> None:
     assert (data["locale"], data["timezone"], data["arguments"]) == ("de", "Europe/Berlin", [])
     with pytest.raises(NoClassError):
         client.enqueue_active_job("")
+
+
+def test_enqueue_inside_the_callers_transaction_is_all_or_nothing(
+    client: Client, r: redis.Redis
+) -> None:
+    with r.pipeline(transaction=True) as pipe:
+        pipe.hset("orders:1", "state", "placed")
+        item = client.enqueue_to("mail", "Receipt", 1, pipeline=pipe)
+        assert r.llen("resque:queue:mail") == 0  # queued on the pipeline, not sent
+        pipe.execute()
+    assert r.lrange("resque:queue:mail", 0, -1) == [item.encode()]
+    assert r.hget("orders:1", "state") == b"placed" and r.sismember("resque:queues", "mail")
+    r.set("guard", "0")
+    with r.pipeline(transaction=True) as pipe:
+        pipe.watch("guard")
+        pipe.multi()
+        pipe.set("guard", "1")
+        client.enqueue("Receipt", 2, queue="mail", pipeline=pipe)
+        r.set("guard", "changed")  # someone else writes: the transaction must abort
+        with pytest.raises(redis.WatchError):
+            pipe.execute()
+    assert r.llen("resque:queue:mail") == 1
