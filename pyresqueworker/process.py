@@ -105,12 +105,12 @@ class WorkerProcess:
             for i in range(config.concurrency)
         ]
         self.slots: list[Slot] = []
-        self._dynamic: list[tuple[str, int]] = spec.expand()
-        self._dynamic_at = 0.0
+        self._expanded: list[tuple[str, int]] = spec.expand()
+        self._expanded_at = 0.0
         self._is_dynamic = spec.dynamic
         # Strict static queues have one order for ever: build it once, not per job.
         self._fixed_order: Optional[list[str]] = (
-            None if spec.dynamic or spec.weighted else [q for q, _ in self._dynamic])
+            None if spec.dynamic or spec.weighted else [q for q, _ in self._expanded])
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_lock = threading.Lock()
         self._title = ""
@@ -146,12 +146,12 @@ class WorkerProcess:
         if self._fixed_order is not None:
             return self._fixed_order
         spec = self.config.queues
-        if self._is_dynamic and time.monotonic() - self._dynamic_at > _QUEUE_REFRESH:
+        if self._is_dynamic and time.monotonic() - self._expanded_at > _QUEUE_REFRESH:
             known = [m.decode("utf-8", "replace") if isinstance(m, bytes) else m
                      for m in conn.smembers(self.keys.queues)]
-            self._dynamic = spec.expand(known)
-            self._dynamic_at = time.monotonic()
-        return spec.order(self._dynamic, spec.weighted, self.rng)
+            self._expanded = spec.expand(known)
+            self._expanded_at = time.monotonic()
+        return spec.order(self._expanded, spec.weighted, self.rng)
 
     def wait_timeout(self, queue_count: int) -> float:
         """How long one idle wait blocks (see :mod:`pyresqueworker.fetch` for why)."""

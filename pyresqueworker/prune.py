@@ -14,19 +14,18 @@ does). A job recovered too often is a poison pill and becomes a failure instead.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import redis
 
 from . import wire
 from .failure import DECODE_EXCEPTION, PRUNE_DIRTY_EXIT
-from .fetch import Claimed, parse_worker_value
+from .fetch import parse_worker_value
 from .log import logger
 from .wire import Keys, WorkerId
 
@@ -62,11 +61,13 @@ def resque_pids() -> set[int]:
     return pids
 
 
-def _is_job(raw: bytes) -> bool:
+def _decode_job(raw: bytes) -> Optional[dict[str, Any]]:
+    """The payload as a JSON object, or ``None`` where Ruby could not run it either."""
     try:
-        return isinstance(wire.loads(raw), dict)
+        payload = wire.loads(raw)
     except wire.DecodeError:
-        return False
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def _text(value: bytes | str) -> str:
@@ -161,7 +162,7 @@ class Pruner:
                     if value:
                         outcome = self._handle_job(pipe, worker_id, value, exception,
                                                    action or self.on_dead_worker)
-                    self._unregister(pipe, worker_id)
+                    unregister(pipe, self.keys, [worker_id])
                     pipe.execute()
                     return outcome
                 except redis.WatchError:
@@ -173,20 +174,16 @@ class Pruner:
     ) -> str:
         raw = self.conn.get(self.keys.raw_payload(worker_id))
         held = parse_worker_value(value, raw.encode() if isinstance(raw, str) else raw)
-        if held is not None and not held.valid and _is_job(held.raw):
-            held = Claimed(held.queue, held.raw, True)  # a large payload kept in the raw key
-        if held is None or not held.valid:
+        # Python decides what is a job (a payload over 1 MB sits unchecked in the raw key).
+        payload = _decode_job(held.raw) if held else None
+        if held is None or payload is None:
             reason = ("payload is not a UTF-8 JSON object" if held else
                       f"worker key of {worker_id} could not be decoded")
             raw_text = (held.raw if held else value).decode("utf-8", "backslashreplace")
             pipe.rpush(self.keys.failed, self._failure(
                 worker_id, held.queue if held else "", None, raw_text, DECODE_EXCEPTION, reason))
             return "failed"
-        try:
-            payload = json.loads(held.raw)
-            class_name = payload.get("class") if isinstance(payload, dict) else None
-        except ValueError:
-            class_name = None
+        class_name = payload.get("class")
         class_name = class_name if isinstance(class_name, str) else "<Unknown Job>"
         digest = hashlib.sha1(held.raw).hexdigest()
         recoveries_key = self.keys.own("recoveries")
@@ -213,9 +210,6 @@ class Pruner:
             failed_at_text=wire.failed_at(), payload=payload, raw_payload=raw,
             exception=exception, error=error, backtrace=[], worker=worker_id, queue=queue,
         )
-
-    def _unregister(self, pipe: redis.client.Pipeline, worker_id: str) -> None:
-        unregister(pipe, self.keys, [worker_id])
 
 
 def unregister(pipe: redis.client.Pipeline, keys: Keys, worker_ids: Iterable[str]) -> None:
