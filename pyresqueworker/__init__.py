@@ -21,6 +21,7 @@ from .registry import (
     job,
     middleware,
 )
+from .retry import Retry
 from .runner import WorkerError, run_worker
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "PayloadError",
     "QueueSpec",
     "Registry",
+    "Retry",
     "UnknownJobClass",
     "WorkerConfig",
     "WorkerError",

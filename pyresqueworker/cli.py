@@ -15,6 +15,7 @@ import click
 from ._version import __version__
 from .config import WorkerConfig
 from .connection import ConfigError, TLSFiles
+from .history import parse_duration
 from .log import setup_logging
 from .queues import QueueSpec, QueueSpecError
 from .runner import WorkerError, run_worker
@@ -94,6 +95,21 @@ def _env(*names: str) -> list[str]:
               help="Replace a worker process once its resident memory passes this many MB.")
 @click.option("--scheduler", is_flag=True, envvar="PYRESQUE_SCHEDULER",
               help="Also run a resque-scheduler compatible scheduler (one is elected master).")
+@click.option("--periodic/--no-periodic", default=True, envvar="PYRESQUE_PERIODIC",
+              help="Enqueue cron schedules (@job(cron=...), registry.periodic, runtime ones).")
+@click.option("--periodic-grace", default=60.0, type=click.FloatRange(1),
+              envvar="PYRESQUE_PERIODIC_GRACE",
+              help="Seconds a cron firing may be late (e.g. a restart) and still be enqueued.")
+@click.option("--history", "history", default=None, envvar="PYRESQUE_HISTORY",
+              metavar="RETENTION", callback=lambda _c, _p, v: _duration(v, "--history"),
+              help="Record every finished job for this long (e.g. 7d, 12h, 3600).")
+@click.option("--history-max", type=click.IntRange(1), default=100_000,
+              envvar="PYRESQUE_HISTORY_MAX", help="Most history records kept (newest win).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              envvar="PYRESQUE_METRICS_PORT",
+              help="Serve Prometheus metrics on this port at /metrics (needs prometheus-client).")
+@click.option("--metrics-host", default="127.0.0.1", envvar="PYRESQUE_METRICS_HOST",
+              help="Address the metrics endpoint listens on (0.0.0.0: every interface).")
 @click.option("--fetch", type=click.Choice(["claim", "blpop"]), default="claim",
               envvar="PYRESQUE_FETCH", help="'claim' is atomic; 'blpop' is Resque's at-most-once.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
@@ -109,6 +125,15 @@ def work(**options: Any) -> int:
     options["tls"] = tls if tls.options() else None
     config = WorkerConfig(**options)
     return run_worker(config)
+
+
+def _duration(value: Optional[str], flag: str) -> Optional[float]:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=flag) from None
 
 
 def run_command(command: click.Command, prog: str, argv: Optional[list[str]] = None,

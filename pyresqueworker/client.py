@@ -7,11 +7,8 @@ Everything written here is what Ruby Resque would write for the same call (spec 
 from __future__ import annotations
 
 import itertools
-import os
-import re
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -20,11 +17,15 @@ from redis import Redis
 
 from . import wire
 from .connection import connect, describe
-from .failed_queue import FailedQueue, Raw, decode_entry
+from .failed_queue import FailedQueue, Raw
+from .inspection import WorkerInfo, as_text, read_heartbeats, read_info, read_workers
 from .resp import LuaScript
+from .retry import Retry
 
 if TYPE_CHECKING:
     from .delayed import DelayedQueue, When
+    from .schedules import ScheduleStore
+    from .unique import UniqueJobs
 
 __all__ = ["Client", "NoClassError", "NoQueueError", "WorkerInfo"]
 
@@ -33,68 +34,12 @@ _PUSH = LuaScript(
     "redis.call('SADD', KEYS[1], ARGV[1]) return redis.call('RPUSH', KEYS[2], ARGV[2])"
 )
 
-# Worker ids per pipelined MGET round when reading ``workers``; each id costs four keys.
-_WORKER_BATCH = 250
-
-
 class NoQueueError(ValueError):
     """No queue was given and none could be inferred for the class (Ruby: ``NoQueueError``)."""
 
 
 class NoClassError(ValueError):
     """A job without a class name (Ruby: ``NoClassError``)."""
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    """One registered worker as ``Resque.workers`` / resque-web show it.
-
-    ``pid`` is Ruby's ``to_i`` of the id's pid part (``4242-1`` gives 4242). ``job`` is the
-    decoded ``worker:<id>`` value, ``None`` when idle or undecodable; ``state`` is ``working``
-    whenever that key holds a non-empty value.
-    """
-
-    id: str
-    host: str
-    pid: int
-    queues: tuple[str, ...]
-    started: Optional[str]
-    heartbeat: Optional[str]
-    job: Optional[dict[str, Any]]
-    processed: int
-    failed: int
-    state: str
-
-
-def _ruby_to_i(value: Optional[Raw]) -> int:
-    """Ruby's ``String#to_i``: leading (signed) digits, 0 for anything else or ``nil``."""
-    if value is None:
-        return 0
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    match = re.match(r"\s*([+-]?\d+)", text)
-    return int(match.group(1)) if match else 0
-
-
-def _text(value: Optional[Raw]) -> Optional[str]:
-    if value is None or isinstance(value, str):
-        return value
-    return value.decode("utf-8", "replace")
-
-
-def _parse_worker_id(raw: Raw) -> Optional[wire.WorkerId]:
-    """The id as Ruby's ``Worker.find`` splits it, or ``None`` where Ruby would crash."""
-    try:
-        worker_id = wire.WorkerId.parse(raw if isinstance(raw, str) else raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    # Ruby's String#split drops trailing empty fields: "h:1:," has no queues and
-    # Worker.new would raise NoQueueError.
-    queues = list(worker_id.queues)
-    while queues and not queues[-1]:
-        queues.pop()
-    if not queues:
-        return None
-    return wire.WorkerId(worker_id.host, worker_id.pid, tuple(queues))
 
 
 class Client:
@@ -130,12 +75,18 @@ class Client:
     # -- enqueue (spec §4) ----------------------------------------------------------------
 
     def enqueue(self, class_name: str, *args: Any, queue: Optional[str] = None,
-                pipeline: Optional[redis.client.Pipeline] = None) -> str:
+                pipeline: Optional[redis.client.Pipeline] = None,
+                retry: Optional[Retry] = None) -> str:
         """``Resque.enqueue``: push a job to ``queue`` or to the class's registered queue.
 
         Returns the encoded queue item. Raises :class:`NoQueueError` when no queue is given
-        and ``queue_for`` knows none. ``pipeline``: see :meth:`enqueue_to`.
+        and ``queue_for`` knows none. ``pipeline`` and ``retry``: see :meth:`enqueue_to`.
         """
+        queue = self.queue_or_raise(class_name, queue)
+        return self.enqueue_to(queue, class_name, *args, pipeline=pipeline, retry=retry)
+
+    def queue_or_raise(self, class_name: str, queue: Optional[str]) -> str:
+        """``queue``, else the class's registered queue; :class:`NoQueueError` if neither."""
         if queue is None:
             queue = self.queue_for(class_name) if self.queue_for is not None else None
             if not queue:
@@ -143,10 +94,11 @@ class Client:
                     f"Jobs must be placed onto a queue. No queue could be inferred for class "
                     f"{class_name!r}: pass queue=... or register the class with a queue"
                 )
-        return self.enqueue_to(queue, class_name, *args, pipeline=pipeline)
+        return queue
 
     def enqueue_to(self, queue: str, class_name: str, *args: Any,
-                   pipeline: Optional[redis.client.Pipeline] = None) -> str:
+                   pipeline: Optional[redis.client.Pipeline] = None,
+                   retry: Optional[Retry] = None) -> str:
         """``Resque.enqueue_to``: ``SADD queues <q>`` then ``RPUSH queue:<q>``.
 
         Ruby sends the two as a pipeline; here they are one script call, which writes the same
@@ -156,9 +108,14 @@ class Client:
         With ``pipeline`` (the caller's redis-py pipeline) the two writes are only queued on
         it: with ``transaction=True`` the job is enqueued atomically with the caller's own
         writes when the caller executes it, or not at all.
+
+        ``retry`` overrides the handler's retry policy for this job (named backoffs only): it
+        travels in the payload as a ``"retry"`` field, which Ruby workers ignore.
         """
         self.validate(queue, class_name)
         item = wire.encode_job(class_name, args)
+        if retry is not None:
+            item = item[:-1] + ',"retry":' + wire.dumps(retry.to_json()) + "}"
         if pipeline is not None:
             pipeline.sadd(self.keys.queues, queue)
             pipeline.rpush(self.keys.queue(queue), item)
@@ -167,13 +124,15 @@ class Client:
         return item
 
     def enqueue_many(
-        self, queue: str, jobs: Iterable[tuple[str, Sequence[Any]]], *, batch: int = 1000
+        self, queue: str, jobs: Iterable[tuple[str, Sequence[Any]]], *, batch: int = 1000,
+        pipeline: Optional[redis.client.Pipeline] = None,
     ) -> int:
         """Push many ``(class_name, args)`` jobs, in order; returns how many were pushed.
 
         Each batch is one pipeline: one ``SADD`` and one variadic ``RPUSH`` of up to ``batch``
         items. A job that cannot be encoded raises before its batch is sent; earlier batches
-        are already queued.
+        are already queued. With ``pipeline`` every batch is queued on the caller's pipeline
+        (all or nothing with ``transaction=True``).
         """
         if batch < 1:
             raise ValueError("batch must be at least 1")
@@ -189,10 +148,11 @@ class Client:
             for class_name, args in chunk:
                 self.validate(queue, class_name)
                 items.append(wire.encode_job(class_name, args))
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = pipeline if pipeline is not None else self.redis.pipeline(transaction=False)
             pipe.sadd(self.keys.queues, queue)
             pipe.rpush(queue_key, *items)
-            pipe.execute()
+            if pipeline is None:
+                pipe.execute()
             pushed += len(items)
 
     # -- delayed jobs (resque-scheduler's format; see pyresqueworker.delayed) -------------
@@ -203,6 +163,14 @@ class Client:
         from .delayed import DelayedQueue
 
         return DelayedQueue(self)
+
+    @property
+    def schedules(self) -> ScheduleStore:
+        """Periodic (cron) schedules: add, list, enable, disable and delete runtime ones;
+        the code-declared ones running workers publish are listed too."""
+        from .schedules import ScheduleStore
+
+        return ScheduleStore(self.redis, self.keys)
 
     def enqueue_at(self, when: When, class_name: str, *args: Any, queue: Optional[str] = None,
                    pipeline: Optional[redis.client.Pipeline] = None) -> Optional[int]:
@@ -217,6 +185,47 @@ class Client:
         """``Resque.enqueue_in``: run the job ``seconds`` from now."""
         return self.delayed.enqueue_in(seconds, class_name, *args, queue=queue,
                                        pipeline=pipeline)
+
+    # -- unique jobs (see pyresqueworker.unique) ------------------------------------------
+
+    def enqueue_unique(self, class_name: str, *args: Any, queue: Optional[str] = None,
+                       pipeline: Optional[redis.client.Pipeline] = None) -> bool:
+        """Enqueue unless a job with this class and args is already queued or scheduled.
+
+        Returns whether it was enqueued. The lock is released when a worker starts the job,
+        or after 24 hours. ``pipeline``: queued on the caller's pipeline (returns True; the
+        pipeline's result for it is 1 or 0).
+        """
+        return self._unique.enqueue(queue, class_name, args, pipeline=pipeline)
+
+    def enqueue_unique_by_key(self, class_name: str, key: Any, *args: Any,
+                              queue: Optional[str] = None,
+                              pipeline: Optional[redis.client.Pipeline] = None) -> bool:
+        """As :meth:`enqueue_unique`, unique by ``key`` (any JSON value) instead of the args."""
+        return self._unique.enqueue(queue, class_name, args, by_key=key, keyed=True,
+                                    pipeline=pipeline)
+
+    def enqueue_unique_at(self, when: When, class_name: str, *args: Any,
+                          queue: Optional[str] = None, key: Any = None,
+                          pipeline: Optional[redis.client.Pipeline] = None) -> bool:
+        """Schedule (resque-scheduler's format) unless one of its kind is queued or scheduled;
+        unique by ``key`` when given, else by the args."""
+        return self._unique.enqueue(queue, class_name, args, by_key=key, keyed=key is not None,
+                                    when=when, pipeline=pipeline)
+
+    def enqueue_unique_in(self, seconds: float | timedelta, class_name: str, *args: Any,
+                          queue: Optional[str] = None, key: Any = None,
+                          pipeline: Optional[redis.client.Pipeline] = None) -> bool:
+        """:meth:`enqueue_unique_at` ``seconds`` from now."""
+        delay = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
+        return self.enqueue_unique_at(self._unique.clock() + delay, class_name, *args,
+                                      queue=queue, key=key, pipeline=pipeline)
+
+    @property
+    def _unique(self) -> UniqueJobs:
+        from .unique import UniqueJobs
+
+        return UniqueJobs(self)
 
     def remove_delayed(self, class_name: str, *args: Any, queue: Optional[str] = None) -> int:
         """``Resque.remove_delayed``: unschedule matching jobs; returns how many."""
@@ -320,7 +329,7 @@ class Client:
 
     def queues(self) -> list[str]:
         """Known queue names (the ``queues`` set), sorted as resque-web lists them."""
-        return sorted(_text(name) or "" for name in self.redis.smembers(self.keys.queues))
+        return sorted(as_text(name) or "" for name in self.redis.smembers(self.keys.queues))
 
     def remove_queue(self, queue: str) -> None:
         """``Resque.remove_queue``: one pipeline, ``SREM queues <q>`` and ``DEL queue:<q>``."""
@@ -341,7 +350,7 @@ class Client:
 
     def paused_queues(self) -> list[str]:
         """Queues paused with :meth:`pause_queue`, sorted."""
-        return sorted(_text(name) or "" for name in self.redis.smembers(self.keys.paused_queues))
+        return sorted(as_text(name) or "" for name in self.redis.smembers(self.keys.paused_queues))
 
     def pause_all(self) -> None:
         """Resque's global pause: every Ruby and Python worker stops taking jobs."""
@@ -353,57 +362,14 @@ class Client:
 
     def all_paused(self) -> bool:
         """Whether the global pause is on, read as Ruby's ``paused?`` does (strip, downcase)."""
-        value = _text(self.redis.get(self.keys.pause_all))
+        value = as_text(self.redis.get(self.keys.pause_all))
         return value is not None and value.strip().lower() == "true"
 
-    # -- workers and stats (spec §7, §9) ----------------------------------------------------
+    # -- workers and stats (spec §7, §9; see pyresqueworker.inspection) ------------------
 
     def workers(self) -> list[WorkerInfo]:
-        """Every registered worker Ruby could parse (others are skipped), sorted by id.
-
-        Two round trips whatever the number of workers: ``SMEMBERS``, then one pipeline of
-        ``MGET``s and an ``HMGET`` of the heartbeats.
-        """
-        ids = []
-        for raw in self.redis.smembers(self.keys.workers):
-            parsed = _parse_worker_id(raw)
-            if parsed is not None:
-                ids.append((_text(raw) or "", parsed))
-        if not ids:
-            return []
-        ids.sort(key=lambda pair: pair[0])
-        pipe = self.redis.pipeline(transaction=False)
-        for offset in range(0, len(ids), _WORKER_BATCH):
-            keys: list[str] = []
-            for text, _ in ids[offset : offset + _WORKER_BATCH]:
-                keys += [
-                    self.keys.worker(text),
-                    self.keys.worker_started(text),
-                    self.keys.stat("processed", text),
-                    self.keys.stat("failed", text),
-                ]
-            pipe.mget(keys)
-        pipe.hmget(self.keys.heartbeats, [text for text, _ in ids])
-        *batches, heartbeats = pipe.execute()
-        values = [value for chunk in batches for value in chunk]
-        result = []
-        for n, (text, parsed) in enumerate(ids):
-            job_raw, started, processed, failed = values[4 * n : 4 * n + 4]
-            result.append(
-                WorkerInfo(
-                    id=text,
-                    host=parsed.host,
-                    pid=_ruby_to_i(parsed.pid),
-                    queues=parsed.queues,
-                    started=_text(started),
-                    heartbeat=_text(heartbeats[n]),
-                    job=decode_entry(job_raw) if job_raw else None,
-                    processed=_ruby_to_i(processed),
-                    failed=_ruby_to_i(failed),
-                    state="working" if job_raw else "idle",
-                )
-            )
-        return result
+        """Every registered worker Ruby could parse (others are skipped), sorted by id."""
+        return read_workers(self.redis, self.keys)
 
     def working(self) -> list[WorkerInfo]:
         """The workers whose ``worker:<id>`` key holds a job (``Resque.working``)."""
@@ -411,43 +377,12 @@ class Client:
 
     def heartbeats(self) -> dict[str, str]:
         """``workers:heartbeat`` as ``{worker id: time text}``, dead workers included."""
-        return {
-            _text(field) or "": _text(value) or ""
-            for field, value in self.redis.hgetall(self.keys.heartbeats).items()
-        }
+        return read_heartbeats(self.redis, self.keys)
 
     def info(self) -> dict[str, Any]:
         """The fields of ``Resque.info``: pending, processed, queues, workers, working, failed,
         servers and environment."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.smembers(self.keys.queues)
-        pipe.get(self.keys.stat("processed"))
-        pipe.llen(self.keys.failed)
-        queue_names, processed, failed = pipe.execute()
-        pipe = self.redis.pipeline(transaction=False)
-        for name in queue_names:
-            pipe.llen(self.keys.queue(_text(name) or ""))
-        sizes = pipe.execute()
-        workers = self.workers()
-        return {
-            "pending": sum(int(size) for size in sizes),
-            "processed": _ruby_to_i(processed),
-            "queues": len(queue_names),
-            "workers": len(workers),
-            "working": sum(1 for worker in workers if worker.state == "working"),
-            "failed": int(failed),
-            "servers": [self._redis_id()],
-            "environment": os.environ.get("RAILS_ENV")
-            or os.environ.get("RACK_ENV")
-            or "development",
-        }
-
-    def _redis_id(self) -> str:
-        # redis-rb's Client#id: "redis://<host:port or socket path>/<db>", never credentials.
-        kwargs = self.redis.connection_pool.connection_kwargs
-        host, port = kwargs.get("host", "127.0.0.1"), kwargs.get("port", 6379)
-        location = kwargs.get("path") or f"{host}:{port}"
-        return f"redis://{location}/{kwargs.get('db', 0)}"
+        return read_info(self.redis, self.keys)
 
     # -- the failed list (spec §10), see failed_queue.py ------------------------------------
 
@@ -459,9 +394,11 @@ class Client:
         """Failure entries ``start .. start+count-1``; ``None`` for one that does not decode."""
         return self.failed_queue.entries(start, count)
 
-    def requeue(self, index: int) -> str:
-        """Retry failure ``index`` as resque-web does; returns the ``retried_at`` text."""
-        return self.failed_queue.requeue(index)
+    def requeue(self, index: int, *, if_entry: Optional[Callable[[Raw], bool]] = None) -> str:
+        """Retry failure ``index`` as resque-web does; returns the ``retried_at`` text.
+
+        ``if_entry``: see :meth:`FailedQueue.requeue`."""
+        return self.failed_queue.requeue(index, if_entry=if_entry)
 
     def remove(self, index: int) -> None:
         """Delete failure ``index`` as resque-web does."""
@@ -474,6 +411,19 @@ class Client:
     def requeue_queue(self, queue: str) -> int:
         """Retry every failure from ``queue``; returns how many were requeued."""
         return self.failed_queue.requeue_queue(queue)
+
+    def requeue_matching(
+        self,
+        wanted: Optional[Callable[[dict[str, Any]], bool]] = None,
+        *,
+        batch_size: int = 500,
+        progress: Optional[Callable[[int, int], None]] = None,
+    ) -> int:
+        """Retry the failures ``wanted`` accepts (all when ``None``; see
+        :class:`~pyresqueworker.failed_queue.FailureFilter`) in batches of ``batch_size``,
+        calling ``progress(examined, total)`` after each; returns how many were requeued."""
+        return self.failed_queue.requeue_matching(wanted, batch_size=batch_size,
+                                                  progress=progress)
 
     def clear_failed(self) -> int:
         """Drop the whole failed list; returns how many entries it held."""

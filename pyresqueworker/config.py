@@ -42,6 +42,12 @@ class WorkerConfig:
     max_jobs: Optional[int] = None  # recycle a worker process after this many jobs
     max_memory_mb: Optional[float] = None  # ... or once its resident memory passes this
     scheduler: bool = False  # also move due delayed jobs (resque-scheduler's master election)
+    periodic: bool = True  # fire cron schedules (code-declared and runtime ones)
+    periodic_grace: float = 60.0  # seconds a cron firing may be late and still be enqueued
+    history: Optional[float] = None  # record finished jobs, kept this many seconds
+    history_max: int = 100_000  # ... and at most this many records
+    metrics_port: Optional[int] = None  # serve Prometheus metrics on this port
+    metrics_host: str = "127.0.0.1"
     apps: list[str] = field(default_factory=list)
     log_format: str = "text"
     log_level: str = "INFO"
@@ -74,6 +80,16 @@ class WorkerConfig:
             problems.append("--max-jobs must be at least 1")
         if self.max_memory_mb is not None and self.max_memory_mb <= 0:
             problems.append("--max-memory must be positive")
+        if not self.periodic_grace >= 1:
+            problems.append("--periodic-grace must be at least 1 second")
+        if self.history is not None and not self.history > 0:
+            problems.append("--history must be a positive duration")
+        if self.history_max < 1:
+            problems.append("--history-max must be at least 1")
+        if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
+            problems.append("--metrics-port must be between 1 and 65535")
+        if not self.metrics_host:
+            problems.append("--metrics-host must not be empty")
         if problems:
             raise ValueError("; ".join(problems))
 

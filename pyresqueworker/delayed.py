@@ -23,12 +23,29 @@ from . import wire
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["DelayedQueue", "When", "as_bytes", "epoch_seconds"]
+__all__ = ["PUSH_OR_SCHEDULE_LUA", "DelayedQueue", "When", "as_bytes", "epoch_seconds"]
 
 #: A moment: an aware ``datetime`` or epoch seconds.
 When = Union[datetime, int, float]
 
 _MEMBER_PREFIX = b"delayed:"
+
+#: A Lua function for scripts that push a job now or later: with ``ts == '0'`` Resque.push's
+#: ``SADD queues`` + ``RPUSH queue:<q>``, else resque-scheduler's ``delayed_push``
+#: (``RPUSH delayed:<ts>``, ``SADD timestamps:<item>``, ``ZADD delayed_queue_schedule``).
+PUSH_OR_SCHEDULE_LUA = r"""
+local function push_or_schedule(ts, item, queues, queue_key, queue_name, schedule, list_key,
+                                stamps, member)
+  if ts == '0' then
+    redis.call('SADD', queues, queue_name)
+    redis.call('RPUSH', queue_key, item)
+  else
+    redis.call('RPUSH', list_key, item)
+    redis.call('SADD', stamps, member)
+    redis.call('ZADD', schedule, ts, ts)
+  end
+end
+"""
 
 
 def epoch_seconds(when: When) -> int:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import redis
 
@@ -31,16 +31,50 @@ from .resp import FastCaller, LuaScript, command
 from .wire import Keys, dumps
 
 __all__ = [
-    "NO_FINISH", "PAUSED", "REDIS_ERRORS", "Claimed", "Claimer", "Finish", "parse_worker_value",
+    "NO_FINISH", "PAUSED", "REDIS_ERRORS", "SUCCESS", "Claimed", "Claimer", "Finish",
+    "HistoryWrite", "parse_worker_value",
 ]
 
-# A finished job's completion, folded into the next claim: (mode, failure entry).
-#   "0" nothing to finish, "1" success, "2" failure (entry pushed, failed stats bumped),
-#   "3" dirty exit (entry pushed, no stats: Ruby's unregister path bumps neither counter).
-Finish = tuple[str, str]
-NO_FINISH: Finish = ("0", "")
-SUCCESS: Finish = ("1", "")
+class Finish(NamedTuple):
+    """A finished job's completion, folded into the slot's next claim call.
 
+    ``mode``: "0" nothing to finish, "1" success, "2" failure (entry pushed, failed stats
+    bumped), "3" dirty exit (entry pushed, no stats: Ruby's unregister path bumps neither),
+    "4" completed already by a scheduled retry (only the history record is written).
+    ``cleanup`` names a key deleted in the same step (a retry counter once a job is done with
+    retrying); ``history`` is the job-history record to store, when history is on.
+    """
+
+    mode: str
+    entry: str = ""
+    cleanup: str = ""
+    history: Optional[HistoryWrite] = None
+
+
+class HistoryWrite(NamedTuple):
+    """One job-history record and where it goes (see :mod:`pyresqueworker.history`)."""
+
+    record: str  # JSON text, unique per run (it holds the worker id and a microsecond time)
+    score: float  # finished at, epoch seconds
+    class_key: str
+    id_key: str  # "" when the payload carries no job id
+    cutoff: float  # records older than this are dropped
+    max_records: int
+    id_ttl: int  # the retention in whole seconds: per-class and per-id keys expire after it
+
+
+NO_FINISH = Finish("0")
+SUCCESS = Finish("1")
+
+# Fixed KEYS of the claim script; the queues follow from KEYS[17].
+#  1 worker key, 2 stat:processed, 3 stat:processed:<id>, 4 failed, 5 stat:failed,
+#  6 stat:failed:<id>, 7 pause-all-workers, 8 paused queues, 9 claim sequence, 10 raw payload,
+#  11 cleanup key, 12 concurrency caps (class -> max), 13 running capped jobs (worker -> class),
+#  14 history by time, 15 history of the finished job's class, 16 history by the job's id.
+# Fixed ARGV; the queue names follow from ARGV[12], then their JSON encodings.
+#  1 finish mode, 2 failure entry, 3 run_at, 4 "pop"|"adopt", 5 adopted item, 6 sequence,
+#  7 worker id, 8 namespace, 9 cleanup ("1" deletes KEYS[11]), 10 history record JSON,
+#  11 history "score cutoff max id_ttl".
 CLAIM_SCRIPT = r"""
 -- UTF-8 validity at C speed (no per-byte Lua loop, so a 10 MB payload costs milliseconds):
 -- replace every well-formed sequence (no overlongs, no surrogates) with an ASCII letter, so
@@ -58,12 +92,20 @@ local function utf8_ok(s)
   return not string.find(s, '[\128-\255]')
 end
 
-local wkey, rawkey = KEYS[1], KEYS[10]
+local NK, NA = 16, 11
+local wkey, rawkey, wid, ns = KEYS[1], KEYS[10], ARGV[7], ARGV[8]
 local finish = ARGV[1]
 -- Remember which call ran last, so a caller whose reply was lost can tell what happened.
 redis.call('SET', KEYS[9], ARGV[6])
-if finish ~= '0' and redis.call('EXISTS', wkey) == 1 then
+-- Mode "4": the job was completed by another script (a scheduled retry); only its history.
+local has_caps = redis.call('EXISTS', KEYS[12]) == 1
+local finished = finish ~= '0' and finish ~= '4' and redis.call('EXISTS', wkey) == 1
+if finished then
   redis.call('DEL', wkey, rawkey)
+  -- (Without caps no entry is written; one left from before caps were dropped is removed
+  -- the first time this slot finishes a job once caps exist again.)
+  if has_caps then redis.call('HDEL', KEYS[13], wid) end
+  if ARGV[9] == '1' then redis.call('DEL', KEYS[11]) end
   if finish ~= '1' then
     redis.call('RPUSH', KEYS[4], ARGV[2])
   end
@@ -76,9 +118,78 @@ if finish ~= '0' and redis.call('EXISTS', wkey) == 1 then
     redis.call('INCRBY', KEYS[3], 1)
   end
 end
+if (finished or finish == '4') and ARGV[10] ~= '' then
+  local score, cutoff, limit, id_ttl = string.match(ARGV[11], '^(%S+) (%S+) (%S+) (%S+)$')
+  redis.call('ZADD', KEYS[14], score, ARGV[10])
+  redis.call('ZADD', KEYS[15], score, ARGV[10])
+  redis.call('ZREMRANGEBYSCORE', KEYS[14], '-inf', '(' .. cutoff)
+  redis.call('ZREMRANGEBYSCORE', KEYS[15], '-inf', '(' .. cutoff)
+  limit = tonumber(limit)
+  if redis.call('ZCARD', KEYS[14]) > limit then
+    redis.call('ZREMRANGEBYRANK', KEYS[14], 0, -limit - 1)
+  end
+  if redis.call('ZCARD', KEYS[15]) > limit then
+    redis.call('ZREMRANGEBYRANK', KEYS[15], 0, -limit - 1)
+  end
+  -- A class that stops running leaves no index behind once its last record is out of date.
+  redis.call('EXPIRE', KEYS[15], id_ttl)
+  if KEYS[16] ~= KEYS[14] then
+    redis.call('LPUSH', KEYS[16], ARGV[10])
+    redis.call('LTRIM', KEYS[16], 0, 24)
+    redis.call('EXPIRE', KEYS[16], id_ttl)
+  end
+end
 
-local n = #KEYS - 10
+local n = #KEYS - NK
 if n == 0 then return {0} end
+
+-- The class a queued item runs as: ActiveJob's job_class inside its wrapper, else "class".
+-- Read from the head of the item only, so a huge payload costs nothing extra.
+local function class_of(item)
+  local head = string.sub(item, 1, 1024)
+  local cls = string.match(head, '^%s*{%s*"class"%s*:%s*"([^"\\]+)"')
+  if cls == 'ActiveJob::QueueAdapters::ResqueAdapter::JobWrapper' then
+    cls = string.match(head, '"job_class"%s*:%s*"([^"\\]+)"') or cls
+  end
+  return cls
+end
+
+-- Per-class concurrency caps (max_concurrency=): count the capped jobs running now, dropping
+-- entries whose worker key is gone (a recovered or pruned worker), then skip over queued
+-- items of a class at its cap so they stay where they are.
+local caps, running = nil, nil
+if has_caps then
+  caps, running = {}, {}
+  local flat = redis.call('HGETALL', KEYS[12])
+  for i = 1, #flat, 2 do caps[flat[i]] = tonumber(flat[i + 1]) end
+  flat = redis.call('HGETALL', KEYS[13])
+  for i = 1, #flat, 2 do
+    if redis.call('EXISTS', ns .. 'worker:' .. flat[i]) == 1 then
+      running[flat[i + 1]] = (running[flat[i + 1]] or 0) + 1
+    else
+      redis.call('HDEL', KEYS[13], flat[i])
+    end
+  end
+end
+local function allowed(cls)
+  local cap = cls and caps[cls]
+  return not cap or (running[cls] or 0) < cap
+end
+local SCAN = 16  -- how deep a queue is searched past capped jobs
+local function take(key)
+  if not caps then return redis.call('LPOP', key) end
+  local items = redis.call('LRANGE', key, 0, SCAN - 1)
+  for j, candidate in ipairs(items) do
+    if allowed(class_of(candidate)) then
+      if j == 1 then return redis.call('LPOP', key) end
+      local tombstone = 'pyresque-tombstone:' .. wid .. ':' .. ARGV[6]
+      redis.call('LSET', key, j - 1, tombstone)
+      redis.call('LREM', key, 1, tombstone)
+      return candidate
+    end
+  end
+  return nil
+end
 
 local item, qi
 if ARGV[4] == 'adopt' then
@@ -90,13 +201,23 @@ else
   end
   local check_paused = redis.call('SCARD', KEYS[8]) > 0
   for i = 1, n do
-    if not (check_paused and redis.call('SISMEMBER', KEYS[8], ARGV[6 + i]) == 1) then
-      item = redis.call('LPOP', KEYS[10 + i])
+    if not (check_paused and redis.call('SISMEMBER', KEYS[8], ARGV[NA + i]) == 1) then
+      item = take(KEYS[NK + i])
       if item then qi = i; break end
     end
   end
   if not item then return {0} end
 end
+
+if caps then
+  local cls = class_of(item)
+  if cls and caps[cls] then redis.call('HSET', KEYS[13], wid, cls) end
+end
+
+-- enqueue_unique: the job's uniqueness lock is released once a worker starts it. The key is
+-- the payload's last field, so only the item's tail is read.
+local unique = string.match(string.sub(item, -80), '"unique_key":"(%x+)"}%s*$')
+if unique then redis.call('DEL', ns .. 'pyresque:unique:' .. unique) end
 
 -- A worker key must stay valid JSON for Ruby (prune and resque-web decode it): a payload that
 -- is not a UTF-8 JSON object is kept byte for byte in this slot's raw key instead, and the
@@ -114,7 +235,7 @@ if not valid then
   end
 end
 redis.call('SET', wkey,
-  '{"queue":' .. ARGV[6 + n + qi] .. ',"run_at":"' .. ARGV[3] .. '","payload":' .. payload .. '}')
+  '{"queue":' .. ARGV[NA + n + qi] .. ',"run_at":"' .. ARGV[3] .. '","payload":' .. payload .. '}')
 return {1, qi, item, valid and 1 or 0}
 """
 
@@ -196,6 +317,12 @@ class Claimer:
             keys.claim_seq(worker_id),
             keys.raw_payload(worker_id),
         ]
+        self._caps_keys = [keys.concurrency_caps, keys.running_capped]
+        self._history_key = keys.history
+        # Finish-dependent KEYS 11-16 and ARGV 7-11 when the finish has no cleanup or history.
+        self._plain_finish_keys = [self.worker_key, *self._caps_keys, self._history_key,
+                                   self._history_key, self._history_key]
+        self._plain_finish_args = [worker_id, keys.ns, "0", "", ""]
         self._seq = 0
         # The sequence number of a call whose reply never came (connection lost mid-call).
         self._unanswered: Optional[int] = None
@@ -227,16 +354,36 @@ class Claimer:
             if ran:
                 finish = NO_FINISH  # the lost call already finished the previous job
         parts = [self._queue_parts(q) for q in queues]
-        keys = self._fixed_keys + [p[0] for p in parts]
-        args = [finish[0], finish[1], run_at, "pop", "", *self._next_seq(), *queues,
-                *(p[1] for p in parts)]
+        finish_keys, finish_args = self._finish_parts(finish)
+        keys = [*self._fixed_keys, *finish_keys, *(p[0] for p in parts)]
+        args = [finish.mode, finish.entry, run_at, "pop", "", *self._next_seq(), *finish_args,
+                *queues, *(p[1] for p in parts)]
         return self._reply(self._call(keys, args), queues)
+
+    def _finish_parts(self, finish: Finish) -> tuple[list[str], list[str]]:
+        """The script's finish-dependent KEYS 11-16 and ARGV 7-11."""
+        if not finish.cleanup and finish.history is None:
+            return self._plain_finish_keys, self._plain_finish_args
+        keys = list(self._plain_finish_keys)
+        args = list(self._plain_finish_args)
+        if finish.cleanup:
+            keys[0], args[2] = finish.cleanup, "1"
+        history = finish.history
+        if history is not None:
+            keys[4] = history.class_key
+            keys[5] = history.id_key or self._history_key
+            args[3] = history.record
+            args[4] = (f"{history.score!r} {history.cutoff!r} {history.max_records} "
+                       f"{history.id_ttl}")
+        return keys, args
 
     def adopt(self, queue: str, item: bytes, finish: Finish, run_at: str) -> Claimed:
         """Write a job popped outside the script (``--fetch blpop``) to the worker key."""
         key, name_json = self._queue_parts(queue)
-        args = [finish[0], finish[1], run_at, "adopt", item, *self._next_seq(), queue, name_json]
-        claimed = self._reply(self._call([*self._fixed_keys, key], args), [queue])
+        finish_keys, finish_args = self._finish_parts(finish)
+        args = [finish.mode, finish.entry, run_at, "adopt", item, *self._next_seq(),
+                *finish_args, queue, name_json]
+        claimed = self._reply(self._call([*self._fixed_keys, *finish_keys, key], args), [queue])
         assert isinstance(claimed, Claimed)
         return claimed
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .job import Job, JobCall
+from .retry import Retry
 
 __all__ = [
     "HOOK_PREFIXES",
@@ -81,6 +82,9 @@ class Handler:
     around_hooks: tuple[str, ...] = ()
     after_hooks: tuple[str, ...] = ()
     failure_hooks: tuple[str, ...] = ()
+    retry: Optional[Retry] = None
+    max_concurrency: Optional[int] = None  # across all workers, enforced by the claim script
+    cron: Optional[str] = None  # also enqueued periodically (see pyresqueworker.periodic)
 
     def owner(self) -> Any:
         """What hooks and ``perform`` are looked up on: the class, or a fresh instance."""

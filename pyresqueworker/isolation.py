@@ -39,6 +39,8 @@ class JobResult:
     finish: Finish
     outcome: str
     error: Optional[str] = None
+    # False when the failure must not be retried (a fatal exception, an undecodable payload).
+    retryable: bool = True
 
 
 def _signal_name(number: int) -> str:
@@ -69,7 +71,8 @@ def run_forked(
             for sig in _CHILD_DEFAULT_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
             result = perform()
-            data = json.dumps([result.finish, result.outcome, result.error]).encode()
+            data = json.dumps([result.finish.mode, result.finish.entry, result.finish.cleanup,
+                               result.outcome, result.error, result.retryable]).encode()
             view = memoryview(data)
             while view:
                 view = view[os.write(write_end, view):]
@@ -87,19 +90,20 @@ def run_forked(
         track_child(None)
     if timed_out:
         message = f"job exceeded its timeout of {timeout:g}s; child pid {pid} was killed"
-        return JobResult(("2", failure(JobTimeout.resque_name, message)), "timeout", message)
+        return JobResult(Finish("2", failure(JobTimeout.resque_name, message)), "timeout", message)
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         message = (f"Child process received unhandled signal pid {pid} "
                    f"{_signal_name(number)} (signal {number})")
-        return JobResult(("2", failure(DIRTY_EXIT, message)), "failure", message)
+        return JobResult(Finish("2", failure(DIRTY_EXIT, message)), "failure", message)
     try:
-        finish, outcome, error = json.loads(data)
-        return JobResult((str(finish[0]), str(finish[1])), str(outcome), error)
+        mode, entry, cleanup, outcome, error, retryable = json.loads(data)
+        return JobResult(Finish(str(mode), str(entry), str(cleanup)), str(outcome), error,
+                         bool(retryable))
     except (ValueError, TypeError, IndexError):
         message = (f"Child process pid {pid} exited with status "
                    f"{os.waitstatus_to_exitcode(status)} without reporting a result")
-        return JobResult(("2", failure(DIRTY_EXIT, message)), "failure", message)
+        return JobResult(Finish("2", failure(DIRTY_EXIT, message)), "failure", message)
 
 
 def _read_until(fd: int, timeout: Optional[float], pid: int) -> tuple[bytes, bool]:

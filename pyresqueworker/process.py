@@ -27,8 +27,11 @@ from .config import WorkerConfig
 from .connection import connect, describe, redact_url, resolve_url
 from .doorbell import Doorbell
 from .failure import DIRTY_EXIT
-from .fetch import REDIS_ERRORS, Claimer
+from .fetch import REDIS_ERRORS, Claimer, Finish
+from .history import HistorySettings
 from .log import logger
+from .metrics import NULL_METRICS, Metrics
+from .periodic import PeriodicEnqueuer
 from .prune import Pruner
 from .registry import Registry
 from .slot import Backoff, Slot, failure_for
@@ -83,9 +86,11 @@ def set_proctitle(text: str) -> None:
 class WorkerProcess:
     """Runs ``config.concurrency`` slots in this process until told to stop."""
 
-    def __init__(self, config: WorkerConfig, registry: Registry) -> None:
+    def __init__(self, config: WorkerConfig, registry: Registry,
+                 metrics: Optional[Metrics] = None) -> None:
         self.config = config
         self.registry = registry
+        self.metrics = metrics or NULL_METRICS
         self.keys = wire.Keys(config.namespace)
         self.hostname = config.hostname or socket.gethostname()
         self.pid = os.getpid()
@@ -115,7 +120,14 @@ class WorkerProcess:
         self._loop_lock = threading.Lock()
         self._title = ""
         self._scheduler_thread: Optional[threading.Thread] = None
+        # Built here, so a bad cron declaration stops the start with one line.
+        self.periodic: Optional[PeriodicEnqueuer] = (
+            PeriodicEnqueuer(self.conn, self.keys, registry, grace=config.periodic_grace,
+                             lock_value=self.worker_ids[0]) if config.periodic else None)
         self.doorbell = Doorbell(sleeper_poll=max(config.interval, 0.1) if config.interval else 1.0)
+        self.history: Optional[HistorySettings] = (
+            HistorySettings(config.history, config.history_max)
+            if config.history is not None else None)
         self.pruner = Pruner(
             self.conn, self.keys, self.worker_ids[0], spec.id_queues, self.hostname,
             config.prune_after, max(1, int(config.heartbeat_interval)), config.on_dead_worker,
@@ -189,6 +201,7 @@ class WorkerProcess:
         self._heartbeat(first=True)
         self._prune()
         self._register(self.worker_ids)
+        self._publish_concurrency_caps()
         logger.info("worker started", extra={
             "workers": self.worker_ids[0] + (f" (+{len(self.worker_ids) - 1} slots)"
                                              if len(self.worker_ids) > 1 else ""),
@@ -273,6 +286,23 @@ class WorkerProcess:
                 pipe.set(self.keys.worker_started(wid), started)
             pipe.execute()
 
+    def _publish_concurrency_caps(self) -> None:
+        """Tell every worker's claim script this registry's ``max_concurrency`` caps.
+
+        A class registered here without a cap has any old cap removed, so the caps follow
+        the code that is deployed.
+        """
+        capped = [h for h in self.registry.handlers() if h.max_concurrency is not None]
+        uncapped = [h.class_name for h in self.registry.handlers()
+                    if h.max_concurrency is None]
+        with self.conn.pipeline(transaction=True) as pipe:
+            for handler in capped:
+                pipe.hset(self.keys.concurrency_caps, handler.class_name,
+                          str(handler.max_concurrency))
+            if uncapped:
+                pipe.hdel(self.keys.concurrency_caps, *uncapped)
+            pipe.execute()
+
     def _heartbeat(self, first: bool = False) -> None:
         beat = wire.heartbeat_value(int(self.conn.time()[0]))
         with self.conn.pipeline(transaction=False) as pipe:
@@ -291,7 +321,9 @@ class WorkerProcess:
 
     def _prune(self) -> None:
         try:
-            self.pruner.prune()
+            outcomes = list(self.pruner.prune().values())
+            for how in ("requeued", "failed"):
+                self.metrics.recovered(outcomes.count(how), how)
         except REDIS_ERRORS:
             raise
         except Exception as exc:  # a prune must never take the worker down
@@ -312,6 +344,8 @@ class WorkerProcess:
                 if now >= next_second:
                     next_second = now + 1.0
                     self._check_memory()
+                    if self.periodic is not None:  # cron firings, once a second per process
+                        self.periodic.tick()
                 if now >= next_beat:
                     self._heartbeat()
                     self._reregister_missing()
@@ -319,6 +353,8 @@ class WorkerProcess:
                 if now >= next_prune:
                     self._prune()
                     next_prune = now + interval
+                if backoff.failures:
+                    self.metrics.reconnected()
                 backoff.reset()
             except REDIS_ERRORS as exc:
                 delay = backoff.next_delay()
@@ -384,7 +420,9 @@ class WorkerProcess:
         """Unregister every slot; a job still in a worker key here was claimed but never
         started (its reply was in flight at the deadline), so it goes back to its queue."""
         for worker_id in self.worker_ids:
-            if self.pruner.recover(worker_id, DIRTY_EXIT, action="requeue") != "idle":
+            outcome = self.pruner.recover(worker_id, DIRTY_EXIT, action="requeue")
+            if outcome != "idle":
+                self.metrics.recovered(1, outcome)
                 logger.warning("gave back a claimed job that never started",
                                extra={"worker": worker_id})
 
@@ -420,7 +458,7 @@ class WorkerProcess:
             else:
                 dirty = RuntimeError("Job still being processed")
                 entry = failure_for(job, dirty, name=DIRTY_EXIT)
-                claimer.claim((), ("3", entry), "")
+                claimer.claim((), Finish("3", entry), "")
                 try:
                     self.registry.run_failure_hooks(job, dirty)
                 except Exception as exc:

@@ -11,7 +11,9 @@ a few ``getattr`` calls and the call itself.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Optional, TypeVar, overload
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, overload
 
 from .activejob import JOB_WRAPPER, decode_active_job
 from .hooks import (
@@ -25,6 +27,10 @@ from .hooks import (
     running_job,
 )
 from .job import Job, JobCall
+from .retry import Retry
+
+if TYPE_CHECKING:  # periodic imports croniter: loaded only when schedules are used
+    from .schedules import Schedule
 
 __all__ = [
     "Decoder",
@@ -85,6 +91,7 @@ class Registry:
         self._decoders: dict[str, Decoder] = {JOB_WRAPPER: decode_active_job}
         self._global_decoder: Optional[Decoder] = None
         self._middleware: tuple[Middleware, ...] = ()
+        self._periodic: dict[str, Schedule] = {}  # registry.periodic(), by name
 
     # -- registration -------------------------------------------------------------------
 
@@ -96,6 +103,9 @@ class Registry:
         queue: Optional[str] = None,
         timeout: Optional[float] = None,
         decoder: Optional[Decoder] = None,
+        retry: Optional[Retry] = None,
+        max_concurrency: Optional[int] = None,
+        cron: Optional[str] = None,
     ) -> Callable[[T], T]: ...
 
     @overload
@@ -108,11 +118,17 @@ class Registry:
         queue: Optional[str] = None,
         timeout: Optional[float] = None,
         decoder: Optional[Decoder] = None,
+        retry: Optional[Retry] = None,
+        max_concurrency: Optional[int] = None,
+        cron: Optional[str] = None,
     ) -> Any:
         """Decorator registering a function, ``async`` function or class; returns it unchanged.
 
         ``class_name`` is the Resque class name (default: the target's ``__name__``). Also
-        usable bare, as ``@registry.job``.
+        usable bare, as ``@registry.job``. ``retry`` retries failures with backoff (see
+        :class:`~pyresqueworker.retry.Retry`); ``max_concurrency`` caps how many jobs of this
+        class run at once across all workers; ``cron`` also enqueues the job periodically
+        (standard five-field cron syntax, with no arguments, to ``queue``).
         """
         if class_name is not None and not isinstance(class_name, str):
             self.register(class_name.__name__, class_name)
@@ -120,7 +136,8 @@ class Registry:
 
         def decorate(target: T) -> T:
             name = class_name if class_name is not None else getattr(target, "__name__", "")
-            self.register(name, target, queue=queue, timeout=timeout, decoder=decoder)
+            self.register(name, target, queue=queue, timeout=timeout, decoder=decoder,
+                          retry=retry, max_concurrency=max_concurrency, cron=cron)
             return target
 
         return decorate
@@ -133,6 +150,9 @@ class Registry:
         queue: Optional[str] = None,
         timeout: Optional[float] = None,
         decoder: Optional[Decoder] = None,
+        retry: Optional[Retry] = None,
+        max_concurrency: Optional[int] = None,
+        cron: Optional[str] = None,
     ) -> Handler:
         """Register ``target`` for payloads whose ``class`` is ``class_name``.
 
@@ -140,6 +160,14 @@ class Registry:
         each registering a ``send_email`` by ``__name__`` is a bug worth hearing about.
         """
         handler = build_handler(class_name, target, queue, timeout)
+        if max_concurrency is not None and (
+            not isinstance(max_concurrency, int) or max_concurrency < 1
+        ):
+            raise ValueError(
+                f"max_concurrency must be a whole number >= 1, got {max_concurrency!r}")
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"retry must be a Retry, got {type(retry).__name__}")
+        handler = replace(handler, retry=retry, max_concurrency=max_concurrency, cron=cron)
         existing = self._handlers.get(class_name)
         if existing is not None and existing.target is not target:
             raise ValueError(f"{class_name!r} is already registered to {existing.target!r}")
@@ -262,6 +290,54 @@ class Registry:
             run_failure_hooks(handler, None, exc, call)
         finally:
             running_job.reset(token)
+
+    # -- periodic (cron) schedules declared in code ---------------------------------------
+
+    def periodic(self, cron: str, class_name: str, args: Sequence[Any] = (), *, queue: str,
+                 name: Optional[str] = None, description: str = "") -> Schedule:
+        """Enqueue ``class_name(*args)`` to ``queue`` at every ``cron`` time (five-field cron).
+
+        ``name`` (default: the class name) identifies the schedule; give each schedule of one
+        class its own. Workers fire it exactly once per firing however many run (see
+        :mod:`pyresqueworker.periodic`). Raises ``ValueError`` for a bad cron, queue or args
+        and for a name already used.
+        """
+        from .schedules import Schedule
+
+        if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
+            raise ValueError("args must be a list of arguments")
+        schedule = Schedule(name if name is not None else class_name, cron, class_name,
+                            list(args), queue, description, source="code")
+        if schedule.name in self._periodic:
+            raise ValueError(f"a periodic schedule named {schedule.name!r} is already declared")
+        self._periodic[schedule.name] = schedule
+        return schedule
+
+    def periodic_schedules(self) -> list[Schedule]:
+        """Every schedule declared in code: handlers with ``cron=`` (named by their class)
+        and :meth:`periodic` ones. Raises ``ValueError`` for a ``cron=`` handler without a
+        queue, a bad cron string, or two schedules with one name."""
+        from .schedules import Schedule
+
+        found: dict[str, Schedule] = {}
+        for handler in self._handlers.values():
+            if handler.cron is None:
+                continue
+            if not handler.queue:
+                raise ValueError(f"job {handler.class_name!r} has cron={handler.cron!r} but no "
+                                 "queue: pass queue= so its periodic runs have somewhere to go")
+            try:
+                found[handler.class_name] = Schedule(handler.class_name, handler.cron,
+                                                     handler.class_name, [], handler.queue,
+                                                     source="code")
+            except ValueError as exc:
+                raise ValueError(f"job {handler.class_name!r}: {exc}") from None
+        for schedule in self._periodic.values():
+            if schedule.name in found:
+                raise ValueError(f"periodic schedule {schedule.name!r} is declared twice "
+                                 "(a cron= job and registry.periodic)")
+            found[schedule.name] = schedule
+        return list(found.values())
 
 
 def _call_chain(

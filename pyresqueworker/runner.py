@@ -15,6 +15,7 @@ from .connection import connect, describe
 from .failure import DIRTY_EXIT
 from .fetch import REDIS_ERRORS
 from .log import logger
+from .metrics import NULL_METRICS, Metrics, MetricsError, MetricsExporter
 from .process import WorkerError, WorkerProcess
 from .prune import Pruner
 from .registry import Registry, default_registry
@@ -58,6 +59,21 @@ def run_worker(config: WorkerConfig, registry: Optional[Registry] = None) -> int
     by the forked workers.
     """
     registry = registry or default_registry
+    if config.metrics_port is None:
+        return _run_worker(config, registry, None)
+    try:  # before the apps are imported: they may import prometheus_client (see the exporter)
+        exporter = MetricsExporter(config, multiprocess=config.processes > 1 or config.recycles)
+    except MetricsError as exc:
+        raise WorkerError(str(exc)) from None
+    try:
+        return _run_worker(config, registry, exporter)
+    finally:
+        exporter.close()
+
+
+def _run_worker(config: WorkerConfig, registry: Registry,
+                exporter: Optional[MetricsExporter]) -> int:
+    metrics = exporter.metrics if exporter is not None else NULL_METRICS
     for app in config.apps:
         try:
             load_app(app)
@@ -66,8 +82,15 @@ def run_worker(config: WorkerConfig, registry: Optional[Registry] = None) -> int
         except Exception as exc:  # the app's own error: one line for the CLI, chained for Python
             raise WorkerError(f"--app {app!r} failed to import: {_where(exc)}"
                                f"{type(exc).__name__}: {exc}") from exc
+    if config.periodic:
+        # Check the declared schedules before forking: a bad cron string is one line and exit
+        # 2 here, where in forked children it would be a restart loop.
+        registry.periodic_schedules()
     if config.processes == 1 and not config.recycles:
-        return WorkerProcess(config, registry).run()
+        worker = WorkerProcess(config, registry, metrics=metrics)
+        if exporter is not None:
+            exporter.start()
+        return worker.run()
     probe = connect(config.redis_url, tls=config.tls)
     try:
         probe.ping()
@@ -75,9 +98,18 @@ def run_worker(config: WorkerConfig, registry: Optional[Registry] = None) -> int
         raise WorkerError(f"cannot reach Redis at {describe(probe)}: {exc}") from None
     finally:
         probe.close()
+
+    def child_main() -> int:
+        if exporter is not None:
+            exporter.in_child()
+        return WorkerProcess(config, registry, metrics=metrics).run()
+
+    if exporter is not None:
+        exporter.start()
     return Supervisor(
-        config.processes, lambda: WorkerProcess(config, registry).run(), str(config.queues),
-        on_child_died=lambda pid: recover_dead_process(config, pid),
+        config.processes, child_main, str(config.queues),
+        on_child_died=lambda pid: recover_dead_process(config, pid, metrics),
+        on_child_exit=exporter.process_exited if exporter is not None else None,
     ).run()
 
 
@@ -92,7 +124,7 @@ def _where(exc: BaseException) -> str:
     return ""
 
 
-def recover_dead_process(config: WorkerConfig, pid: int) -> None:
+def recover_dead_process(config: WorkerConfig, pid: int, metrics: Metrics = NULL_METRICS) -> None:
     """Clean up after a worker process the supervisor saw die (``kill -9``, a crash).
 
     Its ids cannot be left for a prune: Resque's prune lock is usually held for a minute by
@@ -113,6 +145,7 @@ def recover_dead_process(config: WorkerConfig, pid: int) -> None:
         for worker_id in ids:
             outcome = pruner.recover(worker_id, DIRTY_EXIT)
             if outcome != "idle":
+                metrics.recovered(1, outcome)
                 logger.warning("recovered job of dead worker process",
                                extra={"dead_worker": worker_id, "outcome": outcome})
     finally:

@@ -210,6 +210,11 @@ class Scheduler:
             if not isinstance(queue, str) or not queue:
                 raise ValueError(f"no queue for {class_name}")
             payload = wire.encode_job(class_name, _job_args(item.get("args")))
+            # Fields beyond Ruby's (a unique_key, a retry override) travel on to the job;
+            # Ruby's scheduler drops them, see the README.
+            extras = {k: v for k, v in item.items() if k not in ("class", "args", "queue")}
+            if extras:
+                payload = payload[:-1] + "," + wire.dumps(extras)[1:]
         except ValueError as exc:  # DecodeError is a ValueError
             _log.error(
                 "dropping delayed item: %s", exc,

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any, Optional
 from . import wire
 from .failure import exception_message, exception_name, ruby_backtrace
 from .fetch import NO_FINISH, PAUSED, REDIS_ERRORS, SUCCESS, Claimed, Claimer, Finish
+from .history import history_write
 from .isolation import JobResult, JobTimeout, run_forked
-from .job import Job
+from .job import Job, JobCall
 from .log import logger
+from .retrying import Retrier
 
 if TYPE_CHECKING:
     from .process import WorkerProcess
@@ -54,6 +56,7 @@ class Slot(threading.Thread):
         self.worker_id = worker_id
         self.conn = process.new_connection()
         self.claimer = Claimer(self.conn, process.keys, worker_id)
+        self.retrier = Retrier(self.conn, process.keys, process.registry, worker_id)
         self.lock = threading.Lock()
         self.state = _IDLE
         self.job: Optional[Job] = None
@@ -92,6 +95,7 @@ class Slot(threading.Thread):
                     finish, claimed = self._flush(finish), None
                 if backoff.failures:
                     logger.info("redis reachable again", extra={"worker": self.worker_id})
+                    process.metrics.reconnected()
                 backoff.reset()
             except REDIS_ERRORS as exc:
                 if process.stopping.is_set() and (
@@ -158,6 +162,7 @@ class Slot(threading.Thread):
         with self.lock:
             self.job, self.state, self.job_started = job, _RUNNING, time.time()
         process = self.process
+        process.metrics.job_started(job)
         started = time.perf_counter()
         if process.config.fork_per_job:
             result = run_forked(
@@ -171,20 +176,41 @@ class Slot(threading.Thread):
             if self.state == _ABANDONED:
                 return None
             self.state = _FINISHING
+        finish, outcome = result.finish, result.outcome
+        if result.retryable and finish.mode == "2":
+            finish = self._retry_or_fail(job, finish)
+            if finish.mode == "4":
+                outcome = "retried"
+        if process.history is not None:
+            finish = finish._replace(history=history_write(
+                process.keys, process.history, job, outcome, duration_ms, result.error))
+        process.metrics.job_finished(job, outcome, duration_ms / 1000.0)
         if logger.isEnabledFor(logging.INFO):
             extra = {"worker": self.worker_id, "queue": job.queue, "class": job.class_name,
-                     "duration_ms": round(duration_ms, 3), "outcome": result.outcome}
+                     "duration_ms": round(duration_ms, 3), "outcome": outcome}
             if result.error is not None:
                 extra["error"] = result.error
             logger.log(logging.WARNING if result.error else logging.INFO, "job done", extra=extra)
         with self.lock:
             self.job, self.state = None, _IDLE
         process.job_finished(self)
-        return result.finish
+        return finish
+
+    def _retry_or_fail(self, job: Job, failure: Finish) -> Finish:
+        """Schedule a retry if the job's policy allows (see :mod:`.retrying`)."""
+        try:
+            return self.retrier.settle(job, failure)
+        except REDIS_ERRORS as exc:
+            # The job is still in this slot's worker key: failing it keeps it, retrying later
+            # would need Redis now. It ends in the failed list, where it can be retried.
+            logger.warning("could not schedule a retry, failing the job", extra={
+                "worker": self.worker_id, "class": job.class_name, "error": str(exc)})
+            return failure
 
     def _perform(self, job: Job) -> JobResult:
         """Decode, dispatch and run one job; every error becomes a failure entry."""
         registry = self.process.registry
+        call: Optional[JobCall] = None
         try:
             try:
                 call = registry.decode(job)
@@ -196,9 +222,13 @@ class Slot(threading.Thread):
                 with self.lock:  # from here on the watchdog leaves this thread alone
                     self.deadline = None
         except BaseException as exc:  # Ruby's ``rescue Object``: SystemExit included
-            return JobResult(("2", failure_for(job, exc)), "failure",
-                             f"{exception_name(exc)}: {exception_message(exc)}")
-        return JobResult(SUCCESS, "success" if performed else "skipped")
+            return JobResult(Finish("2", failure_for(job, exc)), "failure",
+                             f"{exception_name(exc)}: {exception_message(exc)}",
+                             self.retrier.may_retry(job, call, exc))
+        finish = SUCCESS
+        if self.retrier.policy(job, call) is not None:  # done retrying: drop the counter
+            finish = Finish("1", cleanup=self.retrier.counter_key(job) or "")
+        return JobResult(finish, "success" if performed else "skipped")
 
     def _timeout_for(self, job: Job, class_name: Optional[str] = None) -> Optional[float]:
         name = class_name if class_name is not None else job.class_name

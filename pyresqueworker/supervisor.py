@@ -1,7 +1,8 @@
 """``--processes N``: a single-threaded parent forks N worker processes and keeps them alive.
 
 The parent never starts threads or opens Redis connections before forking (forking a
-threaded Python process is unsafe), forwards every signal a worker understands to its
+threaded Python process is unsafe; the one thread ``--metrics-port`` adds serves scrapes and
+takes no lock a forked worker needs), forwards every signal a worker understands to its
 children, and restarts a child that dies with a growing delay so a crash loop cannot spin.
 """
 
@@ -31,6 +32,7 @@ class Supervisor:
         child_main: Callable[[], int],
         title: str = "",
         on_child_died: Optional[Callable[[int], None]] = None,
+        on_child_exit: Optional[Callable[[int], None]] = None,
     ) -> None:
         self.count = count
         self.child_main = child_main
@@ -38,6 +40,7 @@ class Supervisor:
         # Called with the pid of a child that exited uncleanly (killed, crashed): that child
         # could not unregister, and may have died holding a job in its worker key.
         self.on_child_died = on_child_died
+        self.on_child_exit = on_child_exit  # called with the pid of every child that exits
         self.children: dict[int, int] = {}  # pid -> slot index
         self.stopping = False
         self.restart_delay = [0.0] * count
@@ -91,6 +94,11 @@ class Supervisor:
                 continue
             index = self.children.pop(pid)
             code = os.waitstatus_to_exitcode(status)
+            if self.on_child_exit is not None:
+                try:
+                    self.on_child_exit(pid)
+                except Exception as exc:  # bookkeeping must not take the supervisor down
+                    logger.error("child exit hook failed", extra={"pid": pid, "error": repr(exc)})
             if code == RECYCLE_EXIT and not self.stopping:
                 logger.info("worker process recycled", extra={"pid": pid})
                 self._spawn(index)  # it unregistered cleanly: replace it at once

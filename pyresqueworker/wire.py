@@ -133,6 +133,31 @@ class Keys:
         """Bytes of a claimed job that is not a UTF-8 JSON object (kept out of worker keys)."""
         return self.own("raw:" + worker_id)
 
+    @property
+    def concurrency_caps(self) -> str:
+        """Hash class -> max_concurrency, written by workers from their registries."""
+        return self.own("concurrency")
+
+    @property
+    def running_capped(self) -> str:
+        """Hash worker id -> class, for the capped jobs running now."""
+        return self.own("running-capped")
+
+    def unique(self, digest: str) -> str:
+        """An ``enqueue_unique`` lock, released when a worker starts the job."""
+        return self.own("unique:" + digest)
+
+    @property
+    def history(self) -> str:
+        """Job history: a sorted set of records by finish time."""
+        return self.own("history")
+
+    def history_class(self, class_name: str) -> str:
+        return self.own("history:class:" + class_name)
+
+    def history_id(self, job_id: str) -> str:
+        return self.own("history:id:" + job_id)
+
     def claim_seq(self, worker_id: str) -> str:
         """Sequence number of a slot's last claim call (to resolve a lost reply)."""
         return self.own("seq:" + worker_id)

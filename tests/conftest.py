@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import socket
@@ -10,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -24,6 +27,41 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _restore_package_logger() -> Iterator[None]:
+    """Commands run in-process (click's CliRunner) configure the ``pyresqueworker`` logger;
+    put it back so later tests' ``caplog`` still sees its records."""
+    logger = logging.getLogger("pyresqueworker")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    yield
+    logger.setLevel(saved[0])
+    logger.propagate = saved[1]
+    logger.handlers[:] = saved[2]
+
+
+def golden_state() -> dict[str, Any]:
+    """golden/worker-state.json: every key a real Ruby worker had, with its type and value."""
+    with open(GOLDEN / "worker-state.json", encoding="utf-8") as handle:
+        state: dict[str, Any] = json.load(handle)
+    return state
+
+
+def load_worker_state(r: redis.Redis) -> dict[str, Any]:
+    """Write every key of the golden Ruby worker state back into Redis; returns the state."""
+    state = golden_state()
+    for key, entry in state.items():
+        value = entry["value"]
+        if entry["type"] == "string":
+            r.set(key, value)
+        elif entry["type"] == "list":
+            r.rpush(key, *value)
+        elif entry["type"] == "set":
+            r.sadd(key, *value)
+        elif entry["type"] == "hash":
+            r.hset(key, mapping=value)
+    return state
 
 
 class RedisServer:

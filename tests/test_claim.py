@@ -11,7 +11,15 @@ import pytest
 import redis
 
 from pyresqueworker import fetch
-from pyresqueworker.fetch import NO_FINISH, PAUSED, SUCCESS, Claimed, Claimer, parse_worker_value
+from pyresqueworker.fetch import (
+    NO_FINISH,
+    PAUSED,
+    SUCCESS,
+    Claimed,
+    Claimer,
+    Finish,
+    parse_worker_value,
+)
 from pyresqueworker.wire import Keys
 
 WID = "host:1:high,low"
@@ -47,7 +55,7 @@ def test_completion_is_folded_into_the_next_claim_and_counts_like_resque(r: redi
     claimer, keys = make(r)
     r.rpush(keys.queue("high"), b'{"class":"A","args":[]}', b'{"class":"B","args":[]}')
     claimer.claim(["high"], NO_FINISH, RUN_AT)
-    claimer.claim(["high"], ("2", '{"failure":1}'), RUN_AT)
+    claimer.claim(["high"], Finish("2", '{"failure":1}'), RUN_AT)
     assert json.loads(r.get(keys.worker(WID)) or b"")["payload"]["class"] == "B"
     assert claimer.claim(["high"], SUCCESS, RUN_AT) is None
     assert not r.exists(keys.worker(WID))
@@ -62,8 +70,8 @@ def test_finishing_twice_after_a_lost_reply_counts_once(r: redis.Redis) -> None:
     claimer, keys = make(r)
     r.rpush(keys.queue("high"), b'{"class":"A"}')
     claimer.claim(["high"], NO_FINISH, RUN_AT)
-    claimer.claim([], ("2", "{}"), "")
-    claimer.claim([], ("2", "{}"), "")
+    claimer.claim([], Finish("2", "{}"), "")
+    claimer.claim([], Finish("2", "{}"), "")
     assert r.get(keys.stat("processed")) == b"1"
     assert r.llen(keys.failed) == 1
 
@@ -72,7 +80,7 @@ def test_dirty_exit_finish_writes_the_failure_without_stats(r: redis.Redis) -> N
     claimer, keys = make(r)
     r.rpush(keys.queue("high"), b'{"class":"A"}')
     claimer.claim(["high"], NO_FINISH, RUN_AT)
-    claimer.claim([], ("3", "{}"), "")
+    claimer.claim([], Finish("3", "{}"), "")
     assert r.llen(keys.failed) == 1 and not r.exists(keys.stat("processed"), keys.stat("failed"))
 
 

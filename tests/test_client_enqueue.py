@@ -244,3 +244,15 @@ def test_enqueue_inside_the_callers_transaction_is_all_or_nothing(
         with pytest.raises(redis.WatchError):
             pipe.execute()
     assert r.llen("resque:queue:mail") == 1
+
+
+def test_enqueue_many_joins_the_callers_transaction_or_nothing_is_queued(
+    r: redis.Redis,
+) -> None:
+    client = Client(r)
+    with r.pipeline(transaction=True) as pipe:
+        pipe.set("import:1", "done")
+        client.enqueue_many("jobs", [("Row", [i]) for i in range(5)], batch=2, pipeline=pipe)
+        assert r.llen("resque:queue:jobs") == 0  # nothing sent before execute
+        pipe.execute()
+    assert r.llen("resque:queue:jobs") == 5 and r.get("import:1") == b"done"

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-from typing import Any
 
 import pytest
 import redis
-from conftest import GOLDEN
+from conftest import load_worker_state
 
 from pyresqueworker import wire
 from pyresqueworker.client import Client, WorkerInfo
@@ -21,23 +19,6 @@ IDLE_ID = "vm:30581:low"
 @pytest.fixture
 def client(r: redis.Redis) -> Client:
     return Client(r)
-
-
-def load_worker_state(r: redis.Redis) -> dict[str, Any]:
-    """Write every key of golden/worker-state.json back into Redis, as the Ruby worker had it."""
-    with open(GOLDEN / "worker-state.json", encoding="utf-8") as handle:
-        state: dict[str, Any] = json.load(handle)
-    for key, entry in state.items():
-        value = entry["value"]
-        if entry["type"] == "string":
-            r.set(key, value)
-        elif entry["type"] == "list":
-            r.rpush(key, *value)
-        elif entry["type"] == "set":
-            r.sadd(key, *value)
-        elif entry["type"] == "hash":
-            r.hset(key, mapping=value)
-    return state
 
 
 def add_other_workers(r: redis.Redis) -> None:

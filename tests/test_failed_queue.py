@@ -62,6 +62,17 @@ def test_requeue_marks_entry_and_enqueues_class_and_args(client: Client, r: redi
     assert r.smembers("resque:queues") == {b"high"}
 
 
+def test_requeue_only_the_entry_the_caller_expects(client: Client, r: redis.Redis) -> None:
+    golden = golden_failures()
+    r.rpush(FAILED, *golden)
+    with pytest.raises(FailedEntryError, match="not the one expected"):
+        client.requeue(1, if_entry=lambda raw: raw == golden[0].encode())
+    assert r.lrange(FAILED, 0, -1) == [g.encode() for g in golden]  # nothing written
+    assert not r.exists("resque:queue:high")
+    client.requeue(1, if_entry=lambda raw: raw == golden[1].encode())
+    assert r.llen("resque:queue:high") == 1
+
+
 def test_requeue_again_keeps_retried_at_last(client: Client, r: redis.Redis) -> None:
     r.rpush(FAILED, entry("q", "Job", [1], retried_at="2020/01/01 00:00:00 UTC"))
     retried_at = client.requeue(0)
