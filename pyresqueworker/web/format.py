@@ -1,0 +1,131 @@
+"""How the dashboard shows jobs, times and sizes: plain text only (templates escape it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Optional, Union
+
+from .. import wire
+
+__all__ = [
+    "JobView",
+    "age_text",
+    "digest",
+    "job_view",
+    "json_text",
+    "local_time",
+    "truncate",
+]
+
+# ActiveJob's Resque adapter wraps every job in this class (spec §16).
+_ACTIVE_JOB_WRAPPER = "ActiveJob::QueueAdapters::ResqueAdapter::JobWrapper"
+#: Characters of a job's arguments shown in a list row; the full text is on detail pages.
+SHORT = 200
+#: Characters shown anywhere: a 10 MB payload must not become a 10 MB page.
+LONG = 20_000
+
+
+def truncate(text: str, limit: int = SHORT) -> str:
+    """``text`` cut to ``limit`` characters, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
+def json_text(value: Any, limit: int = LONG) -> str:
+    """Compact JSON of a decoded value (any value: falls back to ``repr``), truncated."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return truncate(text, limit)
+
+
+def raw_text(raw: Union[bytes, str, None], limit: int = LONG) -> str:
+    """Stored bytes as text for display (invalid UTF-8 replaced), truncated."""
+    if raw is None:
+        return ""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return truncate(text, limit)
+
+
+def digest(raw: Union[bytes, str]) -> str:
+    """A short fingerprint of stored bytes, so an action can tell the entry it was shown."""
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    return hashlib.sha256(data).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A payload as the pages show it.
+
+    For ActiveJob jobs ``class_name`` is the job class (``HelloJob``) and ``args`` its
+    ``arguments``; ``wrapper`` then names the Resque class that carries it.
+    """
+
+    class_name: str
+    args: str
+    args_short: str
+    job_id: Optional[str]
+    wrapper: Optional[str]
+    enqueued_at: Optional[float]
+
+
+def job_view(payload: Any) -> JobView:
+    """Describe a decoded payload; anything that is not a job object is shown as text."""
+    if not isinstance(payload, dict):
+        text = json_text(payload)
+        return JobView("(not a job object)", text, truncate(text), None, None, None)
+    class_name = payload.get("class")
+    args = payload.get("args")
+    name = class_name if isinstance(class_name, str) else json_text(class_name, SHORT)
+    job_id = payload.get("id") if isinstance(payload.get("id"), str) else None
+    wrapper = None
+    enqueued = wire.parse_time(payload.get("enqueued_at"))
+    if name == _ACTIVE_JOB_WRAPPER and isinstance(args, list) and args:
+        data = args[0]
+        if isinstance(data, dict) and isinstance(data.get("job_class"), str):
+            wrapper, name = name, data["job_class"]
+            args = data.get("arguments")
+            job_id = data.get("job_id") if isinstance(data.get("job_id"), str) else job_id
+            enqueued = wire.parse_time(data.get("enqueued_at"))
+    text = json_text(args)
+    return JobView(name, text, truncate(text), job_id, wrapper, enqueued)
+
+
+def age_text(seconds: Optional[float]) -> str:
+    """A duration as ``42 s``, ``5 min``, ``3 h 10 min``, ``2 d 4 h``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 0:
+        return "0 s"
+    whole = int(seconds)
+    if whole < 120:
+        return f"{whole} s"
+    minutes = whole // 60
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = minutes // 60
+    if hours < 48:
+        return f"{hours} h {minutes % 60} min"
+    return f"{hours // 24} d {hours % 24} h"
+
+
+def local_time(epoch: Optional[float]) -> str:
+    """Epoch seconds as ``2026-11-23 07:35:33 +0000`` in the dashboard's zone; ``-`` if none."""
+    if epoch is None:
+        return "-"
+    try:
+        return datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+    except (OverflowError, OSError, ValueError):
+        return "-"
+
+
+def since(text: Any, now: Optional[float] = None) -> Optional[float]:
+    """Seconds from a stored time text (any Resque format) to ``now``; ``None`` if unparsable."""
+    moment = wire.parse_time(text)
+    if moment is None:
+        return None
+    return (time.time() if now is None else now) - moment
