@@ -32,49 +32,33 @@ from .wire import Keys, dumps
 
 __all__ = [
     "NO_FINISH", "PAUSED", "REDIS_ERRORS", "SUCCESS", "Claimed", "Claimer", "Finish",
-    "HistoryWrite", "parse_worker_value",
+    "parse_worker_value",
 ]
 
 class Finish(NamedTuple):
     """A finished job's completion, folded into the slot's next claim call.
 
     ``mode``: "0" nothing to finish, "1" success, "2" failure (entry pushed, failed stats
-    bumped), "3" dirty exit (entry pushed, no stats: Ruby's unregister path bumps neither),
-    "4" completed already by a scheduled retry (only the history record is written).
+    bumped), "3" dirty exit (entry pushed, no stats: Ruby's unregister path bumps neither).
     ``cleanup`` names a key deleted in the same step (a retry counter once a job is done with
-    retrying); ``history`` is the job-history record to store, when history is on.
+    retrying).
     """
 
     mode: str
     entry: str = ""
     cleanup: str = ""
-    history: Optional[HistoryWrite] = None
-
-
-class HistoryWrite(NamedTuple):
-    """One job-history record and where it goes (see :mod:`pyresqueworker.history`)."""
-
-    record: str  # JSON text, unique per run (it holds the worker id and a microsecond time)
-    score: float  # finished at, epoch seconds
-    class_key: str
-    id_key: str  # "" when the payload carries no job id
-    cutoff: float  # records older than this are dropped
-    max_records: int
-    id_ttl: int  # the retention in whole seconds: per-class and per-id keys expire after it
 
 
 NO_FINISH = Finish("0")
 SUCCESS = Finish("1")
 
-# Fixed KEYS of the claim script; the queues follow from KEYS[17].
+# Fixed KEYS of the claim script; the queues follow from KEYS[14].
 #  1 worker key, 2 stat:processed, 3 stat:processed:<id>, 4 failed, 5 stat:failed,
 #  6 stat:failed:<id>, 7 pause-all-workers, 8 paused queues, 9 claim sequence, 10 raw payload,
-#  11 cleanup key, 12 concurrency caps (class -> max), 13 running capped jobs (worker -> class),
-#  14 history by time, 15 history of the finished job's class, 16 history by the job's id.
-# Fixed ARGV; the queue names follow from ARGV[12], then their JSON encodings.
+#  11 cleanup key, 12 concurrency caps (class -> max), 13 running capped jobs (worker -> class).
+# Fixed ARGV; the queue names follow from ARGV[10], then their JSON encodings.
 #  1 finish mode, 2 failure entry, 3 run_at, 4 "pop"|"adopt", 5 adopted item, 6 sequence,
-#  7 worker id, 8 namespace, 9 cleanup ("1" deletes KEYS[11]), 10 history record JSON,
-#  11 history "score cutoff max id_ttl".
+#  7 worker id, 8 namespace, 9 cleanup ("1" deletes KEYS[11]).
 CLAIM_SCRIPT = r"""
 -- UTF-8 validity at C speed (no per-byte Lua loop, so a 10 MB payload costs milliseconds):
 -- replace every well-formed sequence (no overlongs, no surrogates) with an ASCII letter, so
@@ -92,15 +76,13 @@ local function utf8_ok(s)
   return not string.find(s, '[\128-\255]')
 end
 
-local NK, NA = 16, 11
+local NK, NA = 13, 9
 local wkey, rawkey, wid, ns = KEYS[1], KEYS[10], ARGV[7], ARGV[8]
 local finish = ARGV[1]
 -- Remember which call ran last, so a caller whose reply was lost can tell what happened.
 redis.call('SET', KEYS[9], ARGV[6])
--- Mode "4": the job was completed by another script (a scheduled retry); only its history.
 local has_caps = redis.call('EXISTS', KEYS[12]) == 1
-local finished = finish ~= '0' and finish ~= '4' and redis.call('EXISTS', wkey) == 1
-if finished then
+if finish ~= '0' and redis.call('EXISTS', wkey) == 1 then
   redis.call('DEL', wkey, rawkey)
   -- (Without caps no entry is written; one left from before caps were dropped is removed
   -- the first time this slot finishes a job once caps exist again.)
@@ -116,27 +98,6 @@ if finished then
   if finish ~= '3' then
     redis.call('INCRBY', KEYS[2], 1)
     redis.call('INCRBY', KEYS[3], 1)
-  end
-end
-if (finished or finish == '4') and ARGV[10] ~= '' then
-  local score, cutoff, limit, id_ttl = string.match(ARGV[11], '^(%S+) (%S+) (%S+) (%S+)$')
-  redis.call('ZADD', KEYS[14], score, ARGV[10])
-  redis.call('ZADD', KEYS[15], score, ARGV[10])
-  redis.call('ZREMRANGEBYSCORE', KEYS[14], '-inf', '(' .. cutoff)
-  redis.call('ZREMRANGEBYSCORE', KEYS[15], '-inf', '(' .. cutoff)
-  limit = tonumber(limit)
-  if redis.call('ZCARD', KEYS[14]) > limit then
-    redis.call('ZREMRANGEBYRANK', KEYS[14], 0, -limit - 1)
-  end
-  if redis.call('ZCARD', KEYS[15]) > limit then
-    redis.call('ZREMRANGEBYRANK', KEYS[15], 0, -limit - 1)
-  end
-  -- A class that stops running leaves no index behind once its last record is out of date.
-  redis.call('EXPIRE', KEYS[15], id_ttl)
-  if KEYS[16] ~= KEYS[14] then
-    redis.call('LPUSH', KEYS[16], ARGV[10])
-    redis.call('LTRIM', KEYS[16], 0, 24)
-    redis.call('EXPIRE', KEYS[16], id_ttl)
   end
 end
 
@@ -317,12 +278,9 @@ class Claimer:
             keys.claim_seq(worker_id),
             keys.raw_payload(worker_id),
         ]
-        self._caps_keys = [keys.concurrency_caps, keys.running_capped]
-        self._history_key = keys.history
-        # Finish-dependent KEYS 11-16 and ARGV 7-11 when the finish has no cleanup or history.
-        self._plain_finish_keys = [self.worker_key, *self._caps_keys, self._history_key,
-                                   self._history_key, self._history_key]
-        self._plain_finish_args = [worker_id, keys.ns, "0", "", ""]
+        # The finish-dependent KEYS 11-13 and ARGV 7-9 for a finish with no cleanup key.
+        self._plain_finish_keys = [self.worker_key, keys.concurrency_caps, keys.running_capped]
+        self._plain_finish_args = [worker_id, keys.ns, "0"]
         self._seq = 0
         # The sequence number of a call whose reply never came (connection lost mid-call).
         self._unanswered: Optional[int] = None
@@ -361,21 +319,11 @@ class Claimer:
         return self._reply(self._call(keys, args), queues)
 
     def _finish_parts(self, finish: Finish) -> tuple[list[str], list[str]]:
-        """The script's finish-dependent KEYS 11-16 and ARGV 7-11."""
-        if not finish.cleanup and finish.history is None:
+        """The script's finish-dependent KEYS 11-13 and ARGV 7-9."""
+        if not finish.cleanup:
             return self._plain_finish_keys, self._plain_finish_args
-        keys = list(self._plain_finish_keys)
-        args = list(self._plain_finish_args)
-        if finish.cleanup:
-            keys[0], args[2] = finish.cleanup, "1"
-        history = finish.history
-        if history is not None:
-            keys[4] = history.class_key
-            keys[5] = history.id_key or self._history_key
-            args[3] = history.record
-            args[4] = (f"{history.score!r} {history.cutoff!r} {history.max_records} "
-                       f"{history.id_ttl}")
-        return keys, args
+        return ([finish.cleanup, *self._plain_finish_keys[1:]],
+                [*self._plain_finish_args[:2], "1"])
 
     def adopt(self, queue: str, item: bytes, finish: Finish, run_at: str) -> Claimed:
         """Write a job popped outside the script (``--fetch blpop``) to the worker key."""

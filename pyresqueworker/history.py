@@ -1,28 +1,33 @@
 """Job history: what ran, when, how it ended and how long it took (``pyresque-work --history``).
 
-Each finished job becomes one JSON record, written by the worker's claim script together
-with the job's completion (no extra round trip): into a sorted set by finish time, a sorted
-set per class, and, when the payload carries an id (ActiveJob's ``job_id``, or a top-level
-``"id"``), a short list per id. Records older than the retention, or beyond the size cap, are
-dropped as new ones arrive; per-class and per-id keys expire with the retention.
+Each finished job becomes one JSON record. A slot only builds the record (a few µs) and puts it
+in its process's buffer; the housekeeping thread writes the buffer every quarter second in one
+pipeline: a sorted set by finish time, a sorted set per class, and, when the payload carries an
+id (ActiveJob's ``job_id``, or a top-level ``"id"``), a short list per id. Records older than the
+retention, or beyond the size cap, are dropped at each write; per-class and per-id keys expire
+with the retention. History is best-effort: records still in the buffer when a process is
+killed with ``kill -9`` are lost (a clean stop writes them).
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import redis
 
 from . import wire
 from .activejob import JOB_WRAPPER
-from .fetch import HistoryWrite
 from .job import Job
 
-__all__ = ["History", "HistoryRecord", "HistorySettings", "parse_duration"]
+__all__ = [
+    "History", "HistoryBuffer", "HistoryRecord", "HistoryRecorder", "HistorySettings",
+    "PendingRecord", "parse_duration",
+]
 
 # Payloads up to this size are kept whole in their record; larger ones only by size.
 MAX_PAYLOAD_IN_RECORD = 4096
@@ -109,28 +114,129 @@ def job_identity(job: Job) -> tuple[str, Optional[str]]:
     return class_name, job_id if isinstance(job_id, str) and job_id else None
 
 
-def history_write(keys: wire.Keys, settings: HistorySettings, job: Job, outcome: str,
-                  duration_ms: float, error: Optional[str],
-                  now: Optional[float] = None) -> HistoryWrite:
-    """The record of a finished job, ready to go with its completion."""
-    finished_at = time.time() if now is None else now
-    class_name, job_id = job_identity(job)
-    raw = job.raw
-    payload = raw.decode("utf-8") if job.payload is not None and len(raw) <= \
-        MAX_PAYLOAD_IN_RECORD else "null"
-    record = (
-        '{"finished_at":' + repr(round(finished_at, 6)) + ',"outcome":' + wire.dumps(outcome)
-        + ',"duration_ms":' + repr(round(duration_ms, 3)) + ',"queue":' + wire.dumps(job.queue)
-        + ',"class":' + wire.dumps(class_name) + ',"worker":' + wire.dumps(job.worker_id)
-        + ',"job_id":' + wire.dumps(job_id) + ',"error":' + wire.dumps(error)
-        + ',"payload_bytes":' + str(len(raw)) + ',"payload":' + payload + "}"
-    )
-    return HistoryWrite(
-        record=record, score=finished_at, class_key=keys.history_class(class_name),
-        id_key=keys.history_id(job_id) if job_id else "",
-        cutoff=finished_at - settings.retention, max_records=settings.max_records,
-        id_ttl=max(1, int(settings.retention)),
-    )
+_OUTCOMES = {name: wire.dumps(name) for name in
+             ("success", "failure", "skipped", "retried", "timeout")}
+# Records a process holds while Redis cannot take them; beyond this the oldest are dropped.
+BUFFER_LIMIT = 20_000
+
+
+class PendingRecord(NamedTuple):
+    """A record waiting in a process's buffer, and where it goes."""
+
+    record: str
+    score: float  # finished at, epoch seconds
+    class_key: str
+    id_key: str  # "" when the job has no id
+
+
+class HistoryRecorder:
+    """Builds one slot's history records (cheaply: the per-job Python cost is a few µs)."""
+
+    def __init__(self, keys: wire.Keys, worker_id: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.keys = keys
+        self.clock = clock
+        self._worker_json = wire.dumps(worker_id)
+        self._json: dict[str, str] = {}
+        self._class_keys: dict[str, str] = {}
+
+    def _cached_json(self, text: str) -> str:
+        encoded = self._json.get(text)
+        if encoded is None:
+            if len(self._json) > 10_000:  # a flood of class names must not grow it for ever
+                self._json.clear()
+            encoded = self._json[text] = wire.dumps(text)
+        return encoded
+
+    def record(self, job: Job, outcome: str, duration_ms: float,
+               error: Optional[str]) -> PendingRecord:
+        """The record of a finished job."""
+        finished_at = self.clock()
+        class_name, job_id = job_identity(job)
+        raw = job.raw
+        payload = raw.decode("utf-8") if job.payload is not None and \
+            len(raw) <= MAX_PAYLOAD_IN_RECORD else "null"
+        record = "".join((
+            '{"finished_at":', repr(round(finished_at, 6)),
+            ',"outcome":', _OUTCOMES.get(outcome) or wire.dumps(outcome),
+            ',"duration_ms":', repr(round(duration_ms, 3)),
+            ',"queue":', self._cached_json(job.queue),
+            ',"class":', self._cached_json(class_name),
+            ',"worker":', self._worker_json,
+            ',"job_id":', "null" if job_id is None else wire.dumps(job_id),
+            ',"error":', "null" if error is None else wire.dumps(error),
+            ',"payload_bytes":', str(len(raw)), ',"payload":', payload, "}",
+        ))
+        class_key = self._class_keys.get(class_name)
+        if class_key is None:
+            if len(self._class_keys) > 10_000:
+                self._class_keys.clear()
+            class_key = self._class_keys[class_name] = self.keys.history_class(class_name)
+        return PendingRecord(record, finished_at, class_key,
+                             self.keys.history_id(job_id) if job_id else "")
+
+
+class HistoryBuffer:
+    """A process's records on their way to Redis (slots add, housekeeping writes)."""
+
+    def __init__(self, keys: wire.Keys, settings: HistorySettings,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.keys = keys
+        self.settings = settings
+        self.clock = clock
+        self._pending: deque[PendingRecord] = deque(maxlen=BUFFER_LIMIT)
+
+    def add(self, record: PendingRecord) -> None:
+        self._pending.append(record)  # thread-safe: deque appends are atomic
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def write(self, conn: redis.Redis) -> int:
+        """Write every buffered record in one pipeline, then trim; returns how many.
+
+        On a Redis error the records go back to the buffer and the error is raised.
+        """
+        batch: list[PendingRecord] = []
+        while True:
+            try:
+                batch.append(self._pending.popleft())
+            except IndexError:
+                break
+        if not batch:
+            return 0
+        try:
+            self._send(conn, batch)
+        except Exception:
+            self._pending.extendleft(reversed(batch))
+            raise
+        return len(batch)
+
+    def _send(self, conn: redis.Redis, batch: list[PendingRecord]) -> None:
+        settings, keys = self.settings, self.keys
+        cutoff = f"({self.clock() - settings.retention!r}"
+        ttl = max(1, int(settings.retention))
+        cap = settings.max_records
+        by_class: dict[str, dict[str, float]] = {}
+        by_id: dict[str, list[str]] = {}
+        for item in batch:
+            by_class.setdefault(item.class_key, {})[item.record] = item.score
+            if item.id_key:
+                by_id.setdefault(item.id_key, []).append(item.record)
+        pipe = conn.pipeline(transaction=False)
+        for key, members in [(keys.history, {i.record: i.score for i in batch}),
+                             *by_class.items()]:
+            pipe.zadd(key, members)
+            pipe.zremrangebyscore(key, "-inf", cutoff)
+            pipe.zremrangebyrank(key, 0, -cap - 1)
+            if key != keys.history:
+                # A class that stops running leaves no index behind once it is out of date.
+                pipe.expire(key, ttl)
+        for key, records in by_id.items():
+            pipe.lpush(key, *records)
+            pipe.ltrim(key, 0, 24)
+            pipe.expire(key, ttl)
+        pipe.execute()
 
 
 class History:

@@ -28,7 +28,7 @@ from .connection import connect, describe, redact_url, resolve_url
 from .doorbell import Doorbell
 from .failure import DIRTY_EXIT
 from .fetch import REDIS_ERRORS, Claimer, Finish
-from .history import HistorySettings
+from .history import HistoryBuffer, HistorySettings
 from .log import logger
 from .metrics import NULL_METRICS, Metrics
 from .periodic import PeriodicEnqueuer
@@ -125,8 +125,8 @@ class WorkerProcess:
             PeriodicEnqueuer(self.conn, self.keys, registry, grace=config.periodic_grace,
                              lock_value=self.worker_ids[0]) if config.periodic else None)
         self.doorbell = Doorbell(sleeper_poll=max(config.interval, 0.1) if config.interval else 1.0)
-        self.history: Optional[HistorySettings] = (
-            HistorySettings(config.history, config.history_max)
+        self.history: Optional[HistoryBuffer] = (
+            HistoryBuffer(self.keys, HistorySettings(config.history, config.history_max))
             if config.history is not None else None)
         self.pruner = Pruner(
             self.conn, self.keys, self.worker_ids[0], spec.id_queues, self.hostname,
@@ -341,6 +341,8 @@ class WorkerProcess:
                 for slot in self.slots:
                     slot.interrupt_if_overdue(now)
                 self._update_title()
+                if self.history is not None:
+                    self.history.write(self.conn)
                 if now >= next_second:
                     next_second = now + 1.0
                     self._check_memory()
@@ -412,9 +414,20 @@ class WorkerProcess:
                 if slot not in abandoned:  # an abandoned slot is still inside job code
                     slot.join(timeout=1.0)
             self._retrying(self._unregister)
+            self._write_history()
             if self._scheduler_thread is not None:
                 self._scheduler_thread.join(timeout=2.0)  # it releases the master lock
         logger.info("worker stopped", extra={"workers": self.worker_ids[0]})
+
+    def _write_history(self) -> None:
+        """Write the last buffered history records at a clean stop (best effort)."""
+        if self.history is None or not len(self.history):
+            return
+        try:
+            self.history.write(self.conn)
+        except REDIS_ERRORS as exc:
+            logger.warning("history records not written", extra={
+                "records": len(self.history), "error": str(exc)})
 
     def _unregister(self) -> None:
         """Unregister every slot; a job still in a worker key here was claimed but never

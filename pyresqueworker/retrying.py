@@ -112,12 +112,13 @@ class Retrier:
 
     # -- after a failure ------------------------------------------------------------------
 
-    def settle(self, job: Job, failure: Finish, now: Optional[float] = None) -> Finish:
+    def settle(self, job: Job, failure: Finish,
+               now: Optional[float] = None) -> Optional[Finish]:
         """Retry a failed job if its policy allows; returns the completion still to send.
 
-        ``Finish("4")`` when the retry was scheduled (the job is completed already: only its
-        history record is left to write), or the failure with its attempt count and the
-        counter's removal when the job is out of attempts. Without a policy, ``failure``.
+        ``None`` when the retry was scheduled (the job is completed already), or the failure
+        with its attempt count and the counter's removal when the job is out of attempts.
+        Without a policy, ``failure``.
         """
         policy = self.policy(job)
         key = self.counter_key(job)
@@ -134,7 +135,7 @@ class Retrier:
             logger.info("job failed, retry scheduled", extra={
                 "class": job.class_name, "retry": attempt + 1, "of": policy.max,
                 "delay_s": round(delay, 3), "worker": self.worker_id})
-        return Finish("4")
+        return None
 
     def _schedule(self, job: Job, failure: Finish, key: str, delay: float, now: float) -> None:
         payload = job.payload

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from . import wire
 from .failure import exception_message, exception_name, ruby_backtrace
 from .fetch import NO_FINISH, PAUSED, REDIS_ERRORS, SUCCESS, Claimed, Claimer, Finish
-from .history import history_write
+from .history import HistoryRecorder
 from .isolation import JobResult, JobTimeout, run_forked
 from .job import Job, JobCall
 from .log import logger
@@ -57,6 +57,8 @@ class Slot(threading.Thread):
         self.conn = process.new_connection()
         self.claimer = Claimer(self.conn, process.keys, worker_id)
         self.retrier = Retrier(self.conn, process.keys, process.registry, worker_id)
+        self.history = (HistoryRecorder(process.keys, worker_id)
+                        if process.history is not None else None)
         self.lock = threading.Lock()
         self.state = _IDLE
         self.job: Optional[Job] = None
@@ -178,12 +180,10 @@ class Slot(threading.Thread):
             self.state = _FINISHING
         finish, outcome = result.finish, result.outcome
         if result.retryable and finish.mode == "2":
-            finish = self._retry_or_fail(job, finish)
-            if finish.mode == "4":
-                outcome = "retried"
-        if process.history is not None:
-            finish = finish._replace(history=history_write(
-                process.keys, process.history, job, outcome, duration_ms, result.error))
+            settled = self._retry_or_fail(job, finish)
+            finish, outcome = (NO_FINISH, "retried") if settled is None else (settled, outcome)
+        if self.history is not None and process.history is not None:
+            process.history.add(self.history.record(job, outcome, duration_ms, result.error))
         process.metrics.job_finished(job, outcome, duration_ms / 1000.0)
         if logger.isEnabledFor(logging.INFO):
             extra = {"worker": self.worker_id, "queue": job.queue, "class": job.class_name,
@@ -196,7 +196,7 @@ class Slot(threading.Thread):
         process.job_finished(self)
         return finish
 
-    def _retry_or_fail(self, job: Job, failure: Finish) -> Finish:
+    def _retry_or_fail(self, job: Job, failure: Finish) -> Optional[Finish]:
         """Schedule a retry if the job's policy allows (see :mod:`.retrying`)."""
         try:
             return self.retrier.settle(job, failure)

@@ -1,19 +1,26 @@
-"""Job history (``--history``): written with each completion, read by id, class and time."""
+"""Job history (``--history``): buffered by workers, written in batches, read by id, class, time."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import redis
 from worker_helpers import wait_failures, wait_ran, wait_until
 
 from pyresqueworker import Client
-from pyresqueworker.fetch import NO_FINISH, Claimed, Claimer, Finish
-from pyresqueworker.history import History, HistorySettings, history_write, parse_duration
+from pyresqueworker.history import (
+    History,
+    HistoryBuffer,
+    HistoryRecorder,
+    HistorySettings,
+    PendingRecord,
+    parse_duration,
+)
 from pyresqueworker.job import Job
 from pyresqueworker.wire import Keys
 
 KEYS = Keys()
-RUN_AT = "2026/11/23 10:00:00 UTC"
 
 
 def test_durations_parse_and_bad_ones_are_refused() -> None:
@@ -26,35 +33,48 @@ def test_durations_parse_and_bad_ones_are_refused() -> None:
             parse_duration(bad)
 
 
-def _finish_one(r: redis.Redis, claimer: Claimer, raw: bytes, now: float,
-                settings: HistorySettings, outcome: str = "success") -> None:
-    r.rpush("resque:queue:jobs", raw)
-    claimed = claimer.claim(["jobs"], NO_FINISH, RUN_AT)
-    assert isinstance(claimed, Claimed)
-    job = Job(queue="jobs", raw=claimed.raw, worker_id=claimer.worker_id)
-    import json
-
-    job.payload = json.loads(claimed.raw)
-    write = history_write(KEYS, settings, job, outcome, 1.5, None, now=now)
-    claimer.claim([], Finish("1", history=write), "")
+def _record(class_name: str, args: list[int], now: float) -> PendingRecord:
+    raw = json.dumps({"class": class_name, "args": args}, separators=(",", ":")).encode()
+    job = Job(queue="jobs", raw=raw, worker_id="h:1:jobs")
+    job.payload = json.loads(raw)
+    return HistoryRecorder(KEYS, "h:1:jobs", clock=lambda: now).record(job, "success", 1.5, None)
 
 
-def test_retention_and_size_cap_drop_the_oldest_records(r: redis.Redis) -> None:
-    claimer = Claimer(r, KEYS, "h:1:jobs")
-    settings = HistorySettings(retention=100, max_records=3)
+def test_a_buffer_writes_in_one_go_and_drops_what_is_out_of_retention_or_cap(
+    r: redis.Redis,
+) -> None:
+    clock = [1000.0]
+    buffer = HistoryBuffer(KEYS, HistorySettings(retention=100, max_records=3),
+                           clock=lambda: clock[0])
     for i in range(5):
-        _finish_one(r, claimer, b'{"class":"A","args":[%d]}' % i, 1000.0 + i, settings)
+        buffer.add(_record("A", [i], 1000.0 + i))
+    assert buffer.write(r) == 5 and len(buffer) == 0
     history = History(r, KEYS)
     assert [rec.args for rec in history.recent()] == [[4], [3], [2]]  # the cap of 3
-    _finish_one(r, claimer, b'{"class":"B","args":[9]}', 1103.5, settings)
+    clock[0] = 1103.5
+    buffer.add(_record("B", [9], 1103.5))
+    buffer.write(r)
     # Retention 100 s at t=1103.5 drops everything before 1003.5.
     assert [rec.args for rec in history.recent()] == [[9], [4]]
-    # A class's own index is trimmed when that class finishes again (and expires with the
+    # A class's own index is trimmed when that class is written again (and expires with the
     # retention after its last record).
-    _finish_one(r, claimer, b'{"class":"A","args":[5]}', 1104.0, settings)
+    assert [rec.args for rec in history.recent(class_name="A")] == [[4], [3], [2]]
+    buffer.add(_record("A", [5], 1104.0))
+    buffer.write(r)
     assert [rec.args for rec in history.recent(class_name="A")] == [[5], [4]]
     assert history.classes() == ["A", "B"]
     assert 0 < r.ttl(KEYS.history_class("A")) <= 100
+    assert history.recent(1, before=1104.0)[0].args == [9]
+
+
+def test_records_wait_in_the_buffer_while_redis_is_away(r: redis.Redis) -> None:
+    buffer = HistoryBuffer(KEYS, HistorySettings(), clock=lambda: 1000.0)
+    buffer.add(_record("A", [1], 999.0))
+    broken = redis.Redis(port=1, socket_connect_timeout=0.2)
+    with pytest.raises(redis.ConnectionError):
+        buffer.write(broken)
+    assert len(buffer) == 1
+    assert buffer.write(r) == 1 and History(r, KEYS).count() == 1
 
 
 def test_a_worker_records_each_outcome_with_ids_and_classes(
