@@ -268,6 +268,7 @@ class Client:
         priority: Optional[int] = None,
         locale: str = "en",
         timezone: Optional[str] = None,
+        pipeline: Optional[redis.client.Pipeline] = None,
         **kwargs: Any,
     ) -> str:
         """Enqueue a job for Ruby ActiveJob's Resque adapter (spec §16); returns its job id.
@@ -275,7 +276,8 @@ class Client:
         ``args``/``kwargs`` become ``perform(*args, **kwargs)`` arguments of ``job_class``
         (see :func:`activejob.serialize_arguments` for the Python types it accepts). The
         payload has Rails 7.1+'s shape (``enqueued_at`` with nanoseconds, ``scheduled_at``),
-        which Rails 6.1 and 7.0 also run: they ignore the extra key.
+        which Rails 6.1 and 7.0 also run: they ignore the extra key. ``pipeline``: see
+        :meth:`enqueue_to`.
         """
         from .activejob import JOB_WRAPPER, job_data, serialize_arguments
 
@@ -291,7 +293,7 @@ class Client:
             locale=locale,
             timezone=timezone,
         )
-        self.enqueue_to(queue, JOB_WRAPPER, data)
+        self.enqueue_to(queue, JOB_WRAPPER, data, pipeline=pipeline)
         return job_id
 
     @staticmethod

@@ -256,3 +256,13 @@ def test_enqueue_many_joins_the_callers_transaction_or_nothing_is_queued(
         assert r.llen("resque:queue:jobs") == 0  # nothing sent before execute
         pipe.execute()
     assert r.llen("resque:queue:jobs") == 5 and r.get("import:1") == b"done"
+
+
+def test_active_job_enqueue_joins_the_callers_transaction(r: redis.Redis) -> None:
+    client = Client(r)
+    with r.pipeline(transaction=True) as pipe:
+        job_id = client.enqueue_active_job("HelloJob", 1, queue="default", pipeline=pipe)
+        assert r.llen("resque:queue:default") == 0
+        pipe.execute()
+    [raw] = r.lrange("resque:queue:default", 0, -1)
+    assert json.loads(raw)["args"][0]["job_id"] == job_id
