@@ -1,9 +1,8 @@
-"""One worker process: its slots, registration, heartbeat, pruning, signals and shutdown.
+"""One worker process: its slots, registration, signals and shutdown.
 
 Startup follows Ruby's order (spec §7.2): title ``resque: Starting``, signal handlers, clear
-and write the heartbeat, prune dead workers, register. One housekeeping thread then writes the
-heartbeat of every slot in one pipeline (Redis ``TIME``), re-registers slots a Ruby prune
-removed, prunes periodically and keeps the process title current.
+and write the heartbeat, prune dead workers, register. The housekeeping thread
+(:mod:`pyresqueworker.housekeeping`) then keeps heartbeats, prunes and titles going.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import os
 import random
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Coroutine
@@ -22,13 +20,13 @@ from typing import Any, Callable, Optional, TypeVar
 import redis
 
 from . import wire
-from ._version import __version__
 from .config import WorkerConfig
 from .connection import connect, describe, redact_url, resolve_url
 from .doorbell import Doorbell
 from .failure import DIRTY_EXIT
 from .fetch import REDIS_ERRORS, Claimer, Finish
 from .history import HistoryBuffer, HistorySettings
+from .housekeeping import Housekeeper, set_proctitle
 from .log import logger
 from .metrics import NULL_METRICS, Metrics
 from .periodic import PeriodicEnqueuer
@@ -44,21 +42,6 @@ __all__ = ["WorkerError", "WorkerProcess"]
 _QUEUE_REFRESH = 1.0  # seconds a dynamic (glob) queue list is cached
 
 
-_WATCHDOG_TICK = 0.25  # seconds between checks for overdue jobs
-
-
-def resident_memory_mb() -> Optional[float]:
-    """This process's resident set size, from /proc (Linux) or getrusage's peak elsewhere."""
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return float(peak) / (2**20 if sys.platform == "darwin" else 2**10)
-
-
 def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -69,18 +52,6 @@ def _kill(pid: int) -> None:
 class WorkerError(RuntimeError):
     """The worker cannot start or stop cleanly (Redis unreachable...); the message is one safe
     line for the command line: no traceback, no credentials."""
-
-
-def set_proctitle(text: str) -> None:
-    try:
-        import setproctitle
-
-        title = os.environ.get("RESQUE_PROCLINE_PREFIX", "") + text
-        # The title carries a payload's class name, which may hold a NUL: setproctitle would
-        # raise on it, outside the job's try, and kill the slot.
-        setproctitle.setproctitle(title.replace("\0", "\\0"))
-    except ImportError:  # optional at runtime; Ruby's same-host prune then sees no title
-        pass
 
 
 class WorkerProcess:
@@ -118,7 +89,6 @@ class WorkerProcess:
             None if spec.dynamic or spec.weighted else [q for q, _ in self._expanded])
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_lock = threading.Lock()
-        self._title = ""
         self._scheduler_thread: Optional[threading.Thread] = None
         # Built here, so a bad cron declaration stops the start with one line.
         self.periodic: Optional[PeriodicEnqueuer] = (
@@ -128,6 +98,7 @@ class WorkerProcess:
         self.history: Optional[HistoryBuffer] = (
             HistoryBuffer(self.keys, HistorySettings(config.history, config.history_max))
             if config.history is not None else None)
+        self.housekeeper = Housekeeper(self)
         self.pruner = Pruner(
             self.conn, self.keys, self.worker_ids[0], spec.id_queues, self.hostname,
             config.prune_after, max(1, int(config.heartbeat_interval)), config.on_dead_worker,
@@ -198,9 +169,9 @@ class WorkerProcess:
         """Start, work until stopped, shut down cleanly. Returns the exit code."""
         set_proctitle("resque: Starting")
         self._install_signals()
-        self._heartbeat(first=True)
-        self._prune()
-        self._register(self.worker_ids)
+        self.housekeeper.heartbeat(first=True)
+        self.housekeeper.prune()
+        self.register(self.worker_ids)
         self._publish_concurrency_caps()
         logger.info("worker started", extra={
             "workers": self.worker_ids[0] + (f" (+{len(self.worker_ids) - 1} slots)"
@@ -210,10 +181,10 @@ class WorkerProcess:
         self.slots = [Slot(self, i, wid) for i, wid in enumerate(self.worker_ids)]
         for slot in self.slots:
             slot.start()
-        self._update_title()
+        self.housekeeper.update_title()
         if self.config.scheduler:
             self._start_scheduler()
-        housekeeping = threading.Thread(target=self._housekeeping, name="housekeeping",
+        housekeeping = threading.Thread(target=self.housekeeper.run, name="housekeeping",
                                         daemon=True)
         housekeeping.start()
         while any(s.is_alive() for s in self.slots) and not self.stopping.is_set():
@@ -278,7 +249,7 @@ class WorkerProcess:
 
     # -- registration, heartbeat, prune -------------------------------------------------------
 
-    def _register(self, worker_ids: list[str]) -> None:
+    def register(self, worker_ids: list[str]) -> None:
         started = wire.started_at()
         with self.conn.pipeline(transaction=False) as pipe:
             for wid in worker_ids:
@@ -302,98 +273,6 @@ class WorkerProcess:
             if uncapped:
                 pipe.hdel(self.keys.concurrency_caps, *uncapped)
             pipe.execute()
-
-    def _heartbeat(self, first: bool = False) -> None:
-        beat = wire.heartbeat_value(int(self.conn.time()[0]))
-        with self.conn.pipeline(transaction=False) as pipe:
-            if first:
-                pipe.hdel(self.keys.heartbeats, *self.worker_ids)
-            pipe.hset(self.keys.heartbeats, mapping=dict.fromkeys(self.worker_ids, beat))
-            pipe.execute()
-
-    def _reregister_missing(self) -> None:
-        present = self.conn.smismember(self.keys.workers, self.worker_ids)
-        missing = [wid for wid, here in zip(self.worker_ids, present) if not here]
-        if missing and not self.stopping.is_set():
-            logger.warning("re-registering slots removed by another worker's prune",
-                           extra={"workers": ",".join(missing)})
-            self._register(missing)
-
-    def _prune(self) -> None:
-        try:
-            outcomes = list(self.pruner.prune().values())
-            for how in ("requeued", "failed"):
-                self.metrics.recovered(outcomes.count(how), how)
-        except REDIS_ERRORS:
-            raise
-        except Exception as exc:  # a prune must never take the worker down
-            logger.error("prune failed", extra={"error": repr(exc)})
-
-    def _housekeeping(self) -> None:
-        interval = self.config.heartbeat_interval
-        next_beat = time.monotonic() + interval
-        next_prune = time.monotonic() + interval
-        backoff = Backoff(base=0.5, cap=min(interval, 30.0))
-        next_second = time.monotonic()
-        while not self.stopping.wait(min(_WATCHDOG_TICK, interval)):
-            try:
-                now = time.monotonic()
-                for slot in self.slots:
-                    slot.interrupt_if_overdue(now)
-                self._update_title()
-                if self.history is not None:
-                    self.history.write(self.conn)
-                if now >= next_second:
-                    next_second = now + 1.0
-                    self._check_memory()
-                    if self.periodic is not None:  # cron firings, once a second per process
-                        self.periodic.tick()
-                if now >= next_beat:
-                    self._heartbeat()
-                    self._reregister_missing()
-                    next_beat = now + interval
-                if now >= next_prune:
-                    self._prune()
-                    next_prune = now + interval
-                if backoff.failures:
-                    self.metrics.reconnected()
-                backoff.reset()
-            except REDIS_ERRORS as exc:
-                delay = backoff.next_delay()
-                logger.warning("heartbeat: redis unavailable, retrying",
-                               extra={"error": str(exc), "retry_in_s": round(delay, 2)})
-                next_beat = time.monotonic() + delay
-            except Exception as exc:  # the heartbeat must never die while the worker lives
-                logger.error("housekeeping error", extra={"error": repr(exc)})
-
-    def _check_memory(self) -> None:
-        limit = self.config.max_memory_mb
-        if limit is None:
-            return
-        rss_mb = resident_memory_mb()
-        if rss_mb is not None and rss_mb > limit:
-            self.recycle(f"resident memory {rss_mb:.0f} MB is over --max-memory {limit:g} MB")
-
-    def _update_title(self) -> None:
-        """Resque's procline, kept by the housekeeping thread (not per job: a title is a
-        syscall, and a lag of a quarter second is invisible to ``ps`` readers)."""
-        queues = ",".join(self.config.queues.id_queues)
-        busy = [s for s in self.slots if s.job is not None]
-        paused = self.paused.is_set() or all(s.status == "paused" for s in self.slots)
-        if len(self.slots) == 1 and busy:
-            slot = busy[0]
-            job = slot.job
-            text = (f"Processing {job.queue} since {int(slot.job_started)} "
-                    f"[{job.class_name or '?'}]") if job else f"Waiting for {queues}"
-        elif busy:
-            text = f"Processing {len(busy)} of {len(self.slots)} slots [{queues}]"
-        elif paused:
-            text = "Paused"
-        else:
-            text = f"Waiting for {queues}"
-        if text != self._title:
-            self._title = text
-            set_proctitle(f"resque-{__version__}: {text}")
 
     # -- shutdown ---------------------------------------------------------------------------
 

@@ -75,7 +75,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until every child has exited after a stop signal (or on its own, 0)."""
-        from .process import set_proctitle
+        from .housekeeping import set_proctitle
 
         set_proctitle(f"pyresque-supervisor: {self.count} workers {self.title}".rstrip())
         for sig in _FORWARDED:

@@ -1,0 +1,165 @@
+"""A worker process's housekeeping thread: heartbeats, prunes, titles, watchdog, memory.
+
+One thread per process, ticking every quarter second: it interrupts jobs past their timeout,
+keeps the process title current, writes buffered job history, fires cron schedules and checks
+memory once a second, writes the heartbeat of every slot in one pipeline (Redis ``TIME``),
+re-registers slots a Ruby prune removed, and prunes dead workers. It never dies while the
+worker lives: Redis outages back off, other errors are logged.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Optional
+
+from . import wire
+from ._version import __version__
+from .fetch import REDIS_ERRORS
+from .log import logger
+from .slot import Backoff
+
+if TYPE_CHECKING:
+    from .process import WorkerProcess
+
+__all__ = ["Housekeeper", "resident_memory_mb", "set_proctitle"]
+
+_WATCHDOG_TICK = 0.25  # seconds between checks for overdue jobs
+
+
+def resident_memory_mb() -> Optional[float]:
+    """This process's resident set size, from /proc (Linux) or getrusage's peak elsewhere."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return float(peak) / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+
+
+def set_proctitle(text: str) -> None:
+    try:
+        import setproctitle
+
+        title = os.environ.get("RESQUE_PROCLINE_PREFIX", "") + text
+        # The title carries a payload's class name, which may hold a NUL: setproctitle would
+        # raise on it, outside the job's try, and kill the slot.
+        setproctitle.setproctitle(title.replace("\0", "\\0"))
+    except ImportError:  # optional at runtime; Ruby's same-host prune then sees no title
+        pass
+
+
+class Housekeeper:
+    """The housekeeping of one :class:`~pyresqueworker.process.WorkerProcess`."""
+
+    def __init__(self, process: WorkerProcess) -> None:
+        self.process = process
+        self._title = ""
+
+    def heartbeat(self, first: bool = False) -> None:
+        """Every slot's heartbeat in one pipeline, from Redis ``TIME`` (Ruby's format)."""
+        p = self.process
+        beat = wire.heartbeat_value(int(p.conn.time()[0]))
+        with p.conn.pipeline(transaction=False) as pipe:
+            if first:
+                pipe.hdel(p.keys.heartbeats, *p.worker_ids)
+            pipe.hset(p.keys.heartbeats, mapping=dict.fromkeys(p.worker_ids, beat))
+            pipe.execute()
+
+    def reregister_missing(self) -> None:
+        """Register again the slots another worker's prune removed (Ruby compares pids)."""
+        p = self.process
+        present = p.conn.smismember(p.keys.workers, p.worker_ids)
+        missing = [wid for wid, here in zip(p.worker_ids, present) if not here]
+        if missing and not p.stopping.is_set():
+            logger.warning("re-registering slots removed by another worker's prune",
+                           extra={"workers": ",".join(missing)})
+            p.register(missing)
+
+    def prune(self) -> None:
+        """Prune dead workers; anything but a Redis outage is logged, never raised."""
+        p = self.process
+        try:
+            outcomes = list(p.pruner.prune().values())
+            for how in ("requeued", "failed"):
+                p.metrics.recovered(outcomes.count(how), how)
+        except REDIS_ERRORS:
+            raise
+        except Exception as exc:  # a prune must never take the worker down
+            logger.error("prune failed", extra={"error": repr(exc)})
+
+    def run(self) -> None:
+        """The thread's loop, until the process stops."""
+        p = self.process
+        interval = p.config.heartbeat_interval
+        next_beat = time.monotonic() + interval
+        next_prune = time.monotonic() + interval
+        backoff = Backoff(base=0.5, cap=min(interval, 30.0))
+        next_second = time.monotonic()
+        while not p.stopping.wait(min(_WATCHDOG_TICK, interval)):
+            try:
+                now = time.monotonic()
+                for slot in p.slots:
+                    slot.interrupt_if_overdue(now)
+                self.update_title()
+                if p.history is not None:
+                    p.history.write(p.conn)
+                if now >= next_second:
+                    next_second = now + 1.0
+                    self.check_memory()
+                    if p.periodic is not None:  # cron firings, once a second per process
+                        p.periodic.tick()
+                if now >= next_beat:
+                    self.heartbeat()
+                    self.reregister_missing()
+                    next_beat = now + interval
+                if now >= next_prune:
+                    self.prune()
+                    next_prune = now + interval
+                if backoff.failures:
+                    p.metrics.reconnected()
+                backoff.reset()
+            except REDIS_ERRORS as exc:
+                delay = backoff.next_delay()
+                logger.warning("heartbeat: redis unavailable, retrying",
+                               extra={"error": str(exc), "retry_in_s": round(delay, 2)})
+                next_beat = time.monotonic() + delay
+            except Exception as exc:  # the heartbeat must never die while the worker lives
+                logger.error("housekeeping error", extra={"error": repr(exc)})
+
+    def check_memory(self) -> None:
+        """``--max-memory``: recycle the process once its resident memory passes the limit."""
+        limit = self.process.config.max_memory_mb
+        if limit is None:
+            return
+        rss_mb = resident_memory_mb()
+        if rss_mb is not None and rss_mb > limit:
+            self.process.recycle(
+                f"resident memory {rss_mb:.0f} MB is over --max-memory {limit:g} MB")
+
+    def update_title(self) -> None:
+        """Resque's procline, kept by the housekeeping thread (not per job: a title is a
+        syscall, and a lag of a quarter second is invisible to ``ps`` readers)."""
+        p = self.process
+        queues = ",".join(p.config.queues.id_queues)
+        busy = [s for s in p.slots if s.job is not None]
+        paused = p.paused.is_set() or all(s.status == "paused" for s in p.slots)
+        if len(p.slots) == 1 and busy:
+            slot = busy[0]
+            job = slot.job
+            text = (f"Processing {job.queue} since {int(slot.job_started)} "
+                    f"[{job.class_name or '?'}]") if job else f"Waiting for {queues}"
+        elif busy:
+            text = f"Processing {len(busy)} of {len(p.slots)} slots [{queues}]"
+        elif paused:
+            text = "Paused"
+        else:
+            text = f"Waiting for {queues}"
+        if text != self._title:
+            self._title = text
+            set_proctitle(f"resque-{__version__}: {text}")
