@@ -76,14 +76,16 @@ class Client:
 
     def enqueue(self, class_name: str, *args: Any, queue: Optional[str] = None,
                 pipeline: Optional[redis.client.Pipeline] = None,
-                retry: Optional[Retry] = None) -> str:
+                retry: Optional[Retry] = None, job_id: Optional[str] = None) -> str:
         """``Resque.enqueue``: push a job to ``queue`` or to the class's registered queue.
 
         Returns the encoded queue item. Raises :class:`NoQueueError` when no queue is given
-        and ``queue_for`` knows none. ``pipeline`` and ``retry``: see :meth:`enqueue_to`.
+        and ``queue_for`` knows none. ``pipeline``, ``retry``, ``job_id``: see
+        :meth:`enqueue_to`.
         """
         queue = self.queue_or_raise(class_name, queue)
-        return self.enqueue_to(queue, class_name, *args, pipeline=pipeline, retry=retry)
+        return self.enqueue_to(queue, class_name, *args, pipeline=pipeline, retry=retry,
+                               job_id=job_id)
 
     def queue_or_raise(self, class_name: str, queue: Optional[str]) -> str:
         """``queue``, else the class's registered queue; :class:`NoQueueError` if neither."""
@@ -98,7 +100,7 @@ class Client:
 
     def enqueue_to(self, queue: str, class_name: str, *args: Any,
                    pipeline: Optional[redis.client.Pipeline] = None,
-                   retry: Optional[Retry] = None) -> str:
+                   retry: Optional[Retry] = None, job_id: Optional[str] = None) -> str:
         """``Resque.enqueue_to``: ``SADD queues <q>`` then ``RPUSH queue:<q>``.
 
         Ruby sends the two as a pipeline; here they are one script call, which writes the same
@@ -110,12 +112,17 @@ class Client:
         writes when the caller executes it, or not at all.
 
         ``retry`` overrides the handler's retry policy for this job (named backoffs only): it
-        travels in the payload as a ``"retry"`` field, which Ruby workers ignore.
+        travels in the payload as a ``"retry"`` field, which Ruby workers ignore. ``job_id``
+        is stored as the payload's ``"id"``, by which job history finds the job's runs.
         """
         self.validate(queue, class_name)
         item = wire.encode_job(class_name, args)
+        extra: dict[str, Any] = {}
+        if job_id is not None:
+            extra["id"] = job_id
         if retry is not None:
-            item = item[:-1] + ',"retry":' + wire.dumps(retry.to_json()) + "}"
+            extra["retry"] = retry.to_json()
+        item = wire.with_fields(item, extra)
         if pipeline is not None:
             pipeline.sadd(self.keys.queues, queue)
             pipeline.rpush(self.keys.queue(queue), item)

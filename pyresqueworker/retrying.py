@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import redis
 
@@ -58,7 +58,7 @@ return 1
 
 def with_attempts(entry: str, attempts: int) -> str:
     """A failure entry with ``"attempts"`` appended (Ruby and resque-web ignore the field)."""
-    return entry[:-1] + ',"attempts":' + str(attempts) + "}" if entry.endswith("}") else entry
+    return wire.with_fields(entry, {"attempts": attempts}) if entry.endswith("}") else entry
 
 
 class Retrier:
@@ -145,10 +145,10 @@ class Retrier:
         due = int(now + delay)
         immediate = delay <= 0 or due <= int(now)
         if immediate:  # resque-retry: no delay means Resque.enqueue_to, not the scheduler
-            item = _with_extras(wire.encode_job(class_name, args), extras)
+            item = wire.with_fields(wire.encode_job(class_name, args), extras)
             timestamp = 0
         else:
-            item = _with_extras(wire.encode_delayed_item(class_name, args, queue), extras)
+            item = wire.with_fields(wire.encode_delayed_item(class_name, args, queue), extras)
             timestamp = due
         keys = self.keys
         wid = self.worker_id
@@ -161,13 +161,6 @@ class Retrier:
             keys.queues, keys.queue(queue),
         ], [wid, item, timestamp, _retry_failure_entry(failure.entry, now),
             max(60, int(2 * delay)), keys.delayed_member(timestamp), queue])
-
-
-def _with_extras(encoded: str, extras: dict[str, Any]) -> str:
-    """Append the payload's own extra fields (a per-enqueue retry override, an id, ...)."""
-    if not extras:
-        return encoded
-    return encoded[:-1] + "," + wire.dumps(extras)[1:]
 
 
 def _retry_failure_entry(entry: str, now: float) -> str:

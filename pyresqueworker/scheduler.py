@@ -213,8 +213,7 @@ class Scheduler:
             # Fields beyond Ruby's (a unique_key, a retry override) travel on to the job;
             # Ruby's scheduler drops them, see the README.
             extras = {k: v for k, v in item.items() if k not in ("class", "args", "queue")}
-            if extras:
-                payload = payload[:-1] + "," + wire.dumps(extras)[1:]
+            payload = wire.with_fields(payload, extras)
         except ValueError as exc:  # DecodeError is a ValueError
             _log.error(
                 "dropping delayed item: %s", exc,

@@ -45,7 +45,7 @@ def unique_digest(class_name: str, args: Any, by_key: Any = None, *, keyed: bool
 
 def with_unique_key(encoded: str, digest: str) -> str:
     """The encoded job or delayed item with ``"unique_key"`` as its last field."""
-    return encoded[:-1] + ',"unique_key":"' + digest + '"}'
+    return wire.with_fields(encoded, {"unique_key": digest})
 
 
 class UniqueJobs:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
@@ -30,6 +30,7 @@ __all__ = [
     "parse_time",
     "run_at",
     "started_at",
+    "with_fields",
     "worker_value",
 ]
 
@@ -265,6 +266,14 @@ def loads(data: bytes | str) -> Any:
 def encode_job(class_name: str, args: Sequence[Any]) -> str:
     """A queue item, ``{"class":...,"args":[...]}``, as ``Resque.enqueue_to`` writes it."""
     return dumps({"class": class_name, "args": list(args)})
+
+
+def with_fields(encoded: str, fields: Mapping[str, Any]) -> str:
+    """An encoded JSON object with ``fields`` appended after its own, byte for byte otherwise
+    (fields Ruby does not know, such as ``unique_key`` or ``retry``, go last)."""
+    if not fields:
+        return encoded
+    return encoded[:-1] + "," + dumps(dict(fields))[1:]
 
 
 def encode_delayed_item(class_name: str, args: Sequence[Any], queue: str) -> str:

@@ -81,7 +81,8 @@ def test_a_worker_records_each_outcome_with_ids_and_classes(
     r: redis.Redis, spawn_worker: object
 ) -> None:
     client = Client(r)
-    r.rpush("resque:queue:jobs", b'{"class":"WithId","args":[1],"id":"order-42"}')
+    item = client.enqueue_to("jobs", "WithId", 1, job_id="order-42")
+    assert item == '{"class":"WithId","args":[1],"id":"order-42"}'  # the id the enqueuer chose
     client.enqueue_to("jobs", "Boom", "bad")
     job_id = client.enqueue_active_job("ExportJob", 5, queue="jobs")
     client.enqueue_to("jobs", "Flaky", "h1", 2)
