@@ -1,12 +1,12 @@
 """Job history: what ran, when, how it ended and how long it took (``pyresque-work --history``).
 
-Each finished job becomes one JSON record. A slot only builds the record (a few µs) and puts it
-in its process's buffer; the housekeeping thread writes the buffer every quarter second in one
-pipeline: a sorted set by finish time, a sorted set per class, and, when the payload carries an
-id (ActiveJob's ``job_id``, or a top-level ``"id"``), a short list per id. Records older than the
-retention, or beyond the size cap, are dropped at each write; per-class and per-id keys expire
-with the retention. History is best-effort: records still in the buffer when a process is
-killed with ``kill -9`` are lost (a clean stop writes them).
+Each finished job becomes one JSON record. A slot only notes the finished job in its
+process's buffer; the housekeeping thread builds the records and writes them every quarter
+second in one pipeline: a sorted set by finish time, a sorted set per class, and, when the
+payload carries an id (ActiveJob's ``job_id``, or a top-level ``"id"``), a short list per id.
+Records older than the retention, or beyond the size cap, are dropped at each write; per-class
+and per-id keys expire with the retention. History is best-effort: records still in the buffer
+when a process is killed with ``kill -9`` are lost (a clean stop writes them).
 """
 
 from __future__ import annotations
@@ -25,8 +25,14 @@ from .activejob import JOB_WRAPPER
 from .job import Job
 
 __all__ = [
-    "History", "HistoryBuffer", "HistoryRecord", "HistoryRecorder", "HistorySettings",
-    "PendingRecord", "parse_duration",
+    "Finished",
+    "History",
+    "HistoryBuffer",
+    "HistoryRecord",
+    "HistoryRecorder",
+    "HistorySettings",
+    "PendingRecord",
+    "parse_duration",
 ]
 
 # Payloads up to this size are kept whole in their record; larger ones only by size.
@@ -121,7 +127,7 @@ BUFFER_LIMIT = 20_000
 
 
 class PendingRecord(NamedTuple):
-    """A record waiting in a process's buffer, and where it goes."""
+    """A record ready to write, and where it goes."""
 
     record: str
     score: float  # finished at, epoch seconds
@@ -129,14 +135,21 @@ class PendingRecord(NamedTuple):
     id_key: str  # "" when the job has no id
 
 
-class HistoryRecorder:
-    """Builds one slot's history records (cheaply: the per-job Python cost is a few µs)."""
+class Finished(NamedTuple):
+    """What a slot leaves in the buffer: the record is built later, off the job's path."""
 
-    def __init__(self, keys: wire.Keys, worker_id: str,
-                 clock: Callable[[], float] = time.time) -> None:
+    job: Job
+    outcome: str
+    duration_ms: float
+    error: Optional[str]
+    finished_at: float
+
+
+class HistoryRecorder:
+    """Builds history records, caching the JSON of names it has seen."""
+
+    def __init__(self, keys: wire.Keys) -> None:
         self.keys = keys
-        self.clock = clock
-        self._worker_json = wire.dumps(worker_id)
         self._json: dict[str, str] = {}
         self._class_keys: dict[str, str] = {}
 
@@ -148,10 +161,9 @@ class HistoryRecorder:
             encoded = self._json[text] = wire.dumps(text)
         return encoded
 
-    def record(self, job: Job, outcome: str, duration_ms: float,
-               error: Optional[str]) -> PendingRecord:
+    def record(self, job: Job, outcome: str, duration_ms: float, error: Optional[str],
+               finished_at: float) -> PendingRecord:
         """The record of a finished job."""
-        finished_at = self.clock()
         class_name, job_id = job_identity(job)
         raw = job.raw
         payload = raw.decode("utf-8") if job.payload is not None and \
@@ -162,7 +174,7 @@ class HistoryRecorder:
             ',"duration_ms":', repr(round(duration_ms, 3)),
             ',"queue":', self._cached_json(job.queue),
             ',"class":', self._cached_json(class_name),
-            ',"worker":', self._worker_json,
+            ',"worker":', self._cached_json(job.worker_id),
             ',"job_id":', "null" if job_id is None else wire.dumps(job_id),
             ',"error":', "null" if error is None else wire.dumps(error),
             ',"payload_bytes":', str(len(raw)), ',"payload":', payload, "}",
@@ -177,17 +189,25 @@ class HistoryRecorder:
 
 
 class HistoryBuffer:
-    """A process's records on their way to Redis (slots add, housekeeping writes)."""
+    r"""A process's finished jobs on their way to Redis.
+
+    Slots :meth:`add` (a tuple append, well under a microsecond); the housekeeping thread
+    :meth:`write`\ s, building the records there, off the jobs' path.
+    """
 
     def __init__(self, keys: wire.Keys, settings: HistorySettings,
                  clock: Callable[[], float] = time.time) -> None:
         self.keys = keys
         self.settings = settings
         self.clock = clock
-        self._pending: deque[PendingRecord] = deque(maxlen=BUFFER_LIMIT)
+        self.recorder = HistoryRecorder(keys)
+        self._pending: deque[Finished] = deque(maxlen=BUFFER_LIMIT)
 
-    def add(self, record: PendingRecord) -> None:
-        self._pending.append(record)  # thread-safe: deque appends are atomic
+    def add(self, job: Job, outcome: str, duration_ms: float, error: Optional[str],
+            finished_at: Optional[float] = None) -> None:
+        """Note a finished job (thread-safe: deque appends are atomic)."""
+        self._pending.append(Finished(job, outcome, duration_ms, error,
+                                      self.clock() if finished_at is None else finished_at))
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -195,9 +215,9 @@ class HistoryBuffer:
     def write(self, conn: redis.Redis) -> int:
         """Write every buffered record in one pipeline, then trim; returns how many.
 
-        On a Redis error the records go back to the buffer and the error is raised.
+        On a Redis error the jobs go back to the buffer and the error is raised.
         """
-        batch: list[PendingRecord] = []
+        batch: list[Finished] = []
         while True:
             try:
                 batch.append(self._pending.popleft())
@@ -205,8 +225,15 @@ class HistoryBuffer:
                 break
         if not batch:
             return 0
+        records = []
+        for n, item in enumerate(batch, 1):
+            records.append(self.recorder.record(*item))
+            if n % 64 == 0:
+                # Let a slot whose Redis reply has arrived take the GIL now rather than after
+                # the interpreter's 5 ms switch interval: this thread must not slow the jobs.
+                time.sleep(0)
         try:
-            self._send(conn, batch)
+            self._send(conn, records)
         except Exception:
             self._pending.extendleft(reversed(batch))
             raise

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Optional
 from . import wire
 from .failure import exception_message, exception_name, ruby_backtrace
 from .fetch import NO_FINISH, PAUSED, REDIS_ERRORS, SUCCESS, Claimed, Claimer, Finish
-from .history import HistoryRecorder
 from .isolation import JobResult, JobTimeout, run_forked
 from .job import Job, JobCall
 from .log import logger
@@ -57,8 +56,6 @@ class Slot(threading.Thread):
         self.conn = process.new_connection()
         self.claimer = Claimer(self.conn, process.keys, worker_id)
         self.retrier = Retrier(self.conn, process.keys, process.registry, worker_id)
-        self.history = (HistoryRecorder(process.keys, worker_id)
-                        if process.history is not None else None)
         self.lock = threading.Lock()
         self.state = _IDLE
         self.job: Optional[Job] = None
@@ -182,8 +179,8 @@ class Slot(threading.Thread):
         if result.retryable and finish.mode == "2":
             settled = self._retry_or_fail(job, finish)
             finish, outcome = (NO_FINISH, "retried") if settled is None else (settled, outcome)
-        if self.history is not None and process.history is not None:
-            process.history.add(self.history.record(job, outcome, duration_ms, result.error))
+        if process.history is not None:
+            process.history.add(job, outcome, duration_ms, result.error)
         process.metrics.job_finished(job, outcome, duration_ms / 1000.0)
         if logger.isEnabledFor(logging.INFO):
             extra = {"worker": self.worker_id, "queue": job.queue, "class": job.class_name,

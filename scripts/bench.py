@@ -86,6 +86,7 @@ class System:
     # Latency gaps are 10 ms + uniform [0, idle_cycle], so a polling worker is sampled at every
     # phase of its cycle; a fixed short gap would phase-lock with the poll and bias the result.
     idle_cycle: float = 0.02
+    extra: tuple[str, ...] = ()  # more worker flags (ours: --history ...)
 
 
 @dataclass
@@ -266,7 +267,8 @@ class Worker:
 
     def __init__(self, url: str, system: System, burst: bool) -> None:
         argv = bj.worker_argv(system.framework, url, concurrency=system.concurrency,
-                              processes=system.processes, burst=burst, poll=system.poll)
+                              processes=system.processes, burst=burst, poll=system.poll,
+                              extra=system.extra)
         path = os.pathsep.join(p for p in (str(ROOT), str(HERE), os.environ.get("PYTHONPATH"))
                                if p)
         env = {**os.environ, "BENCH_FRAMEWORK": system.framework, "BENCH_REDIS_URL": url,
@@ -564,7 +566,10 @@ PEER_DRAIN = [
     System("dramatiq 1 proc x 8 threads", "dramatiq", 8, idle_cycle=0.5),
     System("arq (defaults)", "arq", idle_cycle=0.5),
     System("arq (poll 10 ms)", "arq", poll=0.01)]
-DRAIN = [OURS_1, OURS_8, OURS_2X8, OURS_25, *PEER_DRAIN]
+# The cost of job history: the same single slot with --history on.
+OURS_1_HISTORY = System("ours 1 proc x 1 slot --history", "pyresque", 1,
+                        extra=("--history", "1d"))
+DRAIN = [OURS_1, OURS_1_HISTORY, OURS_8, OURS_2X8, OURS_25, *PEER_DRAIN]
 LATENCY = [OURS_1, OURS_8, *PEER_DRAIN]
 FLOOR = "raw socket loop, same bytes, 1 conn"
 
@@ -627,6 +632,9 @@ def targets(rows: list[Row], settings: Settings) -> list[dict[str, Any]]:
         ("drain, 1 process / dramatiq 8 threads",
          ratio(one_proc, _med(rows, "drain", PEER_DRAIN[1].label)), 2.5, True),
         ("drain, 1 process / floor", ratio(one_proc, _med(rows, "floor", FLOOR)), 0.70, True),
+        ("drain, 1 slot with --history / without",
+         ratio(_med(rows, "drain", OURS_1_HISTORY.label), _med(rows, "drain", OURS_1.label)),
+         0.85, True),
         ("drain, best configuration (jobs/s)", best([OURS_1, OURS_8, OURS_2X8, OURS_25]),
          10_000, True),
         ("drain, round trips per job (worst of ours)", max(rts, default=None), 1.5, False),

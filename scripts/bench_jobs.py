@@ -119,7 +119,8 @@ def available(framework: str) -> str | None:
 
 
 def worker_argv(framework: str, url: str, *, concurrency: int | None = None, processes: int = 1,
-                burst: bool = True, poll: float | None = None) -> list[str]:
+                burst: bool = True, poll: float | None = None,
+                extra: tuple[str, ...] = ()) -> list[str]:
     """The command that runs one worker of ``framework`` on the ``bench`` queue.
 
     ``concurrency`` None keeps the framework's default (ours 1 slot, dramatiq 8 threads, arq
@@ -131,7 +132,7 @@ def worker_argv(framework: str, url: str, *, concurrency: int | None = None, pro
         entry = "import sys; from pyresqueworker.cli import work_main; work_main(sys.argv[1:])"
         argv = [sys.executable, "-c", entry, "--queues", QUEUE, "--app", here, "--redis", url,
                 "--concurrency", str(concurrency or 1), "--processes", str(processes),
-                "--log-level", "warning"]
+                "--log-level", "warning", *extra]
         return [*argv, "--exit-on-complete"] if burst else argv
     argv = [sys.executable, here, framework, "--redis", url]
     if concurrency is not None:

@@ -12,9 +12,7 @@ from pyresqueworker import Client
 from pyresqueworker.history import (
     History,
     HistoryBuffer,
-    HistoryRecorder,
     HistorySettings,
-    PendingRecord,
     parse_duration,
 )
 from pyresqueworker.job import Job
@@ -33,11 +31,11 @@ def test_durations_parse_and_bad_ones_are_refused() -> None:
             parse_duration(bad)
 
 
-def _record(class_name: str, args: list[int], now: float) -> PendingRecord:
+def _job(class_name: str, args: list[int]) -> Job:
     raw = json.dumps({"class": class_name, "args": args}, separators=(",", ":")).encode()
     job = Job(queue="jobs", raw=raw, worker_id="h:1:jobs")
     job.payload = json.loads(raw)
-    return HistoryRecorder(KEYS, "h:1:jobs", clock=lambda: now).record(job, "success", 1.5, None)
+    return job
 
 
 def test_a_buffer_writes_in_one_go_and_drops_what_is_out_of_retention_or_cap(
@@ -47,19 +45,19 @@ def test_a_buffer_writes_in_one_go_and_drops_what_is_out_of_retention_or_cap(
     buffer = HistoryBuffer(KEYS, HistorySettings(retention=100, max_records=3),
                            clock=lambda: clock[0])
     for i in range(5):
-        buffer.add(_record("A", [i], 1000.0 + i))
+        buffer.add(_job("A", [i]), "success", 1.5, None, finished_at=1000.0 + i)
     assert buffer.write(r) == 5 and len(buffer) == 0
     history = History(r, KEYS)
     assert [rec.args for rec in history.recent()] == [[4], [3], [2]]  # the cap of 3
     clock[0] = 1103.5
-    buffer.add(_record("B", [9], 1103.5))
+    buffer.add(_job("B", [9]), "success", 1.5, None, finished_at=1103.5)
     buffer.write(r)
     # Retention 100 s at t=1103.5 drops everything before 1003.5.
     assert [rec.args for rec in history.recent()] == [[9], [4]]
     # A class's own index is trimmed when that class is written again (and expires with the
     # retention after its last record).
     assert [rec.args for rec in history.recent(class_name="A")] == [[4], [3], [2]]
-    buffer.add(_record("A", [5], 1104.0))
+    buffer.add(_job("A", [5]), "success", 1.5, None, finished_at=1104.0)
     buffer.write(r)
     assert [rec.args for rec in history.recent(class_name="A")] == [[5], [4]]
     assert history.classes() == ["A", "B"]
@@ -69,7 +67,7 @@ def test_a_buffer_writes_in_one_go_and_drops_what_is_out_of_retention_or_cap(
 
 def test_records_wait_in_the_buffer_while_redis_is_away(r: redis.Redis) -> None:
     buffer = HistoryBuffer(KEYS, HistorySettings(), clock=lambda: 1000.0)
-    buffer.add(_record("A", [1], 999.0))
+    buffer.add(_job("A", [1]), "success", 1.5, None, finished_at=999.0)
     broken = redis.Redis(port=1, socket_connect_timeout=0.2)
     with pytest.raises(redis.ConnectionError):
         buffer.write(broken)
