@@ -293,12 +293,14 @@ class Registry:
 
     # -- periodic (cron) schedules declared in code ---------------------------------------
 
-    def periodic(self, cron: str, class_name: str, args: Sequence[Any] = (), *, queue: str,
-                 name: Optional[str] = None, description: str = "") -> Schedule:
+    def periodic(self, cron: str, class_name: str, args: Sequence[Any] = (),
+                 queue: Optional[str] = None, *, name: Optional[str] = None,
+                 description: str = "") -> Schedule:
         """Enqueue ``class_name(*args)`` to ``queue`` at every ``cron`` time (five-field cron).
 
-        ``name`` (default: the class name) identifies the schedule; give each schedule of one
-        class its own. Workers fire it exactly once per firing however many run (see
+        ``queue`` defaults to the queue the class was registered with here. ``name`` (default:
+        the class name) identifies the schedule; give each schedule of one class its own.
+        Workers fire it exactly once per firing however many run (see
         :mod:`pyresqueworker.periodic`). Raises ``ValueError`` for a bad cron, queue or args
         and for a name already used.
         """
@@ -306,6 +308,11 @@ class Registry:
 
         if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
             raise ValueError("args must be a list of arguments")
+        if queue is None:
+            queue = self.queue_for(class_name)
+            if queue is None:
+                raise ValueError(f"no queue for the periodic {class_name!r}: pass queue=, or "
+                                 "register the class with a queue first")
         schedule = Schedule(name if name is not None else class_name, cron, class_name,
                             list(args), queue, description, source="code")
         if schedule.name in self._periodic:

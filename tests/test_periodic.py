@@ -574,3 +574,16 @@ def test_two_workers_started_together_enqueue_each_firing_once(
     assert listed is not None and listed.source == "code" and listed.queue == "periodic-e2e"
     for worker in workers:
         assert worker.stop() == 0
+
+
+def test_periodic_takes_the_issues_positional_form_and_the_registered_queue() -> None:
+    registry = Registry()
+    positional = registry.periodic("*/5 * * * *", "Class", ["a"], "reports")
+    assert (positional.queue, positional.args) == ("reports", ["a"])
+
+    @registry.job("Cleanup", queue="low")
+    def cleanup() -> None: ...
+
+    assert registry.periodic("0 3 * * *", "Cleanup", name="nightly").queue == "low"
+    with pytest.raises(ValueError, match="no queue"):
+        registry.periodic("0 3 * * *", "Unregistered")

@@ -29,7 +29,7 @@ CHROMEDRIVER = shutil.which("chromedriver") or (
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.common.exceptions import NoAlertPresentException, WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -96,7 +96,17 @@ def click_and_wait(browser: WebDriver, css: str) -> str:
     """Click a button that posts a form; wait for the flash message of the next page."""
     old_page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, css).click()
-    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(old_page))
+
+    def page_replaced(_driver: WebDriver) -> bool:
+        # Chromium reports a node of the page being replaced either as stale or, mid-swap, as
+        # "does not belong to the document": both mean the old page is gone.
+        try:
+            old_page.is_enabled()
+        except WebDriverException:  # StaleElementReferenceException included
+            return True
+        return False
+
+    WebDriverWait(browser, 10).until(page_replaced)
     flash = WebDriverWait(browser, 10).until(
         expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "p.flash")))
     return str(flash.text)
