@@ -6,7 +6,6 @@ import html
 import json
 import re
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,11 +21,12 @@ from web_helpers import (
     XSS_SCRIPT,
     WsgiClient,
     hostile_failure,
+    running_dashboard,
     seed_ruby_golden,
 )
 
 from pyresqueworker import Client, wire
-from pyresqueworker.web import make_app, make_server, serve
+from pyresqueworker.web import make_app, serve
 from pyresqueworker.web.actions import ACTIONS
 from pyresqueworker.web.app import Dashboard
 from pyresqueworker.web.meter import ThroughputMeter
@@ -496,12 +496,8 @@ def test_unknown_pages_and_static_files_are_404(web: WsgiClient) -> None:
 
 @pytest.fixture
 def live(client: Client) -> Iterator[str]:
-    server = make_server(Dashboard(client, allowed_hosts=LOOPBACK_NAMES), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with running_dashboard(client) as url:
+        yield url
 
 
 def test_the_server_answers_over_http(live: str) -> None:

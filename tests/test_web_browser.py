@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from web_helpers import RUBY_WORKER, XSS_IMG, XSS_SCRIPT, hostile_failure, seed_ruby_golden
+from web_helpers import (
+    RUBY_WORKER,
+    XSS_IMG,
+    XSS_SCRIPT,
+    hostile_failure,
+    running_dashboard,
+    seed_ruby_golden,
+)
 from worker_helpers import wait_failures, wait_started, wait_until
 
 from pyresqueworker import Client
-from pyresqueworker.web import Dashboard, make_server
-from pyresqueworker.web.security import LOOPBACK_NAMES
 
 NS = "resque:"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -69,12 +73,8 @@ def client(r: redis.Redis) -> Client:
 @pytest.fixture
 def site(client: Client) -> Iterator[str]:
     """The dashboard on a free loopback port, as ``serve`` configures it."""
-    server = make_server(Dashboard(client, allowed_hosts=LOOPBACK_NAMES), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with running_dashboard(client) as url:
+        yield url
 
 
 def open_page(browser: WebDriver, url: str, heading: str) -> str:

@@ -3,11 +3,14 @@ and a small WSGI client that keeps the session cookie and reads CSRF tokens from
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import json
 import re
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any, Optional
 from urllib.parse import urlencode
 
@@ -15,7 +18,10 @@ import redis
 from conftest import GOLDEN
 
 from pyresqueworker import wire
-from pyresqueworker.web.app import SESSION_COOKIE
+from pyresqueworker.client import Client
+from pyresqueworker.web.app import SESSION_COOKIE, Dashboard
+from pyresqueworker.web.security import LOOPBACK_NAMES
+from pyresqueworker.web.server import make_server
 
 #: The Ruby worker id and failures written by real Ruby Resque (tests/golden/worker-state.json).
 RUBY_WORKER = "vm:30579:high,low"
@@ -122,3 +128,16 @@ class WsgiClient:
                 fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form)
                 return {name: html.unescape(value) for name, value in fields}
         raise AssertionError(f"no form with button {button_id}")
+
+
+@contextlib.contextmanager
+def running_dashboard(client: Client) -> Iterator[str]:
+    """The dashboard on a free loopback port, configured as ``serve`` does; yields its URL."""
+    server = make_server(Dashboard(client, allowed_hosts=LOOPBACK_NAMES), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

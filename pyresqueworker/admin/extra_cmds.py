@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from datetime import datetime, timezone
 from typing import Any, Optional
@@ -198,9 +197,10 @@ def web(admin: AdminContext, host: str, port: int, username: Optional[str],
                                    "is not set or empty")
     from ..log import setup_logging
     from ..web import serve  # only this command needs the web package
+    from ..web.security import is_loopback_host
 
     admin.client.redis.ping()  # an unreachable Redis is reported now, not on the first page
-    if username is None and not _is_loopback(host):
+    if username is None and not is_loopback_host(host):
         click.echo(f"warning: {host} is reachable from other machines and there is no "
                    "--username: anyone who reaches it can retry and delete jobs", err=True)
     setup_logging("INFO")
@@ -208,12 +208,3 @@ def web(admin: AdminContext, host: str, port: int, username: Optional[str],
         serve(admin.client, host=host, port=port, username=username, password=password)
     except OSError as exc:
         raise AdminError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

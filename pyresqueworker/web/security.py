@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
@@ -20,6 +21,7 @@ __all__ = [
     "BasicAuth",
     "CsrfTokens",
     "host_allowed",
+    "is_loopback_host",
     "new_session_id",
     "parse_cookies",
     "same_origin",
@@ -128,3 +130,13 @@ def same_origin(environ: Mapping[str, Any]) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and parts.netloc.lower() == host
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a listen address is this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -6,7 +6,6 @@ is enough and adds no dependency; put a real server or a TLS proxy in front to e
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import socketserver
 import threading
@@ -16,7 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from ..client import Client
 from ..log import logger
 from .app import Dashboard
-from .security import LOOPBACK_NAMES
+from .security import LOOPBACK_NAMES, is_loopback_host
 
 __all__ = ["DashboardServer", "make_server", "serve"]
 
@@ -42,15 +41,6 @@ class _DashboardServer6(DashboardServer):
     address_family = socket.AF_INET6
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def make_server(dashboard: Dashboard, host: str = "127.0.0.1", port: int = 5040) -> DashboardServer:
     """Bind a server for ``dashboard`` (``port=0`` picks a free port: ``server.server_port``).
 
@@ -71,7 +61,7 @@ def serve(client: Client, *, host: str = "127.0.0.1", port: int = 5040,
     ``ValueError`` for a username without a password.
     """
     dashboard = Dashboard(client, username=username, password=password,
-                          allowed_hosts=LOOPBACK_NAMES if _is_loopback(host) else None)
+                          allowed_hosts=LOOPBACK_NAMES if is_loopback_host(host) else None)
     server = make_server(dashboard, host, port)
     stop = threading.Event()
     sampler = threading.Thread(target=_sample, args=(dashboard, stop), name="web-sampler",
