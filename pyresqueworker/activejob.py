@@ -37,12 +37,47 @@ __all__ = [
     "RubySymbol",
     "decode_active_job",
     "deserialize_arguments",
+    "job_class",
     "job_data",
+    "recorded_enqueued_at",
     "serialize_arguments",
+    "wrapped_job_data",
     "wrapper_payload",
 ]
 
 JOB_WRAPPER = "ActiveJob::QueueAdapters::ResqueAdapter::JobWrapper"
+
+
+def wrapped_job_data(payload: Any) -> Optional[dict[str, Any]]:
+    """ActiveJob's ``job_data`` inside a JobWrapper payload; None for any other payload."""
+    if not isinstance(payload, dict) or payload.get("class") != JOB_WRAPPER:
+        return None
+    args = payload.get("args")
+    data = args[0] if isinstance(args, list) and args else None
+    return data if isinstance(data, dict) else None
+
+
+def recorded_enqueued_at(payload: Any) -> Any:
+    """The enqueue time a payload records, as stored: a top-level ``enqueued_at``, else
+    ActiveJob's; None for payloads that record none (Resque's own ``{"class","args"}``)."""
+    if not isinstance(payload, dict):
+        return None
+    value = payload.get("enqueued_at")
+    if value is None:
+        data = wrapped_job_data(payload)
+        value = data.get("enqueued_at") if data is not None else None
+    return value
+
+
+def job_class(payload: Any) -> Optional[str]:
+    """The class a payload runs, as resque-web names it: ActiveJob's ``job_class`` for Rails'
+    JobWrapper, otherwise the payload's ``class``; ``None`` if there is none."""
+    data = wrapped_job_data(payload)
+    inner = data.get("job_class") if data is not None else None
+    if isinstance(inner, str) and inner:
+        return inner
+    name = payload.get("class") if isinstance(payload, dict) else None
+    return name if isinstance(name, str) else None
 
 GLOBALID_KEY = "_aj_globalid"
 SYMBOL_KEYS_KEY = "_aj_symbol_keys"

@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 import redis
 
 from . import wire
-from .activejob import JOB_WRAPPER
+from .activejob import job_class
 
 __all__ = [
     "FailedEntryError",
@@ -24,7 +24,6 @@ __all__ = [
     "FailedQueueBusyError",
     "FailureFilter",
     "Progress",
-    "job_class",
 ]
 
 # What redis-py hands back for a list item (bytes, or str on a decode_responses client).
@@ -136,21 +135,6 @@ def _is_retried(entry: dict[str, Any]) -> bool:
     # Ruby tests ``if job['retried_at']``: only nil (JSON null) and false are falsy.
     value = entry.get("retried_at")
     return value is not None and value is not False
-
-
-def job_class(payload: Any) -> Optional[str]:
-    """The class a payload runs, as resque-web names it: ActiveJob's ``job_class`` for Rails'
-    JobWrapper, otherwise the payload's ``class``; ``None`` if there is none."""
-    if not isinstance(payload, dict):
-        return None
-    name = payload.get("class")
-    if name == JOB_WRAPPER:
-        args = payload.get("args")
-        data = args[0] if isinstance(args, list) and args else None
-        inner = data.get("job_class") if isinstance(data, dict) else None
-        if isinstance(inner, str) and inner:
-            return inner
-    return name if isinstance(name, str) else None
 
 
 @dataclass(frozen=True)

@@ -55,10 +55,11 @@ SUCCESS = Finish("1")
 # Fixed KEYS of the claim script; the queues follow from KEYS[14].
 #  1 worker key, 2 stat:processed, 3 stat:processed:<id>, 4 failed, 5 stat:failed,
 #  6 stat:failed:<id>, 7 pause-all-workers, 8 paused queues, 9 claim sequence, 10 raw payload,
-#  11 cleanup key, 12 concurrency caps (class -> max), 13 running capped jobs (worker -> class).
-# Fixed ARGV; the queue names follow from ARGV[10], then their JSON encodings.
+#  11 concurrency caps (class -> max), 12 running capped jobs (worker -> class),
+#  13 a key to delete with the completion (the worker key itself when there is none).
+# Fixed ARGV; the queue names follow from ARGV[9], then their JSON encodings.
 #  1 finish mode, 2 failure entry, 3 run_at, 4 "pop"|"adopt", 5 adopted item, 6 sequence,
-#  7 worker id, 8 namespace, 9 cleanup ("1" deletes KEYS[11]).
+#  7 worker id, 8 namespace.
 CLAIM_SCRIPT = r"""
 -- UTF-8 validity at C speed (no per-byte Lua loop, so a 10 MB payload costs milliseconds):
 -- replace every well-formed sequence (no overlongs, no surrogates) with an ASCII letter, so
@@ -76,18 +77,18 @@ local function utf8_ok(s)
   return not string.find(s, '[\128-\255]')
 end
 
-local NK, NA = 13, 9
+local NK, NA = 13, 8
 local wkey, rawkey, wid, ns = KEYS[1], KEYS[10], ARGV[7], ARGV[8]
 local finish = ARGV[1]
 -- Remember which call ran last, so a caller whose reply was lost can tell what happened.
 redis.call('SET', KEYS[9], ARGV[6])
-local has_caps = redis.call('EXISTS', KEYS[12]) == 1
+local has_caps = redis.call('EXISTS', KEYS[11]) == 1
 if finish ~= '0' and redis.call('EXISTS', wkey) == 1 then
   redis.call('DEL', wkey, rawkey)
   -- (Without caps no entry is written; one left from before caps were dropped is removed
   -- the first time this slot finishes a job once caps exist again.)
-  if has_caps then redis.call('HDEL', KEYS[13], wid) end
-  if ARGV[9] == '1' then redis.call('DEL', KEYS[11]) end
+  if has_caps then redis.call('HDEL', KEYS[12], wid) end
+  if KEYS[13] ~= wkey then redis.call('DEL', KEYS[13]) end
   if finish ~= '1' then
     redis.call('RPUSH', KEYS[4], ARGV[2])
   end
@@ -121,14 +122,14 @@ end
 local caps, running = nil, nil
 if has_caps then
   caps, running = {}, {}
-  local flat = redis.call('HGETALL', KEYS[12])
+  local flat = redis.call('HGETALL', KEYS[11])
   for i = 1, #flat, 2 do caps[flat[i]] = tonumber(flat[i + 1]) end
-  flat = redis.call('HGETALL', KEYS[13])
+  flat = redis.call('HGETALL', KEYS[12])
   for i = 1, #flat, 2 do
     if redis.call('EXISTS', ns .. 'worker:' .. flat[i]) == 1 then
       running[flat[i + 1]] = (running[flat[i + 1]] or 0) + 1
     else
-      redis.call('HDEL', KEYS[13], flat[i])
+      redis.call('HDEL', KEYS[12], flat[i])
     end
   end
 end
@@ -172,7 +173,7 @@ end
 
 if caps then
   local cls = class_of(item)
-  if cls and caps[cls] then redis.call('HSET', KEYS[13], wid, cls) end
+  if cls and caps[cls] then redis.call('HSET', KEYS[12], wid, cls) end
 end
 
 -- enqueue_unique: the job's uniqueness lock is released once a worker starts it. The key is
@@ -277,10 +278,10 @@ class Claimer:
             keys.paused_queues,
             keys.claim_seq(worker_id),
             keys.raw_payload(worker_id),
+            keys.concurrency_caps,
+            keys.running_capped,
         ]
-        # The finish-dependent KEYS 11-13 and ARGV 7-9 for a finish with no cleanup key.
-        self._plain_finish_keys = [self.worker_key, keys.concurrency_caps, keys.running_capped]
-        self._plain_finish_args = [worker_id, keys.ns, "0"]
+        self._fixed_args = [worker_id, keys.ns]
         self._seq = 0
         # The sequence number of a call whose reply never came (connection lost mid-call).
         self._unanswered: Optional[int] = None
@@ -312,26 +313,18 @@ class Claimer:
             if ran:
                 finish = NO_FINISH  # the lost call already finished the previous job
         parts = [self._queue_parts(q) for q in queues]
-        finish_keys, finish_args = self._finish_parts(finish)
-        keys = [*self._fixed_keys, *finish_keys, *(p[0] for p in parts)]
-        args = [finish.mode, finish.entry, run_at, "pop", "", *self._next_seq(), *finish_args,
-                *queues, *(p[1] for p in parts)]
+        keys = [*self._fixed_keys, finish.cleanup or self.worker_key, *(p[0] for p in parts)]
+        args = [finish.mode, finish.entry, run_at, "pop", "", *self._next_seq(),
+                *self._fixed_args, *queues, *(p[1] for p in parts)]
         return self._reply(self._call(keys, args), queues)
-
-    def _finish_parts(self, finish: Finish) -> tuple[list[str], list[str]]:
-        """The script's finish-dependent KEYS 11-13 and ARGV 7-9."""
-        if not finish.cleanup:
-            return self._plain_finish_keys, self._plain_finish_args
-        return ([finish.cleanup, *self._plain_finish_keys[1:]],
-                [*self._plain_finish_args[:2], "1"])
 
     def adopt(self, queue: str, item: bytes, finish: Finish, run_at: str) -> Claimed:
         """Write a job popped outside the script (``--fetch blpop``) to the worker key."""
         key, name_json = self._queue_parts(queue)
-        finish_keys, finish_args = self._finish_parts(finish)
+        keys = [*self._fixed_keys, finish.cleanup or self.worker_key, key]
         args = [finish.mode, finish.entry, run_at, "adopt", item, *self._next_seq(),
-                *finish_args, queue, name_json]
-        claimed = self._reply(self._call([*self._fixed_keys, *finish_keys, key], args), [queue])
+                *self._fixed_args, queue, name_json]
+        claimed = self._reply(self._call(keys, args), [queue])
         assert isinstance(claimed, Claimed)
         return claimed
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import redis
 
 from . import wire
-from .activejob import JOB_WRAPPER
+from .activejob import job_class, wrapped_job_data
 from .job import Job
 
 __all__ = [
@@ -106,18 +106,14 @@ class HistoryRecord:
 def job_identity(job: Job) -> tuple[str, Optional[str]]:
     """(class shown in history, job id) of a job: ActiveJob's own class and ``job_id``."""
     payload = job.payload
-    class_name = job.class_name
-    job_id: Any = None
-    if isinstance(payload, dict):
-        job_id = payload.get("id")
-        args = payload.get("args")
-        if class_name == JOB_WRAPPER and isinstance(args, list) and args \
-                and isinstance(args[0], dict):
-            class_name = str(args[0].get("job_class") or class_name)
-            job_id = args[0].get("job_id", job_id)
+    job_id: Any = payload.get("id") if isinstance(payload, dict) else None
+    data = wrapped_job_data(payload)
+    if data is not None:
+        job_id = data.get("job_id", job_id)
     if isinstance(job_id, (int, float)) and not isinstance(job_id, bool):
         job_id = wire.dumps(job_id)
-    return class_name, job_id if isinstance(job_id, str) and job_id else None
+    return (job_class(payload) or job.class_name,
+            job_id if isinstance(job_id, str) and job_id else None)
 
 
 _OUTCOMES = {name: wire.dumps(name) for name in

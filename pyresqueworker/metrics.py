@@ -23,7 +23,7 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Optional
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from .activejob import JOB_WRAPPER
+from .activejob import job_class
 from .job import Job
 from .log import logger
 
@@ -83,14 +83,7 @@ NULL_METRICS = NullMetrics()
 
 def job_class_label(job: Job) -> str:
     """The class a job is counted under: ActiveJob's ``job_class`` rather than its wrapper."""
-    name = job.class_name
-    if name == JOB_WRAPPER and job.payload is not None:
-        args = job.payload.get("args")
-        if isinstance(args, list) and args and isinstance(args[0], dict):
-            inner = args[0].get("job_class")
-            if isinstance(inner, str) and inner:
-                return inner
-    return name or UNKNOWN_CLASS
+    return job_class(job.payload) or UNKNOWN_CLASS
 
 
 class PrometheusMetrics(Metrics):

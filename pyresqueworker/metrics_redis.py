@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from . import wire
-from .activejob import JOB_WRAPPER
+from .activejob import recorded_enqueued_at
 from .log import logger
 
 __all__ = ["HEAD_LIMIT", "RedisCollector", "enqueued_at"]
@@ -42,13 +42,7 @@ def enqueued_at(raw: bytes) -> Optional[float]:
         payload = wire.loads(raw)
     except (wire.DecodeError, RecursionError):
         return None
-    if not isinstance(payload, dict):
-        return None
-    value = payload.get("enqueued_at")
-    if value is None and payload.get("class") == JOB_WRAPPER:
-        args = payload.get("args")
-        if isinstance(args, list) and args and isinstance(args[0], dict):
-            value = args[0].get("enqueued_at")
+    value = recorded_enqueued_at(payload)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return wire.parse_time(value)

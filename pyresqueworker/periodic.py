@@ -32,7 +32,6 @@ import os
 import socket
 import time
 from collections import deque
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Optional
 
 import redis
@@ -263,7 +262,7 @@ class PeriodicEnqueuer:
                 self.keys.queue(schedule.queue), self._k.last]
         args = [self.lock_value, int(self.grace) + _LOCK_MARGIN, schedule.queue, payload,
                 schedule.name, wire.started_at(when)]
-        firing = datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        firing = wire.iso_utc(when)
         extra = {"schedule": schedule.name, "class": schedule.class_name,
                  "queue": schedule.queue, "firing": firing}
         if int(_FIRE(self.redis, keys, args)) == 1:

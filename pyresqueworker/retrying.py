@@ -170,7 +170,7 @@ def _retry_failure_entry(entry: str, now: float) -> str:
     except wire.DecodeError:
         return entry
     if isinstance(data, dict):
-        data["failed_at"] = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(now))
+        data["failed_at"] = wire.resque_retry_failed_at(now)
         return wire.dumps(data)
     return entry
 

@@ -83,9 +83,3 @@ class UniqueJobs:
             pipeline.eval(_UNIQUE_PUSH_SOURCE, len(script_keys), *script_keys, *script_args)
             return True
         return bool(_UNIQUE_PUSH(self.client.redis, script_keys, script_args))
-
-    def is_locked(self, class_name: str, *args: Any, by_key: Any = None,
-                  keyed: bool = False) -> bool:
-        """Whether a job of this kind is queued or scheduled (its lock is held)."""
-        digest = unique_digest(class_name, list(args), by_key, keyed=keyed)
-        return bool(self.client.redis.exists(self.keys.unique(digest)))

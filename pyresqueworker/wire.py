@@ -26,8 +26,10 @@ __all__ = [
     "failed_at",
     "failure_entry",
     "heartbeat_value",
+    "iso_utc",
     "loads",
     "parse_time",
+    "resque_retry_failed_at",
     "run_at",
     "started_at",
     "with_fields",
@@ -335,6 +337,16 @@ def failed_at(now: Optional[float] = None) -> str:
     return _local(now).strftime("%Y/%m/%d %H:%M:%S %Z")
 
 
+def iso_utc(epoch: float) -> str:
+    """Epoch seconds as UTC ISO 8601 with ``Z`` and no fraction: ``2024-01-15T09:50:00Z``."""
+    return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def resque_retry_failed_at(now: Optional[float] = None) -> str:
+    """resque-retry's ``failure-…`` ``failed_at``: ``2024/01/15 09:50:00``, local, no zone."""
+    return _local(now).strftime("%Y/%m/%d %H:%M:%S")
+
+
 _run_at_cache: tuple[int, str] = (-1, "")
 
 
@@ -348,7 +360,7 @@ def run_at(now: Optional[float] = None) -> str:
     cached = _run_at_cache
     if cached[0] == second:
         return cached[1]
-    text = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = iso_utc(second)
     _run_at_cache = (second, text)
     return text
 

@@ -33,7 +33,7 @@ def _schedule_row(schedule: Schedule, now: float) -> dict[str, Any]:
     next_run = None
     if schedule.enabled:
         moment = schedule.next_run(datetime.fromtimestamp(now, timezone.utc))
-        next_run = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        next_run = wire.iso_utc(moment.timestamp())
     return {
         "name": schedule.name,
         "cron": schedule.cron,

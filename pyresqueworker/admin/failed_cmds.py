@@ -12,12 +12,12 @@ from typing import Any, Optional
 import click
 
 from .. import wire
+from ..activejob import job_class
 from ..failed_queue import (
     FailedEntryError,
     FailedQueueBusyError,
     FailureFilter,
     decode_entry,
-    job_class,
 )
 from . import views
 from .context import AdminContext, AdminError, admin_command

@@ -8,13 +8,12 @@ JSON or turn them into table rows. Nothing here writes to Redis.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Any, Optional
 
 from .. import wire
-from ..activejob import JOB_WRAPPER
+from ..activejob import job_class, recorded_enqueued_at
 from ..client import Client, WorkerInfo
-from ..failed_queue import FailureFilter, Raw, decode_entry, job_class
+from ..failed_queue import FailureFilter, Raw, decode_entry
 
 __all__ = [
     "delayed_rows",
@@ -23,7 +22,6 @@ __all__ = [
     "failure_row",
     "find_failures",
     "info",
-    "iso_utc",
     "queue_rows",
     "text",
     "worker_rows",
@@ -35,11 +33,6 @@ def text(raw: Optional[Raw]) -> Optional[str]:
     if raw is None or isinstance(raw, str):
         return raw
     return raw.decode("utf-8", "replace")
-
-
-def iso_utc(epoch: float) -> str:
-    """Epoch seconds as ``2030-01-01T00:00:00Z``."""
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def info(client: Client) -> dict[str, Any]:
@@ -62,12 +55,8 @@ def info(client: Client) -> dict[str, Any]:
 
 
 def enqueued_at(payload: Any) -> Optional[str]:
-    """The enqueue time a payload records, if any: ActiveJob's ``enqueued_at``."""
-    if not isinstance(payload, dict) or payload.get("class") != JOB_WRAPPER:
-        return None
-    args = payload.get("args")
-    data = args[0] if isinstance(args, list) and args else None
-    value = data.get("enqueued_at") if isinstance(data, dict) else None
+    """The enqueue time a payload records as text, if any (ActiveJob's ``enqueued_at``)."""
+    value = recorded_enqueued_at(payload)
     return value if isinstance(value, str) else None
 
 
@@ -205,7 +194,7 @@ def delayed_rows(client: Client, limit: int, items: int) -> list[dict[str, Any]]
         decoded = [_loads(raw) for raw in raws]
         rows.append({
             "timestamp": ts,
-            "time": iso_utc(ts),
+            "time": wire.iso_utc(ts),
             "count": int(replies[2 * n]),
             "items": [value if isinstance(value, dict) else text(raw)
                       for value, raw in zip(decoded, raws)],

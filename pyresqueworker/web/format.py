@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Optional, Union
 
 from .. import wire
+from ..activejob import recorded_enqueued_at, wrapped_job_data
 
 __all__ = [
     "JobView",
@@ -22,7 +23,6 @@ __all__ = [
 ]
 
 # ActiveJob's Resque adapter wraps every job in this class (spec §16).
-_ACTIVE_JOB_WRAPPER = "ActiveJob::QueueAdapters::ResqueAdapter::JobWrapper"
 #: Characters of a job's arguments shown in a list row; the full text is on detail pages.
 SHORT = 200
 #: Characters shown anywhere: a 10 MB payload must not become a 10 MB page.
@@ -83,14 +83,12 @@ def job_view(payload: Any) -> JobView:
     name = class_name if isinstance(class_name, str) else json_text(class_name, SHORT)
     job_id = payload.get("id") if isinstance(payload.get("id"), str) else None
     wrapper = None
-    enqueued = wire.parse_time(payload.get("enqueued_at"))
-    if name == _ACTIVE_JOB_WRAPPER and isinstance(args, list) and args:
-        data = args[0]
-        if isinstance(data, dict) and isinstance(data.get("job_class"), str):
-            wrapper, name = name, data["job_class"]
-            args = data.get("arguments")
-            job_id = data.get("job_id") if isinstance(data.get("job_id"), str) else job_id
-            enqueued = wire.parse_time(data.get("enqueued_at"))
+    enqueued = wire.parse_time(recorded_enqueued_at(payload))
+    data = wrapped_job_data(payload)
+    if data is not None and isinstance(data.get("job_class"), str):
+        wrapper, name = name, data["job_class"]
+        args = data.get("arguments")
+        job_id = data.get("job_id") if isinstance(data.get("job_id"), str) else job_id
     text = json_text(args)
     return JobView(name, text, truncate(text), job_id, wrapper, enqueued)
 
