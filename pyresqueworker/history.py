@@ -22,6 +22,7 @@ import redis
 
 from . import wire
 from .activejob import job_class, wrapped_job_data
+from .fetch import REDIS_ERRORS
 from .job import Job
 
 __all__ = [
@@ -125,7 +126,7 @@ BUFFER_LIMIT = 20_000
 class PendingRecord(NamedTuple):
     """A record ready to write, and where it goes."""
 
-    record: str
+    record: bytes  # UTF-8
     score: float  # finished at, epoch seconds
     class_key: str
     id_key: str  # "" when the job has no id
@@ -172,7 +173,7 @@ class HistoryRecorder:
             ',"class":', self._cached_json(class_name),
             ',"worker":', self._cached_json(job.worker_id),
             ',"job_id":', "null" if job_id is None else wire.dumps(job_id),
-            ',"error":', "null" if error is None else wire.dumps(error),
+            ',"error":', "null" if error is None else wire.dumps(wire.writable_text(error)),
             ',"payload_bytes":', str(len(raw)), ',"payload":', payload, "}",
         ))
         class_key = self._class_keys.get(class_name)
@@ -180,7 +181,7 @@ class HistoryRecorder:
             if len(self._class_keys) > 10_000:
                 self._class_keys.clear()
             class_key = self._class_keys[class_name] = self.keys.history_class(class_name)
-        return PendingRecord(record, finished_at, class_key,
+        return PendingRecord(record.encode("utf-8"), finished_at, class_key,
                              self.keys.history_id(job_id) if job_id else "")
 
 
@@ -211,7 +212,9 @@ class HistoryBuffer:
     def write(self, conn: redis.Redis) -> int:
         """Write every buffered record in one pipeline, then trim; returns how many.
 
-        On a Redis error the jobs go back to the buffer and the error is raised.
+        On a Redis outage the jobs go back to the buffer and the error is raised; any other
+        error drops the batch (and is raised, to be logged), so one bad record can never
+        block the history for good.
         """
         batch: list[Finished] = []
         while True:
@@ -230,8 +233,8 @@ class HistoryBuffer:
                 time.sleep(0)
         try:
             self._send(conn, records)
-        except Exception:
-            self._pending.extendleft(reversed(batch))
+        except REDIS_ERRORS:
+            self._pending.extendleft(reversed(batch))  # Redis is away: keep them for later
             raise
         return len(batch)
 
@@ -240,8 +243,8 @@ class HistoryBuffer:
         cutoff = f"({self.clock() - settings.retention!r}"
         ttl = max(1, int(settings.retention))
         cap = settings.max_records
-        by_class: dict[str, dict[str, float]] = {}
-        by_id: dict[str, list[str]] = {}
+        by_class: dict[str, dict[bytes, float]] = {}
+        by_id: dict[str, list[bytes]] = {}
         for item in batch:
             by_class.setdefault(item.class_key, {})[item.record] = item.score
             if item.id_key:

@@ -34,6 +34,7 @@ __all__ = [
     "started_at",
     "with_fields",
     "worker_value",
+    "writable_text",
 ]
 
 DEFAULT_NAMESPACE = "resque:"
@@ -294,6 +295,14 @@ def worker_value(queue: str, run_at_text: str, raw_payload: str) -> str:
     )
 
 
+def writable_text(text: str) -> str:
+    """``text`` with lone surrogates (an exception message or file name decoded with
+    surrogateescape) written out as ``\\udcff``: Redis only takes text that encodes as UTF-8."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def failure_entry(
     *,
     failed_at_text: str,
@@ -313,9 +322,9 @@ def failure_entry(
     head = dumps({"failed_at": failed_at_text})[:-1]
     body = dumps(
         {
-            "exception": exception,
-            "error": error,
-            "backtrace": [str(line) for line in backtrace],
+            "exception": writable_text(exception),
+            "error": writable_text(error),
+            "backtrace": [writable_text(str(line)) for line in backtrace],
             "worker": worker,
             "queue": queue,
         }

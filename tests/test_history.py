@@ -99,3 +99,16 @@ def test_a_worker_records_each_outcome_with_ids_and_classes(
     [record] = history.by_id("order-42")
     assert record.args == [1] and record.queue == "jobs" and record.worker.endswith(":jobs")
     assert record.to_dict()["class"] == "WithId"
+
+
+def test_a_record_redis_cannot_take_is_written_readably_and_never_blocks_the_rest(
+    r: redis.Redis,
+) -> None:
+    buffer = HistoryBuffer(KEYS, HistorySettings(), clock=lambda: 1000.0)
+    # An exception message decoded with surrogateescape: not encodable as UTF-8.
+    buffer.add(_job("A", [1]), "failure", 1.0, "ValueError: bad \udcff byte", finished_at=999.0)
+    buffer.add(_job("B", [2]), "success", 1.0, None, finished_at=999.5)
+    assert buffer.write(r) == 2 and len(buffer) == 0
+    records = {rec.class_name: rec for rec in History(r, KEYS).recent()}
+    assert records["A"].error == "ValueError: bad \\udcff byte"
+    assert records["B"].outcome == "success"

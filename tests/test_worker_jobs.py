@@ -287,3 +287,16 @@ def test_blpop_fetch_runs_jobs_and_writes_the_worker_key(
     assert [d["class"] for d in wait_ran(r, 2)] == ["Hold", "Record"]
     wait_until(lambda: stat(r, "processed") == 2, "both counted")
     assert r.get(NS + f"worker:{worker_id}") is None
+
+
+def test_a_failure_message_that_is_not_utf8_is_written_and_the_worker_goes_on(
+    r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    """A message decoded with surrogateescape cannot go to Redis as it is: it is written as
+    ``\\udcff`` text, and the next job runs (it used to wedge the slot's claim)."""
+    r.rpush("resque:queue:jobs", '{"class":"BadMessage","args":[]}',
+            '{"class":"Record","args":[1]}')
+    spawn_worker("--app", "feature_jobs", "--queues", "jobs")
+    [entry] = wait_failures(r, 1)
+    assert entry["exception"] == "ValueError" and entry["error"] == "bad \\udcff byte"
+    assert wait_ran(r, 1)[0]["class"] == "Record"

@@ -64,3 +64,9 @@ def capped(tag: str, hold: float = 0.3) -> None:
 @job("WithId")
 def with_id(*args: Any) -> None:
     _record("WithId", *args)
+
+
+@job("BadMessage")
+def bad_message() -> None:
+    """Fails with a message holding a lone surrogate, as bytes decoded with surrogateescape."""
+    raise ValueError(b"bad \xff byte".decode("utf-8", "surrogateescape"))
