@@ -16,7 +16,7 @@ import redis
 from redis import Redis
 
 from . import wire
-from .connection import connect, describe
+from .connection import connect, describe, pinned_to_namespace
 from .failed_queue import FailedQueue, Raw
 from .inspection import WorkerInfo, as_text, read_heartbeats, read_info, read_workers
 from .resp import LuaScript
@@ -58,6 +58,9 @@ class Client:
         queue_for: Optional[Callable[[str], Optional[str]]] = None,
     ) -> None:
         self._owns_connection = redis is None
+        if redis is not None and not isinstance(redis, Redis) and hasattr(redis, "nodes_manager"):
+            # A redis.cluster.RedisCluster: our keys share one slot (see pinned_to_namespace).
+            redis, self._owns_connection = pinned_to_namespace(redis, namespace), True
         self.redis: Redis = connect(url) if redis is None else redis
         self.keys = wire.Keys(namespace)
         self.queue_for = queue_for

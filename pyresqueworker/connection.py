@@ -1,4 +1,8 @@
-"""Redis connections from URLs, with credentials kept out of every message."""
+"""Redis connections from URLs, with credentials kept out of every message.
+
+One :class:`ConnectionFactory` per worker process (or command) opens every connection it
+uses, so all of them follow Redis when it moves (see :mod:`pyresqueworker.locate`).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,31 @@ from typing import Any, Optional
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import redis
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.connection import SSLConnection, parse_url
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
-__all__ = ["DEFAULT_URL", "ConfigError", "TLSFiles", "connect", "redact_url", "resolve_url"]
+from .failover_watch import FailoverWatch
+from .locate import (
+    Address,
+    LocatedConnection,
+    LocatedSSLConnection,
+    Locator,
+    NodeLocator,
+    SentinelLocator,
+)
+from .wire import has_hash_tag as wire_has_hash_tag
+
+__all__ = [
+    "DEFAULT_URL", "ConfigError", "ConnectionFactory", "TLSFiles", "connect", "describe",
+    "pinned_to_namespace", "redact_url", "resolve_url",
+]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _ENV_VARS = ("RESQUE_REDIS_URL", "REDIS_URL")
-_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster",
+            "rediss+cluster")
 
 
 class ConfigError(ValueError):
@@ -63,69 +85,183 @@ class TLSFiles:
         return {name: path for name, path in given.items() if path}
 
 
-def connect(
-    url: Optional[str] = None, *, tls: Optional[TLSFiles] = None, **options: Any
-) -> redis.Redis:
-    """A ``redis.Redis`` for ``redis://``, ``rediss://``, ``unix://`` or Sentinel URLs.
+class ConnectionFactory:
+    """Every Redis connection of one worker process (or one command), from one URL.
 
-    ``redis+sentinel://[user:password@]host:26379[,host2:26379]/<service>[/<db>]`` asks the
-    Sentinels for the current master (``rediss+sentinel://`` for TLS to the master). Replies
-    stay bytes (``decode_responses=False``) so payloads are kept byte for byte.
+    All connections share a :class:`~pyresqueworker.locate.Locator`, so when one of them
+    learns that Redis moved (a Sentinel failover, a ``MOVED`` reply, ``READONLY`` from a
+    demoted master) every other reconnects to the new place before its next command.
+    URLs: ``redis://``, ``rediss://``, ``unix://``,
+    ``redis+sentinel://[user:password@]host:26379[,host2:26379]/<service>[/<db>]`` (the
+    Sentinels are asked for the master on every connect; ``rediss+sentinel://`` for TLS to
+    the master), and ``redis+cluster://host:port[,host:port]/`` (any nodes of a Redis
+    Cluster; ``rediss+cluster://`` for TLS). Replies stay bytes (``decode_responses=False``)
+    so payloads are kept byte for byte.
     """
-    resolved = resolve_url(url)
-    scheme = resolved.split("://", 1)[0].lower() if "://" in resolved else ""
-    if scheme not in _SCHEMES:
-        raise ConfigError(
-            f"unsupported Redis URL {redact_url(resolved)!r}: use redis://, rediss://, "
-            "unix:// or redis+sentinel://"
-        )
-    options.setdefault("decode_responses", False)
-    options.setdefault("health_check_interval", 30)
-    if tls is not None:
-        options.update(tls.options())
-    try:
-        if scheme.endswith("+sentinel"):
-            return _sentinel_master(resolved, scheme.startswith("rediss"), options)
-        return redis.Redis.from_url(resolved, **options)
-    except (ValueError, IndexError) as exc:
-        raise ConfigError(f"invalid Redis URL {redact_url(resolved)!r}: {exc}") from None
+
+    def __init__(self, url: Optional[str] = None, *, tls: Optional[TLSFiles] = None) -> None:
+        self.url = resolve_url(url)
+        self.tls = tls
+        scheme = self.url.split("://", 1)[0].lower() if "://" in self.url else ""
+        if scheme not in _SCHEMES:
+            raise ConfigError(
+                f"unsupported Redis URL {redact_url(self.url)!r}: use redis://, rediss://, "
+                "unix://, redis+sentinel:// or redis+cluster://"
+            )
+        self.scheme = scheme
+        self.is_cluster = scheme.endswith("+cluster")
+        self.locator: Optional[Locator] = None
+        self._sentinels: list[Address] = []
+        self._sentinel_options: dict[str, Any] = {}
+        try:
+            self._kwargs = self._parse()
+        except (ValueError, IndexError) as exc:
+            raise ConfigError(f"invalid Redis URL {redact_url(self.url)!r}: {exc}") from None
+
+    def _parse(self) -> dict[str, Any]:
+        """Connection keyword arguments from the URL; sets up the locator."""
+        if self.scheme == "unix":
+            return dict(parse_url(self.url))  # type: ignore[no-untyped-call]
+        if self.scheme in ("redis", "rediss"):
+            node: dict[str, Any] = dict(parse_url(self.url))  # type: ignore[no-untyped-call]
+            node.pop("connection_class", None)
+            self.locator = NodeLocator([(node.pop("host", "localhost"),
+                                         int(node.pop("port", 6379)))])
+            return node
+        parts = urlsplit(self.url)
+        hosts = _host_list(parts.netloc.rsplit("@", 1)[-1],
+                           26379 if self.scheme.endswith("+sentinel") else 6379)
+        path = [p for p in parts.path.split("/") if p]
+        kwargs: dict[str, Any] = {}
+        if parts.username:
+            kwargs["username"] = unquote(parts.username)
+        if parts.password:
+            kwargs["password"] = unquote(parts.password)
+        if self.is_cluster:
+            if path and path[0] != "0":
+                raise ValueError("a Redis Cluster has only database 0")
+            self.locator = NodeLocator(hosts)
+            return kwargs
+        if not path:
+            raise ValueError("the URL must name the Sentinel service, e.g. /mymaster")
+        kwargs["db"] = int(path[1]) if len(path) > 1 else 0
+        query = parse_qs(parts.query)
+        if "sentinel_password" in query:
+            self._sentinel_options["password"] = query["sentinel_password"][0]
+        self._sentinels = hosts
+        return {**kwargs, "service": unquote(path[0])}
+
+    def connect(self, **options: Any) -> redis.Redis:
+        """A ``redis.Redis`` client; ``single_connection_client=True`` for one socket."""
+        options.setdefault("decode_responses", False)
+        options.setdefault("health_check_interval", 30)
+        options.setdefault("retry", Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10))
+        single = options.pop("single_connection_client", False)
+        kwargs = {**self._kwargs, **options}
+        secure = self.scheme.startswith("rediss") or kwargs.pop("ssl", False)
+        if self.tls is not None and secure:
+            kwargs.update(self.tls.options())
+        pool_class = _LazyPool if single else redis.ConnectionPool
+        if self.scheme == "unix":
+            pool = pool_class(**kwargs)
+        else:
+            service = kwargs.pop("service", None)
+            if service is not None and self.locator is None:
+                socket_options = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
+                self._sentinel_options.update(socket_options)
+                sentinel = Sentinel(self._sentinels,  # type: ignore[no-untyped-call]
+                                    sentinel_kwargs=self._sentinel_options)
+                self.locator = SentinelLocator(sentinel, service)
+            assert self.locator is not None
+            first = self.locator_seed()
+            pool = pool_class(
+                connection_class=LocatedSSLConnection if secure else LocatedConnection,
+                locator=self.locator, host=first[0], port=first[1], **kwargs)
+        return redis.Redis(connection_pool=pool, single_connection_client=single)
+
+    def locator_seed(self) -> Address:
+        if isinstance(self.locator, NodeLocator):
+            return self.locator.seeds[0]
+        return self._sentinels[0]
+
+    def holding(self) -> bool:
+        """True while a Sentinel failover is being carried out (no claims then)."""
+        return self.locator is not None and self.locator.holding()
+
+    def failover_watch(self) -> Optional[FailoverWatch]:
+        """A watch of this URL's Sentinels (not started), or None for other URLs."""
+        if not isinstance(self.locator, SentinelLocator):
+            return None
+        return FailoverWatch(self.locator, self._sentinels, self._sentinel_options)
 
 
-def _sentinel_master(url: str, use_tls: bool, options: dict[str, Any]) -> redis.Redis:
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
+class _LazyPool(redis.ConnectionPool):
+    """For single-connection clients: the client's own connection opens on its first command,
+    not when the client is built, so a worker can set itself up while Redis is away. (Its
+    pipelines take further connections from the pool as usual.)"""
+
+    _client_connection_given = False
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self._client_connection_given:
+            return super().get_connection(*args, **kwargs)
+        with self._lock:
+            self._client_connection_given = True
+            connection = self.make_connection()
+            self._in_use_connections.add(connection)
+        return connection
+
+
+def _host_list(netloc: str, default_port: int) -> list[Address]:
     hosts = []
     for item in netloc.split(","):
         host, _, port = item.rpartition(":")
-        hosts.append((host or item, int(port) if host else 26379))
-    path = [p for p in parts.path.split("/") if p]
-    if not path:
-        raise ValueError("the URL must name the Sentinel service, e.g. /mymaster")
-    service = unquote(path[0])
-    conn_options = dict(options)
-    single = conn_options.pop("single_connection_client", False)
-    conn_options["db"] = int(path[1]) if len(path) > 1 else 0
-    if parts.username:
-        conn_options["username"] = unquote(parts.username)
-    if parts.password:
-        conn_options["password"] = unquote(parts.password)
-    if use_tls:
-        conn_options["ssl"] = True
-    sentinel_options = {k: v for k, v in conn_options.items() if k.startswith("socket_")}
-    query = parse_qs(parts.query)
-    if "sentinel_password" in query:
-        sentinel_options["password"] = query["sentinel_password"][0]
-    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
-    pool = SentinelConnectionPool(service, sentinel, **conn_options)  # type: ignore[no-untyped-call]
-    return redis.Redis(connection_pool=pool, single_connection_client=single)
+        hosts.append((host or item, int(port) if host else default_port))
+    return hosts
+
+
+def pinned_to_namespace(cluster: Any, namespace: str) -> redis.Redis:
+    """A client for our keys from a ``redis.cluster.RedisCluster``.
+
+    Every key of a namespace with a hash tag lives in one slot, so one node serves them all
+    and the package's scripts and transactions run there unchanged; the client follows
+    ``MOVED`` when the slot changes hands, starting from any node the cluster knows.
+    """
+    if not wire_has_hash_tag(namespace):
+        raise ConfigError(
+            f"the namespace {namespace!r} needs a hash tag (e.g. '{{resque}}:') on a Redis "
+            "Cluster, so every key of a job lives in one slot")
+    owner = cluster.get_node_from_key(namespace + "queues")
+    others = [(n.host, int(n.port)) for n in cluster.get_nodes()]
+    seeds = [(owner.host, int(owner.port)), *(a for a in others if a != (owner.host,
+                                                                        int(owner.port)))]
+    kwargs = {k: v for k, v in cluster.nodes_manager.connection_kwargs.items()
+              if k not in ("host", "port", "connection_class", "retry", "decode_responses")}
+    secure = bool(kwargs.pop("ssl", False)) or (
+        cluster.nodes_manager.connection_kwargs.get("connection_class") is SSLConnection)
+    pool = redis.ConnectionPool(
+        connection_class=LocatedSSLConnection if secure else LocatedConnection,
+        locator=NodeLocator(seeds), host=seeds[0][0], port=seeds[0][1], decode_responses=False,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10), **kwargs)
+    return redis.Redis(connection_pool=pool)
+
+
+def connect(
+    url: Optional[str] = None, *, tls: Optional[TLSFiles] = None, **options: Any
+) -> redis.Redis:
+    """A ``redis.Redis`` for any URL :class:`ConnectionFactory` takes (its own factory)."""
+    return ConnectionFactory(url, tls=tls).connect(**options)
 
 
 def describe(client: redis.Redis) -> str:
     """Where a client points, without credentials, for log lines and errors."""
     pool = client.connection_pool
-    if isinstance(pool, SentinelConnectionPool):
-        return f"sentinel service {pool.service_name}"
     kwargs = pool.connection_kwargs
+    locator = kwargs.get("locator")
+    if isinstance(locator, SentinelLocator):
+        return f"sentinel service {locator.service}"
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
+    if isinstance(locator, NodeLocator) and len(locator.seeds) > 1:
+        return "cluster " + ",".join(f"{h}:{p}" for h, p in locator.seeds)
     return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, Optional
 
 import redis
 
+from .redis_errors import REDIS_ERRORS
 from .resp import FastCaller, LuaScript, command
 from .wire import Keys, dumps
 
@@ -212,14 +213,6 @@ return 0
 """
 
 PAUSED = "paused"
-
-# Errors that mean "Redis is away for now": every loop backs off and retries on these.
-REDIS_ERRORS = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ReadOnlyError,
-)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from . import wire
 from .failure import DECODE_EXCEPTION, PRUNE_DIRTY_EXIT
 from .fetch import parse_worker_value
 from .log import logger
+from .redis_errors import raise_if_away
 from .wire import Keys, WorkerId
 
 __all__ = ["RECOVERY_TTL", "Pruner", "resque_pids"]
@@ -165,7 +166,8 @@ class Pruner:
                     unregister(pipe, self.keys, [worker_id])
                     pipe.execute()
                     return outcome
-                except redis.WatchError:
+                except redis.WatchError as exc:
+                    raise_if_away(exc)
                     continue
 
     def _handle_job(

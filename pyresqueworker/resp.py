@@ -18,6 +18,8 @@ from typing import Any, Optional
 
 import redis
 
+from .redis_errors import RedisUnavailable, transient_code
+
 __all__ = ["FastCaller", "LuaScript", "command"]
 
 try:
@@ -32,11 +34,7 @@ _PACK: Optional[Callable[[tuple[Any, ...]], bytes]] = (
     getattr(hiredis, "pack_command", None) if HAVE_HIREDIS else None
 )
 
-_ERRORS = {
-    "NOSCRIPT": redis.exceptions.NoScriptError,
-    "LOADING": redis.exceptions.BusyLoadingError,
-    "READONLY": redis.exceptions.ReadOnlyError,
-}
+_ERRORS = {"NOSCRIPT": redis.exceptions.NoScriptError}
 
 
 class FastCaller:
@@ -46,6 +44,9 @@ class FastCaller:
         self.client = client
         self.connection = client.connection
         usable = HAVE_HIREDIS and self.connection is not None
+        # Located connections (every one the package opens) reconnect when Redis moved.
+        self._drop_if_stale: Optional[Callable[[], None]] = getattr(
+            self.connection, "drop_if_stale", None)
         self._reader: Optional[Any] = hiredis.Reader() if usable else None
         self._sock: Optional[socket.socket] = None
 
@@ -53,6 +54,8 @@ class FastCaller:
         connection, reader = self.connection, self._reader
         if reader is None or connection is None:
             return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
+        if self._drop_if_stale is not None:
+            self._drop_if_stale()
         sock = connection._sock
         if sock is None or sock is not self._sock:
             if sock is None:
@@ -78,10 +81,21 @@ class FastCaller:
             self._sock = None
             raise redis.exceptions.ConnectionError(f"Error while talking to Redis: {exc}") from None
         if isinstance(reply, hiredis.ReplyError):
-            message = str(reply)
-            error = _ERRORS.get(message.split(" ", 1)[0], redis.exceptions.ResponseError)
-            raise error(message)
+            raise _reply_error(connection, str(reply))
         return reply
+
+
+def _reply_error(connection: Any, message: str) -> Exception:
+    """The exception for an error reply; a transient one also drops the connection."""
+    code = transient_code(message)
+    if code is not None:
+        unavailable = getattr(connection, "unavailable", None)
+        if unavailable is not None:
+            error: Exception = unavailable(message, code)
+            return error
+        connection.disconnect()
+        return RedisUnavailable(message, code)
+    return _ERRORS.get(message.split(" ", 1)[0], redis.exceptions.ResponseError)(message)
 
 
 def command(conn: redis.Redis, *args: Any) -> Any:

@@ -21,6 +21,7 @@ import redis
 from croniter import CroniterError, croniter  # type: ignore[import-untyped]
 
 from . import wire
+from .redis_errors import raise_if_away
 
 __all__ = ["Schedule", "ScheduleStore", "validate_cron"]
 
@@ -304,7 +305,8 @@ class ScheduleStore:
                     pipe.hset(self._k.runtime, name, wire.dumps(config))
                     pipe.execute()
                     return True
-                except redis.WatchError:
+                except redis.WatchError as exc:
+                    raise_if_away(exc)
                     continue
 
     def _live_code(self, name: str) -> Optional[bytes]:

@@ -50,6 +50,14 @@ def normalize_namespace(namespace: str) -> str:
     return namespace if namespace.endswith(":") else namespace + ":"
 
 
+def has_hash_tag(namespace: str) -> bool:
+    """Whether every key under ``namespace`` hashes to one Redis Cluster slot: the namespace
+    holds a non-empty ``{tag}`` (Redis hashes only the first such tag of a key)."""
+    start = namespace.find("{")
+    end = namespace.find("}", start + 1)
+    return start >= 0 and end > start + 1
+
+
 class Keys:
     """Every Redis key Resque, resque-scheduler and this package use, under one namespace.
 

@@ -13,6 +13,7 @@ import redis
 
 from ..client import Client
 from ..failed_queue import FailedEntryError, FailedQueueBusyError
+from ..redis_errors import raise_if_away
 from .format import digest
 
 __all__ = ["ACTIONS", "ActionError", "Form"]
@@ -91,7 +92,8 @@ def remove_failed(client: Client, form: Form) -> str:
                 pipe.lrem(key, 1, "")
                 pipe.execute()
                 return f"Failure #{index} was removed."
-            except redis.WatchError:
+            except redis.WatchError as exc:
+                raise_if_away(exc)
                 continue
     raise ActionError(f"The failed list kept changing; failure #{index} was not removed. "
                       "Try again.")
