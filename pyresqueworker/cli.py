@@ -49,7 +49,11 @@ def _env(*names: str) -> list[str]:
               help="Module or .py file that registers handlers (repeatable).")
 @click.option("--redis", "redis_url",
               envvar=_env("PYRESQUE_REDIS", "RESQUE_REDIS_URL", "REDIS_URL"),
-              help="redis://, rediss:// or unix:// URL.  [default: redis://127.0.0.1:6379/0]")
+              help="redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL.  "
+                   "[default: redis://127.0.0.1:6379/0]")
+@click.option("--connect-timeout", default=30.0, type=click.FloatRange(0),
+              envvar="PYRESQUE_CONNECT_TIMEOUT",
+              help="Seconds to keep retrying Redis at start-up before giving up.")
 @click.option("--tls-ca", envvar="PYRESQUE_TLS_CA", type=_FILE,
               help="CA bundle to trust for rediss:// (default: the system's).")
 @click.option("--tls-cert", envvar="PYRESQUE_TLS_CERT", type=_FILE,

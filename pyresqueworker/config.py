@@ -21,6 +21,7 @@ class WorkerConfig:
 
     queues: QueueSpec
     redis_url: Optional[str] = None
+    connect_timeout: float = 30.0  # seconds start-up keeps retrying an unreachable Redis
     tls: Optional[TLSFiles] = None
     namespace: str = "resque:"
     concurrency: int = 1
@@ -59,6 +60,8 @@ class WorkerConfig:
             problems.append("--concurrency must be at least 1")
         if self.processes < 1:
             problems.append("--processes must be at least 1")
+        if self.connect_timeout < 0:
+            problems.append("--connect-timeout must not be negative")
         if self.interval < 0:
             problems.append("--interval must not be negative")
         if self.shutdown_timeout < 0:

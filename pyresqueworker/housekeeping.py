@@ -14,11 +14,12 @@ import sys
 import time
 from typing import TYPE_CHECKING, Optional
 
+import redis
+
 from . import wire
 from ._version import __version__
-from .fetch import REDIS_ERRORS
 from .log import logger
-from .slot import Backoff
+from .outage import Outage, is_redis_away
 
 if TYPE_CHECKING:
     from .process import WorkerProcess
@@ -60,10 +61,13 @@ class Housekeeper:
     def __init__(self, process: WorkerProcess) -> None:
         self.process = process
         self._title = ""
+        self._server = ""  # run_id of the Redis server the slots were registered with
 
     def heartbeat(self, first: bool = False) -> None:
         """Every slot's heartbeat in one pipeline, from Redis ``TIME`` (Ruby's format)."""
         p = self.process
+        if first:
+            self._server = self.server_id()
         beat = wire.heartbeat_value(int(p.conn.time()[0]))
         with p.conn.pipeline(transaction=False) as pipe:
             if first:
@@ -72,14 +76,32 @@ class Housekeeper:
             pipe.execute()
 
     def reregister_missing(self) -> None:
-        """Register again the slots another worker's prune removed (Ruby compares pids)."""
+        """Register again the slots another worker's prune removed (Ruby compares pids), or
+        all of them when Redis itself lost them (restarted empty, a failover to a replica
+        that had not caught up): the server's ``run_id`` tells the two apart."""
         p = self.process
         present = p.conn.smismember(p.keys.workers, p.worker_ids)
         missing = [wid for wid, here in zip(p.worker_ids, present) if not here]
-        if missing and not p.stopping.is_set():
+        if not missing or p.stopping.is_set():
+            return
+        server = self.server_id()
+        if server != self._server:
+            logger.warning("redis is not the server this worker registered with (restarted "
+                           "or failed over); registering again", extra={"workers": len(missing)})
+            self._server = server
+        else:
             logger.warning("re-registering slots removed by another worker's prune",
                            extra={"workers": ",".join(missing)})
-            p.register(missing)
+        p.register(missing)
+
+    def server_id(self) -> str:
+        """The ``run_id`` of the Redis server the process talks to now."""
+        try:
+            return str(self.process.conn.info("server").get("run_id", ""))
+        except redis.exceptions.ResponseError as exc:
+            if is_redis_away(exc):
+                raise
+            return ""  # a Redis-protocol server without INFO (the demo's fakeredis)
 
     def prune(self) -> None:
         """Prune dead workers; anything but a Redis outage is logged, never raised."""
@@ -88,18 +110,19 @@ class Housekeeper:
             outcomes = list(p.pruner.prune().values())
             for how in ("requeued", "failed"):
                 p.metrics.recovered(outcomes.count(how), how)
-        except REDIS_ERRORS:
-            raise
-        except Exception as exc:  # a prune must never take the worker down
+        except Exception as exc:
+            if is_redis_away(exc):
+                raise  # a prune must never take the worker down
             logger.error("prune failed", extra={"error": repr(exc)})
 
     def run(self) -> None:
-        """The thread's loop, until the process stops."""
+        """The thread's loop, until the process stops; no error ends it."""
         p = self.process
         interval = p.config.heartbeat_interval
         next_beat = time.monotonic() + interval
         next_prune = time.monotonic() + interval
-        backoff = Backoff(base=0.5, cap=min(interval, 30.0))
+        outage = Outage("housekeeping", book=p.outages, cap=min(interval, 1.0),
+                        on_recovered=p.metrics.reconnected)
         next_second = time.monotonic()
         while not p.stopping.wait(min(_WATCHDOG_TICK, interval)):
             try:
@@ -121,16 +144,11 @@ class Housekeeper:
                 if now >= next_prune:
                     self.prune()
                     next_prune = now + interval
-                if backoff.failures:
-                    p.metrics.reconnected()
-                backoff.reset()
-            except REDIS_ERRORS as exc:
-                delay = backoff.next_delay()
-                logger.warning("heartbeat: redis unavailable, retrying",
-                               extra={"error": str(exc), "retry_in_s": round(delay, 2)})
-                next_beat = time.monotonic() + delay
-            except Exception as exc:  # the heartbeat must never die while the worker lives
-                logger.error("housekeeping error", extra={"error": repr(exc)})
+                outage.succeeded()
+            except Exception as exc:
+                # Heartbeat again as soon as Redis answers: after a failover the new master
+                # must see this worker alive before anyone prunes it.
+                next_beat = time.monotonic() + outage.failed(exc)
 
     def check_memory(self) -> None:
         """``--max-memory``: recycle the process once its resident memory passes the limit."""

@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import Any
 
-__all__ = ["TextFormatter", "logger", "setup_logging"]
+__all__ = ["MAX_FIELD_CHARS", "TextFormatter", "capped", "logger", "setup_logging"]
 
 logger = logging.getLogger("pyresqueworker")
 
@@ -14,10 +14,34 @@ logger = logging.getLogger("pyresqueworker")
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
+#: Longest field value a log line shows; a job's 10 MB exception message stays whole in its
+#: failure entry, not in the log.
+MAX_FIELD_CHARS = 2000
+
+
+def capped(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """``text``, cut to ``limit`` characters with a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 def _printable(value: object) -> str:
     """A field value on one line: a job's class name must not be able to forge log lines."""
-    text = str(value)
+    text = capped(str(value))
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+class _CappedJsonFields(logging.Filter):
+    """Caps string fields of JSON records (the text formatter caps while formatting)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+                record.__dict__[key] = capped(value)
+        if isinstance(record.msg, str) and len(record.msg) > MAX_FIELD_CHARS:
+            record.msg = capped(record.msg)
+        return True
 
 
 class TextFormatter(logging.Formatter):
@@ -47,6 +71,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text", stream: Any = None) ->
                 rename_fields={"levelname": "level", "asctime": "time"},
             )
         )
+        handler.addFilter(_CappedJsonFields())
     elif fmt == "text":
         handler.setFormatter(TextFormatter())
     else:

@@ -21,18 +21,20 @@ import redis
 
 from . import wire
 from .config import WorkerConfig
-from .connection import connect, describe, redact_url, resolve_url
+from .connection import ConnectionFactory, describe, redact_url
 from .doorbell import Doorbell
 from .failure import DIRTY_EXIT
-from .fetch import REDIS_ERRORS, Claimer, Finish
+from .fetch import Claimer, Finish
 from .history import HistoryBuffer, HistorySettings
 from .housekeeping import Housekeeper, set_proctitle
 from .log import logger
 from .metrics import NULL_METRICS, Metrics
+from .outage import Backoff, OutageBook, is_redis_away
 from .periodic import PeriodicEnqueuer
 from .prune import Pruner
+from .redis_errors import REDIS_ERRORS
 from .registry import Registry
-from .slot import Backoff, Slot, failure_for
+from .slot import Slot, failure_for
 from .supervisor import RECYCLE_EXIT
 
 T = TypeVar("T")
@@ -52,6 +54,43 @@ def _kill(pid: int) -> None:
 class WorkerError(RuntimeError):
     """The worker cannot start or stop cleanly (Redis unreachable...); the message is one safe
     line for the command line: no traceback, no credentials."""
+
+
+def is_cluster_node(conn: redis.Redis) -> bool:
+    """Whether ``conn`` talks to a Redis Cluster node (False where INFO is unknown)."""
+    try:
+        return bool(conn.info("cluster").get("cluster_enabled"))
+    except redis.exceptions.ResponseError as exc:
+        if is_redis_away(exc):
+            raise
+        return False  # a Redis-protocol server without INFO (the demo's fakeredis)
+
+
+def retry_start_up(step: Callable[[], T], what: str, where: str, timeout: float) -> T:
+    """Run a start-up step, retrying while Redis is away for up to ``timeout`` seconds.
+
+    Then, or at once for an error that waiting cannot fix (credentials, permissions, a bad
+    database index), :class:`WorkerError` with one line naming ``where`` (no password).
+    """
+    deadline = time.monotonic() + timeout
+    backoff = Backoff(base=0.1, cap=1.0)
+    while True:
+        try:
+            return step()
+        except redis.exceptions.AuthenticationError:
+            raise WorkerError(f"Redis at {where} refused the credentials") from None
+        except Exception as exc:
+            if not is_redis_away(exc):
+                raise WorkerError(
+                    f"Redis at {where} refused to {what}: {type(exc).__name__}: {exc}"
+                ) from None
+            if time.monotonic() >= deadline:
+                waited = f" (gave up after --connect-timeout {timeout:g}s)" if timeout else ""
+                raise WorkerError(f"cannot reach Redis at {where}{waited}: {exc}") from None
+            if backoff.failures == 0:
+                logger.warning("redis unavailable at start-up, retrying", extra={
+                    "redis": where, "error": str(exc)[:500], "connect_timeout_s": timeout})
+            time.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
 
 
 class WorkerProcess:
@@ -74,6 +113,8 @@ class WorkerProcess:
         self.recycling = False  # exiting for --max-jobs / --max-memory, to be replaced
         self.signal_count = 0
         self.rng = random.Random()
+        self.outages = OutageBook()  # so an outage is logged once per process, not per loop
+        self.connections = ConnectionFactory(config.redis_url, tls=config.tls)
         self.conn = self._first_connection()
         spec = config.queues
         self.worker_ids = [
@@ -108,21 +149,29 @@ class WorkerProcess:
     # -- helpers used by slots --------------------------------------------------------------
 
     def _first_connection(self) -> redis.Redis:
-        where = redact_url(resolve_url(self.config.redis_url))
-        try:
-            conn = self.new_connection()
-            conn.ping()
-        except redis.exceptions.AuthenticationError:
-            raise WorkerError(f"Redis at {where} refused the credentials") from None
-        except REDIS_ERRORS as exc:
-            raise WorkerError(f"cannot reach Redis at {where}: {exc}") from None
+        conn = self.new_connection()
+        self.starting(conn.ping, "connect")
+        if self.starting(lambda: is_cluster_node(conn), "check the server") and (
+                not wire.has_hash_tag(self.config.namespace)):
+            raise WorkerError(
+                f"Redis at {describe(conn)} is a Redis Cluster: the namespace "
+                f"{self.config.namespace!r} needs a hash tag (e.g. '{{resque}}:') so every "
+                "key of a job lives in one slot")
         return conn
 
+    def starting(self, step: Callable[[], T], what: str) -> T:
+        """A start-up step, retried while Redis is away (see :func:`retry_start_up`)."""
+        return retry_start_up(step, what, redact_url(self.connections.url),
+                              self.config.connect_timeout)
+
     def new_connection(self) -> redis.Redis:
+        """A single-socket client from the process's one :class:`ConnectionFactory`; it
+        connects on first use and follows Redis through failovers and redirects."""
         # A slot blocks up to --interval in BLMOVE; redis-py 8's default 5 s socket timeout
         # would cut longer waits and drop the connection each time.
-        return connect(self.config.redis_url, tls=self.config.tls, single_connection_client=True,
-                       socket_timeout=self.config.interval + 10.0)
+        return self.connections.connect(single_connection_client=True,
+                                        socket_timeout=self.config.interval + 5.0,
+                                        socket_connect_timeout=5.0)
 
     def queue_order(self, conn: redis.Redis) -> list[str]:
         """The queues to try for one fetch (weighted shuffle, dynamic expansion)."""
@@ -169,10 +218,13 @@ class WorkerProcess:
         """Start, work until stopped, shut down cleanly. Returns the exit code."""
         set_proctitle("resque: Starting")
         self._install_signals()
-        self.housekeeper.heartbeat(first=True)
-        self.housekeeper.prune()
-        self.register(self.worker_ids)
-        self._publish_concurrency_caps()
+        self.starting(lambda: self.housekeeper.heartbeat(first=True), "write heartbeats")
+        self.starting(self.housekeeper.prune, "prune dead workers")
+        self.starting(lambda: self.register(self.worker_ids), "register the worker")
+        self.starting(self._publish_concurrency_caps, "publish concurrency caps")
+        watch = self.connections.failover_watch()
+        if watch is not None:
+            watch.start()
         logger.info("worker started", extra={
             "workers": self.worker_ids[0] + (f" (+{len(self.worker_ids) - 1} slots)"
                                              if len(self.worker_ids) > 1 else ""),
@@ -187,17 +239,37 @@ class WorkerProcess:
         housekeeping = threading.Thread(target=self.housekeeper.run, name="housekeeping",
                                         daemon=True)
         housekeeping.start()
-        while any(s.is_alive() for s in self.slots) and not self.stopping.is_set():
+        while not self.stopping.is_set():
+            self._replace_dead_slots()
             time.sleep(0.05)
-        self._shutdown()
+        try:
+            self._shutdown()
+        finally:
+            if watch is not None:
+                watch.stop()
         return RECYCLE_EXIT if self.recycling else 0
+
+    def _replace_dead_slots(self) -> None:
+        """A slot thread never ends while the process runs; if one did (a bug), its worker id
+        gets a fresh thread, so no id stays registered with nobody behind it."""
+        for index, slot in enumerate(self.slots):
+            if slot.is_alive() or self.stopping.is_set():
+                continue
+            if self.config.drain and slot.drained:
+                if not any(s.is_alive() for s in self.slots):
+                    self.stopping.set()
+                continue
+            logger.error("slot thread ended unexpectedly; starting a new one",
+                         extra={"worker": slot.worker_id})
+            replacement = Slot(self, index, slot.worker_id)
+            self.slots[index] = replacement
+            replacement.start()
 
     def _start_scheduler(self) -> None:
         from .client import Client
         from .scheduler import Scheduler
 
-        client = Client(redis=connect(self.config.redis_url, tls=self.config.tls),
-                        namespace=self.config.namespace)
+        client = Client(redis=self.connections.connect(), namespace=self.config.namespace)
         scheduler = Scheduler(client)
         self._scheduler_thread = threading.Thread(
             target=scheduler.run, args=(self.stopping,), name="scheduler", daemon=True)

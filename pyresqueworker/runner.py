@@ -11,12 +11,11 @@ import traceback
 from typing import Optional
 
 from .config import WorkerConfig
-from .connection import connect, describe
+from .connection import ConnectionFactory, connect, redact_url
 from .failure import DIRTY_EXIT
-from .fetch import REDIS_ERRORS
 from .log import logger
 from .metrics import NULL_METRICS, Metrics, MetricsError, MetricsExporter
-from .process import WorkerError, WorkerProcess
+from .process import WorkerError, WorkerProcess, retry_start_up
 from .prune import Pruner
 from .registry import Registry, default_registry
 from .supervisor import Supervisor
@@ -91,11 +90,10 @@ def _run_worker(config: WorkerConfig, registry: Registry,
         if exporter is not None:
             exporter.start()
         return worker.run()
-    probe = connect(config.redis_url, tls=config.tls)
-    try:
-        probe.ping()
-    except REDIS_ERRORS as exc:
-        raise WorkerError(f"cannot reach Redis at {describe(probe)}: {exc}") from None
+    factory = ConnectionFactory(config.redis_url, tls=config.tls)
+    probe = factory.connect(socket_connect_timeout=5.0)
+    try:  # before forking, so an unreachable Redis is one line, not N crashing children
+        retry_start_up(probe.ping, "connect", redact_url(factory.url), config.connect_timeout)
     finally:
         probe.close()
 

@@ -26,6 +26,7 @@ from . import wire
 from .client import Client
 from .connection import connect, describe, redact_url, resolve_url
 from .delayed import as_bytes
+from .outage import Outage
 from .resp import LuaScript
 
 __all__ = ["BATCH_SIZE", "LOCK_TIMEOUT", "Scheduler", "main", "scheduler_main"]
@@ -244,23 +245,27 @@ class Scheduler:
     def run(self, stop: threading.Event) -> None:
         """Call :meth:`run_once` every ``interval`` seconds until ``stop`` is set.
 
-        A Redis error is logged and retried on the next pass. The lock is released on exit.
+        No error ends the loop: Redis being away is logged once per outage and retried with
+        backoff (at least every ``interval``), anything else too. The lock is released on exit.
         """
         _log.info("scheduler started", extra={"lock": self.lock_value})
+        outage = Outage("scheduler", cap=max(self.interval, 1.0))
         try:
             while not stop.is_set():
                 try:
                     moved = self.run_once(stop)
                     if moved:
                         _log.info("queued delayed jobs", extra={"count": moved})
-                except redis.RedisError as exc:
-                    _log.warning("scheduler pass failed: %s", exc)
+                    outage.succeeded()
+                except Exception as exc:
+                    stop.wait(min(outage.failed(exc), self.interval))
+                    continue
                 stop.wait(self.interval)
         finally:
             try:
                 if self.release_lock():
                     _log.info("released the scheduler master lock")
-            except redis.RedisError as exc:
+            except Exception as exc:
                 _log.warning("could not release the master lock: %s", exc)
             _log.info("scheduler stopped")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-import random
 import threading
 import time
 from collections.abc import Coroutine
@@ -21,6 +20,7 @@ from .fetch import NO_FINISH, PAUSED, REDIS_ERRORS, SUCCESS, Claimed, Claimer, F
 from .isolation import JobResult, JobTimeout, run_forked
 from .job import Job, JobCall
 from .log import logger
+from .outage import Outage
 from .retrying import Retrier
 
 if TYPE_CHECKING:
@@ -28,21 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ["REDIS_ERRORS", "Slot"]
 
+_STEP_ON = "go on"
+
 _IDLE, _RUNNING, _FINISHING, _ABANDONED = "idle", "running", "finishing", "abandoned"
-
-
-class Backoff:
-    """Capped exponential backoff with full jitter, reset on success."""
-
-    def __init__(self, base: float = 0.1, cap: float = 10.0) -> None:
-        self.base, self.cap, self.failures = base, cap, 0
-
-    def next_delay(self) -> float:
-        self.failures += 1
-        return random.uniform(0, min(self.cap, self.base * 2 ** min(self.failures, 20)))
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class Slot(threading.Thread):
@@ -53,7 +41,7 @@ class Slot(threading.Thread):
         self.process = process
         self.index = index
         self.worker_id = worker_id
-        self.conn = process.new_connection()
+        self.conn = process.new_connection()  # connects on first use, in this thread
         self.claimer = Claimer(self.conn, process.keys, worker_id)
         self.retrier = Retrier(self.conn, process.keys, process.registry, worker_id)
         self.lock = threading.Lock()
@@ -66,61 +54,83 @@ class Slot(threading.Thread):
         self.status = "waiting"  # or "paused" (pause-all-workers), for the process title
         self.woken = False  # the last idle wait ended because a queue had a job
         self.rang_empty = False
+        self.finish: Finish = NO_FINISH  # the last job's completion, sent with the next claim
+        self.drained = False  # ended because --interval 0 found every queue empty
 
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> None:
-        finish: Finish = NO_FINISH
-        claimed: Claimed | str | None
-        backoff = Backoff()
+        """Claim and run jobs until the process stops. Nothing ends this loop early: Redis
+        being away (refused, cut, OOM, READONLY, a failover...) and any other error are
+        logged once, backed off from with jitter, and retried; a pending completion is kept
+        until Redis takes it."""
         process = self.process
-        blpop = process.config.fetch == "blpop"
+        outage = Outage(self.name, book=process.outages,
+                        on_recovered=process.metrics.reconnected)
         while True:
             try:
-                if process.stopping.is_set() or process.paused.is_set():
-                    finish = self._flush(finish)
-                    if process.stopping.is_set():
-                        return
-                    process.wake.wait(0.2)
-                    continue
-                queues = process.queue_order(self.conn)
-                if blpop:
-                    finish = self._flush(finish)
-                    claimed = self._blpop(queues)
-                elif queues:
-                    claimed = self.claimer.claim(queues, finish, wire.run_at())
-                    finish = NO_FINISH
-                else:  # a glob that matches no queue yet
-                    finish, claimed = self._flush(finish), None
-                if backoff.failures:
-                    logger.info("redis reachable again", extra={"worker": self.worker_id})
-                    process.metrics.reconnected()
-                backoff.reset()
-            except REDIS_ERRORS as exc:
+                if not self._turn():
+                    return
+                outage.succeeded()
+            except Exception as exc:
                 if process.stopping.is_set() and (
-                    finish == NO_FINISH or time.monotonic() > process.stop_deadline
+                    self.finish == NO_FINISH or time.monotonic() > process.stop_deadline
                 ):
                     return  # nothing owed to Redis, or no time left: recovery has the rest
-                delay = backoff.next_delay()
-                level = logging.WARNING if backoff.failures == 1 else logging.DEBUG
-                logger.log(level, "redis unavailable, retrying", extra={
-                    "worker": self.worker_id, "error": str(exc), "retry_in_s": round(delay, 2)})
-                time.sleep(delay)  # not wake.wait: once stopping, wake stays set
-                continue
-            if claimed is None or claimed == PAUSED:
-                if claimed is None and process.config.drain:
-                    self._flush(finish)
-                    return
-                self._idle_wait(queues, paused=claimed == PAUSED)
-                continue
-            if self.woken:
-                process.doorbell.pass_on()  # a burst may hold more jobs: let one more slot try
-                self.woken = self.rang_empty = False
-            assert isinstance(claimed, Claimed)
-            outcome = self._execute(claimed)
-            if outcome is None:  # abandoned at shutdown: the process has dealt with the job
-                return
-            finish = outcome
+                time.sleep(outage.failed(exc))  # not wake.wait: once stopping, wake stays set
+
+    def _turn(self) -> bool:
+        """One claim and what follows it (a job, or an idle wait); False to end the loop."""
+        process = self.process
+        if process.stopping.is_set() or process.paused.is_set():
+            self.finish = self._flush(self.finish)
+            if process.stopping.is_set():
+                return False
+            process.wake.wait(0.2)
+            return True
+        if process.connections.holding():  # a Sentinel failover: write nothing until it's done
+            process.wake.wait(0.05)
+            return True
+        queues = process.queue_order(self.conn)
+        claimed: Claimed | str | None
+        if process.config.fetch == "blpop":
+            self.finish = self._flush(self.finish)
+            claimed = self._blpop(queues)
+        elif queues:
+            claimed = self.claimer.claim(queues, self.finish, wire.run_at())
+            self.finish = NO_FINISH
+        else:  # a glob that matches no queue yet
+            self.finish, claimed = self._flush(self.finish), None
+        if claimed is None or claimed == PAUSED:
+            if claimed is None and process.config.drain:
+                self.finish = self._flush(self.finish)
+                self.drained = True
+                return False
+            self._idle_wait(queues, paused=claimed == PAUSED)
+            return True
+        if self.woken:
+            process.doorbell.pass_on()  # a burst may hold more jobs: let one more slot try
+            self.woken = self.rang_empty = False
+        assert isinstance(claimed, Claimed)
+        outcome = self._execute_safely(claimed)
+        if outcome is None:  # abandoned at shutdown: the process has dealt with the job
+            return False
+        self.finish = outcome
+        return True
+
+    def _execute_safely(self, claimed: Claimed) -> Optional[Finish]:
+        """:meth:`_execute`; an error of our own bookkeeping fails the job, never drops it
+        (it was claimed into this slot's worker key, which the next claim overwrites)."""
+        try:
+            return self._execute(claimed)
+        except Exception as exc:
+            logger.exception("internal error around a job; failing it", extra={
+                "worker": self.worker_id, "queue": claimed.queue})
+            with self.lock:
+                if self.state == _ABANDONED:
+                    return None
+                self.job, self.state = None, _IDLE
+            return Finish("2", failure_for(_make_job(claimed, self.worker_id), exc))
 
     def _flush(self, finish: Finish) -> Finish:
         """Send a pending completion on its own (before waiting, pausing or stopping)."""
@@ -149,10 +159,7 @@ class Slot(threading.Thread):
             process.wake.wait(timeout)
             return
         self.rang_empty = self.woken
-        try:
-            self.woken = process.doorbell.wait(self.claimer, queues[0], timeout)
-        except REDIS_ERRORS:
-            process.wake.wait(0.5)
+        self.woken = process.doorbell.wait(self.claimer, queues[0], timeout)
 
     # -- one job --------------------------------------------------------------------------
 

@@ -16,6 +16,9 @@ from typing import Callable, Optional
 from .log import logger
 
 RECYCLE_EXIT = 75  # a worker that exited to be replaced (--max-jobs / --max-memory)
+#: A child that ran this long before dying was healthy: its restart delay starts over, so one
+#: crash after hours of good work is not punished for the crash loop of yesterday.
+HEALTHY_RUN = 10.0
 
 __all__ = ["Supervisor"]
 
@@ -45,6 +48,7 @@ class Supervisor:
         self.stopping = False
         self.restart_delay = [0.0] * count
         self.restart_at = [0.0] * count
+        self.started_at = [0.0] * count
         self.pending: set[int] = set()  # indexes waiting for their restart delay
 
     def _spawn(self, index: int) -> None:
@@ -62,6 +66,7 @@ class Supervisor:
             finally:
                 os._exit(code)
         self.children[pid] = index
+        self.started_at[index] = time.monotonic()
         logger.info("worker process started", extra={"pid": pid, "index": index})
 
     def _forward(self, signum: int, _frame: object) -> None:
@@ -113,12 +118,21 @@ class Supervisor:
                 finished_cleanly.add(index)
                 logger.info("worker process exited", extra={"pid": pid, "code": code})
                 continue
-            delay = self.restart_delay[index] = min(max(0.5, self.restart_delay[index] * 2), 30.0)
+            delay = self.next_restart_delay(index, time.monotonic())
             self.restart_at[index] = time.monotonic() + delay
             logger.warning("worker process died; restarting", extra={
                 "pid": pid, "code": code, "restart_in_s": delay})
             self._restart_due(finished_cleanly, pending=index)
         return 0
+
+    def next_restart_delay(self, index: int, now: float) -> float:
+        """Seconds before child ``index`` is started again: doubling from 0.5 s to 30 s while
+        it keeps dying young, back to 0.5 s after it ran :data:`HEALTHY_RUN` seconds."""
+        if now - self.started_at[index] >= HEALTHY_RUN:
+            self.restart_delay[index] = 0.0
+        delay = min(max(0.5, self.restart_delay[index] * 2), 30.0)
+        self.restart_delay[index] = delay
+        return delay
 
     def _restart_due(self, finished: set[int], pending: Optional[int] = None) -> None:
         """Restart children whose delay has passed (a pending index waits its turn)."""

@@ -55,7 +55,7 @@ def test_a_bad_flag_prints_one_line_and_exits_2(args: list[str], mentions: str) 
 
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_unreachable_redis_prints_one_line_and_exits_1(processes: str) -> None:
-    result = run_cli("--queues", "q", "--processes", processes,
+    result = run_cli("--queues", "q", "--processes", processes, "--connect-timeout", "0",
                      "--redis", f"redis://:{SECRET}@127.0.0.1:1/0")
     assert result.returncode == 1, result.stderr
     line = one_error_line(result)

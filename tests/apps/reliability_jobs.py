@@ -1,6 +1,7 @@
 """Job handlers for the reliability tests, loaded with ``pyresque-work --app reliability_jobs``.
 
-Every handler reports to the Redis named by ``REDIS_URL`` under ``rel:*`` keys (outside the
+Every handler reports to the Redis named by ``REL_REDIS_URL`` (a ledger apart from the Redis
+under test, for the fault tests), else ``REDIS_URL``, under ``rel:*`` keys (outside the
 ``resque:`` namespace), so a test can account for every job from outside the worker:
 
 * ``rel:done`` (set) and ``rel:runs`` (hash id -> runs): :func:`rel_record`. Both are written in
@@ -48,7 +49,8 @@ def _redis() -> redis.Redis:
     global _client
     with _client_lock:
         if _client is None:
-            _client = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=5)
+            url = os.environ.get("REL_REDIS_URL") or os.environ["REDIS_URL"]
+            _client = redis.Redis.from_url(url, socket_timeout=5)
         return _client
 
 
