@@ -111,13 +111,9 @@ class RedisServer:
         return redis.Redis(port=self.port)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        from fault_servers import terminate
+
+        terminate(self.process)
         if self.process.stderr:
             self.process.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
