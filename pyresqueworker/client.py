@@ -18,7 +18,15 @@ from redis import Redis
 from . import wire
 from .connection import connect, describe, pinned_to_namespace
 from .failed_queue import FailedQueue, Raw
-from .inspection import WorkerInfo, as_text, read_heartbeats, read_info, read_workers
+from .inspection import (
+    WorkerInfo,
+    as_text,
+    is_pause_value,
+    read_heartbeats,
+    read_info,
+    read_queue_names,
+    read_workers,
+)
 from .resp import LuaScript
 from .retry import Retry
 
@@ -340,8 +348,10 @@ class Client:
         return decoded
 
     def queues(self) -> list[str]:
-        """Known queue names (the ``queues`` set), sorted as resque-web lists them."""
-        return sorted(as_text(name) or "" for name in self.redis.smembers(self.keys.queues))
+        """Every queue, sorted: the ``queues`` set (Ruby's ``Resque.queues``, which
+        ``Resque.enqueue`` fills) and any ``queue:<name>`` list, so jobs pushed by hand with
+        ``RPUSH`` are seen too."""
+        return read_queue_names(self.redis, self.keys)
 
     def remove_queue(self, queue: str) -> None:
         """``Resque.remove_queue``: one pipeline, ``SREM queues <q>`` and ``DEL queue:<q>``."""
@@ -374,8 +384,7 @@ class Client:
 
     def all_paused(self) -> bool:
         """Whether the global pause is on, read as Ruby's ``paused?`` does (strip, downcase)."""
-        value = as_text(self.redis.get(self.keys.pause_all))
-        return value is not None and value.strip().lower() == "true"
+        return is_pause_value(self.redis.get(self.keys.pause_all))
 
     # -- workers and stats (spec §7, §9; see pyresqueworker.inspection) ------------------
 

@@ -30,8 +30,8 @@ from .locate import (
 from .wire import has_hash_tag as wire_has_hash_tag
 
 __all__ = [
-    "DEFAULT_URL", "ConfigError", "ConnectionFactory", "TLSFiles", "connect", "describe",
-    "pinned_to_namespace", "redact_url", "resolve_url",
+    "DEFAULT_URL", "WORKER_PERMISSIONS", "ConfigError", "ConnectionFactory", "TLSFiles",
+    "connect", "describe", "explain_error", "pinned_to_namespace", "redact_url", "resolve_url",
 ]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -244,6 +244,31 @@ def pinned_to_namespace(cluster: Any, namespace: str) -> redis.Redis:
         locator=NodeLocator(seeds), host=seeds[0][0], port=seeds[0][1], decode_responses=False,
         retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10), **kwargs)
     return redis.Redis(connection_pool=pool)
+
+
+#: What a worker's Redis user must be allowed (for an ACL user: ``+@all`` works, or these).
+WORKER_PERMISSIONS = ("+@read", "+@write", "+@scripting", "+@connection", "+time", "+info",
+                      "+client", "~<namespace>*")
+
+
+def explain_error(exc: BaseException, where: str) -> str:
+    """One line, the same in every command, for a Redis that cannot be used as configured.
+
+    ``where`` is the redacted URL (see :func:`redact_url`).
+    """
+    text = str(exc).strip()
+    if isinstance(exc, redis.exceptions.AuthenticationError):
+        return f"Redis at {where} refused the credentials (wrong user or password): {text}"
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return (f"Redis at {where} refused a command to this ACL user: {text}; the user needs "
+                + " ".join(WORKER_PERMISSIONS))
+    if isinstance(exc, redis.exceptions.InvalidResponse) or "Protocol error" in text:
+        return f"{where} does not answer like a Redis server: {text}"
+    if "DB index is out of range" in text or "invalid DB index" in text:
+        return f"Redis at {where} has no such database (the number after the last /): {text}"
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return f"cannot reach Redis at {where}: {text}"
+    return f"Redis at {where} answered with an error: {type(exc).__name__}: {text}"
 
 
 def connect(

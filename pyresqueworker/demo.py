@@ -20,6 +20,7 @@ import click
 
 from .client import Client
 from .config import WorkerConfig
+from .connection import explain_error, redact_url
 from .queues import QueueSpec
 from .registry import DontPerform, Registry
 from .runner import WorkerError, run_worker
@@ -155,7 +156,7 @@ def demo(redis_url: Optional[str], serve: bool) -> None:
     try:
         client.redis.ping()
     except Exception as exc:
-        raise click.ClickException(f"cannot reach Redis: {exc}") from None
+        raise click.ClickException(explain_error(exc, redact_url(url))) from None
     client.redis.delete(_RAN_KEY)
     for note in _enqueue_samples(client, url):
         click.echo(note)

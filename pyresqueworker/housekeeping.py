@@ -62,6 +62,7 @@ class Housekeeper:
         self.process = process
         self._title = ""
         self._server = ""  # run_id of the Redis server the slots were registered with
+        self._published_pause = False
 
     def heartbeat(self, first: bool = False) -> None:
         """Every slot's heartbeat in one pipeline, from Redis ``TIME`` (Ruby's format)."""
@@ -130,6 +131,7 @@ class Housekeeper:
                 for slot in p.slots:
                     slot.interrupt_if_overdue(now)
                 self.update_title()
+                self.publish_pause()
                 if p.history is not None:
                     p.history.write(p.conn)
                 if now >= next_second:
@@ -149,6 +151,18 @@ class Housekeeper:
                 # Heartbeat again as soon as Redis answers: after a failover the new master
                 # must see this worker alive before anyone prunes it.
                 next_beat = time.monotonic() + outage.failed(exc)
+
+    def publish_pause(self) -> None:
+        """Tell the CLI, dashboard and metrics that this process is paused (USR2), or not."""
+        p = self.process
+        paused = p.paused.is_set()
+        if paused == self._published_pause:
+            return
+        if paused:
+            p.conn.sadd(p.keys.paused_workers, *p.worker_ids)
+        else:
+            p.conn.srem(p.keys.paused_workers, *p.worker_ids)
+        self._published_pause = paused
 
     def check_memory(self) -> None:
         """``--max-memory``: recycle the process once its resident memory passes the limit."""

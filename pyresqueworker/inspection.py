@@ -16,7 +16,9 @@ from redis import Redis
 from . import wire
 from .failed_queue import Raw, decode_entry
 
-__all__ = ["WorkerInfo", "as_text", "read_heartbeats", "read_info", "read_workers"]
+__all__ = [
+    "WorkerInfo", "as_text", "read_heartbeats", "read_info", "read_queue_names", "read_workers",
+]
 
 # Worker ids per pipelined MGET round when reading ``workers``; each id costs four keys.
 _WORKER_BATCH = 250
@@ -28,7 +30,8 @@ class WorkerInfo:
 
     ``pid`` is Ruby's ``to_i`` of the id's pid part (``4242-1`` gives 4242). ``job`` is the
     decoded ``worker:<id>`` value, ``None`` when idle or undecodable; ``state`` is ``working``
-    whenever that key holds a non-empty value.
+    whenever that key holds a non-empty value, else ``paused`` when the global pause
+    (``pause-all-workers``) is on or the worker was paused with USR2, else ``idle``.
     """
 
     id: str
@@ -102,7 +105,11 @@ def read_workers(redis: Redis, keys: wire.Keys) -> list[WorkerInfo]:
             ]
         pipe.mget(batch)
     pipe.hmget(keys.heartbeats, [text for text, _ in ids])
-    *batches, heartbeats = pipe.execute()
+    pipe.get(keys.pause_all)
+    pipe.smembers(keys.paused_workers)
+    *batches, heartbeats, pause_all, paused_ids = pipe.execute()
+    all_paused = is_pause_value(pause_all)
+    paused = {as_text(m) for m in paused_ids}
     values = [value for chunk in batches for value in chunk]
     result = []
     for n, (text, parsed) in enumerate(ids):
@@ -118,7 +125,8 @@ def read_workers(redis: Redis, keys: wire.Keys) -> list[WorkerInfo]:
                 job=decode_entry(job_raw) if job_raw else None,
                 processed=_ruby_to_i(processed),
                 failed=_ruby_to_i(failed),
-                state="working" if job_raw else "idle",
+                state="working" if job_raw else (
+                    "paused" if all_paused or text in paused else "idle"),
             )
         )
     return result
@@ -132,18 +140,41 @@ def read_heartbeats(redis: Redis, keys: wire.Keys) -> dict[str, str]:
     }
 
 
+def is_pause_value(value: Optional[Raw]) -> bool:
+    """Ruby's ``paused?``: the ``pause-all-workers`` value, stripped and downcased, is true."""
+    text = as_text(value)
+    return text is not None and text.strip().lower() == "true"
+
+
+def read_queue_names(redis: Redis, keys: wire.Keys) -> list[str]:
+    """Every queue there is, sorted: the ``queues`` set (what ``Resque.enqueue`` and
+    ``Resque.queues`` use) and every ``queue:<name>`` list, since a job pushed by hand
+    (``redis-cli RPUSH resque:queue:low ...``) is waiting all the same without the set
+    knowing its queue. (One ``SCAN`` over the namespace's ``queue:`` keys.)"""
+    names = {as_text(name) or "" for name in redis.smembers(keys.queues)}
+    prefix = keys.queue("")
+    for key in redis.scan_iter(match=_glob_escape(prefix) + "*", count=1000, _type="list"):
+        name = (as_text(key) or "")[len(prefix):]
+        if name and ":" not in name:
+            names.add(name)
+    return sorted(names)
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
 def read_info(redis: Redis, keys: wire.Keys) -> dict[str, Any]:
     """The fields of ``Resque.info``: pending, processed, queues, workers, working, failed,
-    servers and environment."""
+    servers and environment. Queues are those of :func:`read_queue_names`, so jobs pushed
+    without the ``queues`` set count as pending too."""
+    queue_names = read_queue_names(redis, keys)
     pipe = redis.pipeline(transaction=False)
-    pipe.smembers(keys.queues)
     pipe.get(keys.stat("processed"))
     pipe.llen(keys.failed)
-    queue_names, processed, failed = pipe.execute()
-    pipe = redis.pipeline(transaction=False)
     for name in queue_names:
-        pipe.llen(keys.queue(as_text(name) or ""))
-    sizes = pipe.execute()
+        pipe.llen(keys.queue(name))
+    processed, failed, *sizes = pipe.execute()
     workers = read_workers(redis, keys)
     return {
         "pending": sum(int(size) for size in sizes),

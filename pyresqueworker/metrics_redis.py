@@ -16,6 +16,7 @@ from prometheus_client.metrics_core import Metric
 
 from . import wire
 from .activejob import recorded_enqueued_at
+from .inspection import is_pause_value, read_queue_names
 from .log import logger
 
 __all__ = ["HEAD_LIMIT", "RedisCollector", "enqueued_at"]
@@ -92,6 +93,10 @@ class RedisCollector:
                 "pyresque_failed_jobs", "Entries in the failed list (resque:failed)."),
             "workers": GaugeMetricFamily(
                 "pyresque_workers", "Registered Resque workers, all hosts, Ruby and Python."),
+            "paused": GaugeMetricFamily(
+                "pyresque_paused", "1 while pause-all-workers is on (no worker takes jobs)."),
+            "paused_workers": GaugeMetricFamily(
+                "pyresque_paused_workers", "Python workers paused with USR2."),
         }
 
     def collect(self) -> Iterator[Metric]:
@@ -116,14 +121,15 @@ class RedisCollector:
         keys = self.keys
         with self.conn.pipeline(transaction=False) as pipe:
             pipe.time()
-            pipe.smembers(keys.queues)
             pipe.scard(keys.workers)
             pipe.llen(keys.failed)
             pipe.hgetall(keys.heartbeats)
-            server_time, members, worker_count, failed_count, beats = pipe.execute()
+            pipe.get(keys.pause_all)
+            pipe.scard(keys.paused_workers)
+            server_time, worker_count, failed_count, beats, pause_all, paused = pipe.execute()
         now = self.clock() if self.clock is not None else (
             server_time[0] + server_time[1] / 1e6)
-        queues = sorted(_text(m) for m in members)
+        queues = read_queue_names(self.conn, keys)  # the queues set and hand-pushed lists
         with self.conn.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.eval(_HEAD, 1, keys.queue(queue), self.head_limit)
@@ -148,4 +154,6 @@ class RedisCollector:
                 families["heartbeat"].add_metric([worker_id], max(0.0, now - beat))
         families["failed"].add_metric([], int(failed_count))
         families["workers"].add_metric([], int(worker_count))
+        families["paused"].add_metric([], 1 if is_pause_value(pause_all) else 0)
+        families["paused_workers"].add_metric([], int(paused))
 

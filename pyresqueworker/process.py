@@ -21,7 +21,7 @@ import redis
 
 from . import wire
 from .config import WorkerConfig
-from .connection import ConnectionFactory, describe, redact_url
+from .connection import ConnectionFactory, describe, explain_error, redact_url
 from .doorbell import Doorbell
 from .failure import DIRTY_EXIT
 from .fetch import Claimer, Finish
@@ -77,13 +77,10 @@ def retry_start_up(step: Callable[[], T], what: str, where: str, timeout: float)
     while True:
         try:
             return step()
-        except redis.exceptions.AuthenticationError:
-            raise WorkerError(f"Redis at {where} refused the credentials") from None
         except Exception as exc:
-            if not is_redis_away(exc):
-                raise WorkerError(
-                    f"Redis at {where} refused to {what}: {type(exc).__name__}: {exc}"
-                ) from None
+            if not is_redis_away(exc) or isinstance(exc, redis.exceptions.AuthenticationError):
+                raise WorkerError(explain_error(exc, where) + f" (while trying to {what})"
+                                  ) from None
             if time.monotonic() >= deadline:
                 waited = f" (gave up after --connect-timeout {timeout:g}s)" if timeout else ""
                 raise WorkerError(f"cannot reach Redis at {where}{waited}: {exc}") from None
@@ -106,6 +103,8 @@ class WorkerProcess:
         self.pid = os.getpid()
         self.stopping = threading.Event()  # no new claims
         self.paused = threading.Event()  # USR2
+        self.globally_paused = False  # the last claim found pause-all-workers on
+        self._pause_lock = threading.Lock()
         self.wake = threading.Event()  # wakes idle loops early (never set while running)
         self.stop_now = False
         self.stop_deadline = float("inf")  # when running jobs are given up on
@@ -203,6 +202,19 @@ class WorkerProcess:
         self.jobs_done += 1  # under the GIL; an off-by-one across slots does not matter here
         if self.config.max_jobs is not None and self.jobs_done >= self.config.max_jobs:
             self.recycle(f"processed {self.jobs_done} jobs (--max-jobs)")
+
+    def note_global_pause(self, paused: bool) -> None:
+        """Log once when a claim first finds ``pause-all-workers`` on, and once when off."""
+        if paused != self.globally_paused:
+            with self._pause_lock:
+                if paused == self.globally_paused:
+                    return
+                self.globally_paused = paused
+            if paused:
+                logger.warning("paused by pause-all-workers: no job is taken until it is lifted"
+                               " (pyresque unpause)")
+            else:
+                logger.info("pause-all-workers lifted: taking jobs again")
 
     def recycle(self, reason: str) -> None:
         """Stop claiming, finish running jobs, and exit so the supervisor starts a fresh one."""

@@ -220,5 +220,6 @@ def unregister(pipe: redis.client.Pipeline, keys: Keys, worker_ids: Iterable[str
         pipe.srem(keys.workers, worker_id)
         pipe.delete(keys.worker(worker_id), keys.worker_started(worker_id))
         pipe.hdel(keys.heartbeats, worker_id)
+        pipe.srem(keys.paused_workers, worker_id)
         pipe.delete(keys.stat("processed", worker_id), keys.stat("failed", worker_id),
                     keys.claim_seq(worker_id), keys.raw_payload(worker_id))

@@ -101,6 +101,7 @@ class Slot(threading.Thread):
             self.finish = NO_FINISH
         else:  # a glob that matches no queue yet
             self.finish, claimed = self._flush(self.finish), None
+        process.note_global_pause(claimed == PAUSED)
         if claimed is None or claimed == PAUSED:
             if claimed is None and process.config.drain:
                 self.finish = self._flush(self.finish)

@@ -141,6 +141,11 @@ class Keys:
     def paused_queues(self) -> str:
         return self.own("paused-queues")
 
+    @property
+    def paused_workers(self) -> str:
+        """Set of worker ids paused by USR2 (published by their housekeeping thread)."""
+        return self.own("paused-workers")
+
     def raw_payload(self, worker_id: str) -> str:
         """Bytes of a claimed job that is not a UTF-8 JSON object (kept out of worker keys)."""
         return self.own("raw:" + worker_id)

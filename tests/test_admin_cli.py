@@ -346,7 +346,7 @@ def test_a_wrong_type_key_is_a_redis_error_not_a_traceback(redis_url: str,
     r.set("resque:failed", "not a list")
     result = invoke(redis_url, "failed", "list")
     assert result.exit_code == 1
-    assert "Redis error: WRONGTYPE" in one_error_line(result.stderr)
+    assert "answered with an error: ResponseError: WRONGTYPE" in one_error_line(result.stderr)
 
 
 def test_no_subcommand_prints_help(redis_url: str) -> None:

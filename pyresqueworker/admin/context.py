@@ -17,7 +17,7 @@ import redis
 from .. import wire
 from ..cli_options import connection_options, tls_files
 from ..client import Client
-from ..connection import TLSFiles, connect, redact_url, resolve_url
+from ..connection import TLSFiles, connect, explain_error, redact_url, resolve_url
 
 __all__ = [
     "PROG",
@@ -117,11 +117,9 @@ class AdminGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            where = ctx.obj.where if isinstance(ctx.obj, AdminContext) else "?"
-            raise AdminError(f"cannot reach Redis at {where}: {exc}") from None
         except redis.RedisError as exc:
-            raise AdminError(f"Redis error: {exc}") from None
+            where = ctx.obj.where if isinstance(ctx.obj, AdminContext) else "?"
+            raise AdminError(explain_error(exc, where)) from None
 
 
 def json_option(function: F) -> F:
