@@ -7,6 +7,7 @@ exits with 2; an unreachable Redis prints one line and exits with 1; never a tra
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Optional
 
@@ -153,7 +154,7 @@ def run_command(command: click.Command, prog: str, argv: Optional[list[str]] = N
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as exc:
-        click.echo(f"{prog}: error: {exc.format_message()}", err=True)
+        click.echo(f"{prog}: error: {exc.format_message()}{_from_environment(exc, argv)}", err=True)
         sys.exit(exc.exit_code)
     except stop_with_1 as exc:
         click.echo(f"{prog}: error: {exc}", err=True)
@@ -164,6 +165,23 @@ def run_command(command: click.Command, prog: str, argv: Optional[list[str]] = N
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _from_environment(exc: click.ClickException, argv: Optional[list[str]]) -> str:
+    """`` (from the environment: PYRESQUE_CONCURRENCY='abc')`` when a bad value came from a
+    variable, which the flag's name alone does not reveal."""
+    if not isinstance(exc, click.BadParameter) or not isinstance(exc.param, click.Option):
+        return ""
+    args = sys.argv[1:] if argv is None else argv
+    flags = exc.param.opts + exc.param.secondary_opts
+    if any(arg == flag or arg.startswith(flag + "=") for arg in args for flag in flags):
+        return ""  # given on the command line
+    envvar = exc.param.envvar
+    names: list[str] = [envvar] if isinstance(envvar, str) else list(envvar or [])
+    for name in names:
+        if os.environ.get(name):
+            return f" (from the environment: {name}={os.environ[name]!r})"
+    return ""
 
 
 def work_main(argv: Optional[list[str]] = None) -> None:

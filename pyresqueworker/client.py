@@ -27,6 +27,7 @@ from .inspection import (
     read_queue_names,
     read_workers,
 )
+from .registry import default_registry
 from .resp import LuaScript
 from .retry import Retry
 
@@ -42,6 +43,11 @@ _PUSH = LuaScript(
     "redis.call('SADD', KEYS[1], ARGV[1]) return redis.call('RPUSH', KEYS[2], ARGV[2])"
 )
 
+#: The default ``queue_for``: the queue of a handler registered with ``@job`` in this process,
+#: so ``enqueue("Jobs::Archive", ...)`` finds ``@job("Jobs::Archive", queue="files")``.
+_REGISTERED_QUEUE = default_registry.queue_for
+
+
 class NoQueueError(ValueError):
     """No queue was given and none could be inferred for the class (Ruby: ``NoQueueError``)."""
 
@@ -53,18 +59,25 @@ class NoClassError(ValueError):
 class Client:
     """A Resque client on one Redis: the Python counterpart of Ruby's ``Resque`` module.
 
+    ``redis``: a ``redis.Redis``, a ``redis.cluster.RedisCluster``, or a URL (the same as
+    ``url=``; see :class:`~pyresqueworker.connection.ConnectionFactory` for the schemes).
     ``queue_for`` maps a class name to its default queue (Ruby's ``@queue``) for
-    :meth:`enqueue` calls without ``queue=``.
+    :meth:`enqueue` calls without ``queue=``; by default the queue of the handler registered
+    with ``@job`` in this process (``None`` turns that off).
     """
 
     def __init__(
         self,
-        redis: Optional[Redis] = None,
+        redis: Optional[Redis | str] = None,
         *,
         url: Optional[str] = None,
         namespace: str = wire.DEFAULT_NAMESPACE,
-        queue_for: Optional[Callable[[str], Optional[str]]] = None,
+        queue_for: Optional[Callable[[str], Optional[str]]] = _REGISTERED_QUEUE,
     ) -> None:
+        if isinstance(redis, str):  # Client("redis://..."), as redis.Redis.from_url users write
+            if url is not None:
+                raise TypeError("pass the Redis URL once: Client(url) or Client(url=...)")
+            redis, url = None, redis
         self._owns_connection = redis is None
         if redis is not None and not isinstance(redis, Redis) and hasattr(redis, "nodes_manager"):
             # A redis.cluster.RedisCluster: our keys share one slot (see pinned_to_namespace).
@@ -185,10 +198,11 @@ class Client:
     @property
     def schedules(self) -> ScheduleStore:
         """Periodic (cron) schedules: add, list, enable, disable and delete runtime ones;
-        the code-declared ones running workers publish are listed too."""
+        the code-declared ones (published by running workers, or registered in this process
+        with ``@job(cron=...)`` / ``periodic``) are listed and can be switched too."""
         from .schedules import ScheduleStore
 
-        return ScheduleStore(self.redis, self.keys)
+        return ScheduleStore(self.redis, self.keys, declared=default_registry.periodic_schedules)
 
     def enqueue_at(self, when: When, class_name: str, *args: Any, queue: Optional[str] = None,
                    pipeline: Optional[redis.client.Pipeline] = None) -> Optional[int]:

@@ -2,17 +2,22 @@
 
 Without ``--redis`` it serves an embedded Redis-protocol server (fakeredis's TCP server) on a
 local port, so ``redis-cli`` and the Ruby client can talk to it too. With ``--redis URL`` it uses
-that server instead. The worker itself never falls back to an embedded server: only this demo
-does, and only when asked to by leaving ``--redis`` out.
+that server instead, in a namespace of its own (``pyresque-demo:``) that it empties at the start
+of each run, so it never mixes with real Resque data and each run shows only its own jobs. The
+worker itself never falls back to an embedded server: only this demo does, and only when asked
+to by leaving ``--redis`` out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.resources
+import os
 import shutil
 import subprocess
 import sys
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,9 +33,13 @@ from .runner import WorkerError, run_worker
 __all__ = ["demo_registry", "main"]
 
 demo_registry = Registry()
-_RAN_KEY = "pyresque-demo:ran"
-RUBY_SCRIPT = (
-    Path(__file__).resolve().parent.parent / "examples" / "ruby_client" / "resque_compat.rb"
+# Its own namespace on a real Redis: the demo empties it on every run (see _reset_namespace).
+DEMO_NAMESPACE = "pyresque-demo:"
+RUBY_SCRIPT_NAME = "resque_compat.rb"
+# A source checkout has the script in examples/; the wheel carries that same file as package
+# data under pyresqueworker/ruby_client/ (setup.cfg maps the directory there).
+_CHECKOUT_RUBY_SCRIPT = (
+    Path(__file__).resolve().parent.parent / "examples" / "ruby_client" / RUBY_SCRIPT_NAME
 )
 
 
@@ -38,7 +47,7 @@ def _record(text: str) -> None:
     from .registry import current_job
 
     job, _call = current_job()
-    _DEMO_CLIENT.redis.rpush(_RAN_KEY, f"[{job.queue}] {text}")
+    _DEMO_CLIENT.redis.rpush(_DEMO_CLIENT.keys.own("demo:ran"), f"[{job.queue}] {text}")
 
 
 @demo_registry.job("Greeter", queue="high")
@@ -83,6 +92,39 @@ def charge(amount: int) -> None:
 _DEMO_CLIENT: Client
 
 
+def _ruby_script(stack: ExitStack) -> Optional[Path]:
+    """The Ruby client the demo enqueues with, as a file (kept while ``stack`` is open)."""
+    packaged = importlib.resources.files(__package__ or "pyresqueworker") / "ruby_client"
+    resource = packaged / RUBY_SCRIPT_NAME
+    if resource.is_file():
+        return stack.enter_context(importlib.resources.as_file(resource))
+    return _CHECKOUT_RUBY_SCRIPT if _CHECKOUT_RUBY_SCRIPT.is_file() else None
+
+
+def _enqueue_with_ruby(client: Client, url: str) -> str:
+    """Enqueue one job through the Ruby client; say what happened, or precisely what is missing."""
+    ruby = shutil.which("ruby")
+    if ruby is None:
+        return ("(Ruby enqueue skipped: no `ruby` on PATH; install Ruby and its redis gem, "
+                "e.g. Debian's ruby and ruby-redis)")
+    with ExitStack() as stack:
+        script = _ruby_script(stack)
+        if script is None:
+            return (f"(Ruby enqueue skipped: {RUBY_SCRIPT_NAME} is not in this installation of "
+                    "pyresqueworker; reinstall it)")
+        result = subprocess.run(
+            [ruby, str(script), "enqueue", "high", "Greeter", '["from Ruby", "Hola"]'],
+            env={**os.environ, "REDIS_URL": url, "RESQUE_NAMESPACE": client.keys.ns},
+            capture_output=True, text=True,
+        )
+    if result.returncode == 0:
+        return f"Ruby enqueued 1 job with {RUBY_SCRIPT_NAME} (Resque's side of the protocol)."
+    if "cannot load such file -- redis" in result.stderr:
+        return (f"(Ruby enqueue skipped: {ruby} is there but its redis gem is not; "
+                "gem install redis, or Debian's ruby-redis)")
+    return f"Ruby client could not enqueue: {result.stderr.strip()[:200]}"
+
+
 def _enqueue_samples(client: Client, url: str) -> list[str]:
     client.enqueue_to("high", "Greeter", "Ruby and Python", "Hello")
     client.enqueue_to("low", "Jobs::Archive", 35, "main")
@@ -92,19 +134,31 @@ def _enqueue_samples(client: Client, url: str) -> list[str]:
     client.enqueue_to("high", "NoSuchClass", 1)
     client.redis.rpush(client.keys.queue("high"), b"this is not json")
     client.enqueue_active_job("HelloJob", "world", 42, queue="default", greeting="hey")
-    notes = ["Python enqueued 8 jobs (one is malformed, one has no handler, one raises)."]
-    ruby = shutil.which("ruby")
-    if ruby and RUBY_SCRIPT.is_file():
-        result = subprocess.run(
-            [ruby, str(RUBY_SCRIPT), "enqueue", "high", "Greeter", '["from Ruby", "Hola"]'],
-            env={"REDIS_URL": url, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-        )
-        notes.append("Ruby enqueued 1 job with examples/ruby_client/resque_compat.rb."
-                     if result.returncode == 0 else
-                     f"Ruby client could not enqueue: {result.stderr.strip()[:200]}")
-    else:
-        notes.append("(ruby with the redis gem not found: skipping the Ruby enqueue)")
-    return notes
+    return ["Python enqueued 8 jobs (one is malformed, one has no handler, one raises).",
+            _enqueue_with_ruby(client, url)]
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis SCAN MATCH pattern."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+def _reset_namespace(client: Client) -> None:
+    """Delete every key of the demo's namespace, so a run shows its own jobs only.
+
+    A namespace holding keys no demo wrote (``--namespace resque:`` on a Redis with real jobs)
+    is refused rather than emptied: the demo must never delete someone's queues.
+    """
+    marker = client.keys.own("demo")
+    keys = list(client.redis.scan_iter(match=_glob_escape(client.keys.ns) + "*", count=1000))
+    if keys and client.keys.ns != DEMO_NAMESPACE and not client.redis.exists(marker):
+        raise click.ClickException(
+            f"namespace {client.keys.ns!r} already holds {len(keys)} keys the demo did not "
+            "write, and the demo empties its namespace on every run: pass a --namespace of "
+            f"its own (the default with --redis is {DEMO_NAMESPACE!r})")
+    for start in range(0, len(keys), 1000):
+        client.redis.delete(*keys[start:start + 1000])
+    client.redis.set(marker, "keys under this namespace are pyresque-demo's, emptied each run")
 
 
 def _serve_embedded() -> tuple[Any, str]:
@@ -122,7 +176,7 @@ def _serve_embedded() -> tuple[Any, str]:
 
 def _report(client: Client) -> None:
     click.echo("\nWhat ran:")
-    for line in client.redis.lrange(_RAN_KEY, 0, -1):
+    for line in client.redis.lrange(client.keys.own("demo:ran"), 0, -1):
         click.echo("  " + (line.decode() if isinstance(line, bytes) else line))
     click.echo(f"\nFailures in {client.keys.failed} (what resque-web shows):")
     for entry in client.failed(0, client.failed_count()):
@@ -140,10 +194,16 @@ def _report(client: Client) -> None:
 
 @click.command()
 @click.option("--redis", "redis_url", default=None,
-              help="Use this Redis instead of the embedded server.")
+              help="Use this Redis instead of the embedded server. The demo then works in "
+                   f"the namespace {DEMO_NAMESPACE!r}, never in Resque's 'resque:', and "
+                   "deletes that namespace's keys at the start of each run.")
+@click.option("--namespace", default=None,
+              help=f"Key prefix (default: {DEMO_NAMESPACE!r} with --redis, 'resque:' on the "
+                   "embedded server). Its keys are deleted at the start of each run; a "
+                   "namespace holding keys the demo did not write is refused.")
 @click.option("--serve", is_flag=True,
               help="Afterwards keep the worker running for redis-cli / Ruby until Ctrl-C.")
-def demo(redis_url: Optional[str], serve: bool) -> None:
+def demo(redis_url: Optional[str], namespace: Optional[str], serve: bool) -> None:
     """Run a worker on high=2,low=1,default against sample jobs and show what happened."""
     global _DEMO_CLIENT
     server = None
@@ -152,21 +212,32 @@ def demo(redis_url: Optional[str], serve: bool) -> None:
         click.echo(f"Embedded Redis-protocol server (fakeredis) on {url}")
     else:
         url = redis_url
-    client = _DEMO_CLIENT = Client(url=url)
+    if namespace is None:
+        namespace = "resque:" if server is not None else DEMO_NAMESPACE
+    elif not namespace:
+        raise click.BadParameter("must not be empty", param_hint="--namespace")
     try:
+        client = _DEMO_CLIENT = Client(url=url, namespace=namespace)
         client.redis.ping()
+        _reset_namespace(client)
+    except click.ClickException:
+        raise
     except Exception as exc:
         raise click.ClickException(explain_error(exc, redact_url(url))) from None
-    client.redis.delete(_RAN_KEY)
+    if server is None:
+        click.echo(f"Using namespace {client.keys.ns!r} on {redact_url(url)} "
+                   "(emptied at the start of each run)")
     for note in _enqueue_samples(client, url):
         click.echo(note)
     if serve:
-        click.echo(f"Worker keeps running; try: redis-cli -u {url} RPUSH resque:queue:high "
+        click.echo(f"Worker keeps running; try: redis-cli -u {url} RPUSH "
+                   f"{client.keys.queue('high')} "
                    "'{\"class\":\"Greeter\",\"args\":[\"you\"]}'   (Ctrl-C stops)")
-    click.echo("Running: pyresque-work --queues high=2,low=1,default=1"
-               + ("" if serve else " --exit-on-complete") + "\n")
+    click.echo(f"Running: pyresque-work --namespace {client.keys.ns} "
+               "--queues high=2,low=1,default=1" + ("" if serve else " --exit-on-complete") + "\n")
     config = WorkerConfig(queues=QueueSpec.parse("high=2,low=1,default=1"), redis_url=url,
-                          interval=0.2, exit_on_complete=not serve, log_level="WARNING")
+                          namespace=client.keys.ns, interval=0.2, exit_on_complete=not serve,
+                          log_level="WARNING")
     try:
         run_worker(config, demo_registry)
     except WorkerError as exc:

@@ -81,8 +81,10 @@ end
 local NK, NA = 13, 8
 local wkey, rawkey, wid, ns = KEYS[1], KEYS[10], ARGV[7], ARGV[8]
 local finish = ARGV[1]
--- Remember which call ran last, so a caller whose reply was lost can tell what happened.
-redis.call('SET', KEYS[9], ARGV[6])
+-- Remember which call ran last, so a caller whose reply was lost can tell what happened
+-- (for a day: a worker killed and then pruned by Ruby, which knows nothing of this key,
+-- must not leave it behind for ever).
+redis.call('SET', KEYS[9], ARGV[6], 'EX', 86400)
 local has_caps = redis.call('EXISTS', KEYS[11]) == 1
 if finish ~= '0' and redis.call('EXISTS', wkey) == 1 then
   redis.call('DEL', wkey, rawkey)

@@ -57,6 +57,11 @@ def current_job() -> tuple[Job, JobCall]:
         raise LookupError("current_job() called outside a job") from None
 
 
+async def _awaited(awaitable: Any) -> Any:
+    """Any awaitable (a coroutine, a Future, a Task) as a coroutine for ``run_async``."""
+    return await awaitable
+
+
 async def _in_job_context(coro: Coroutine[Any, Any, Any], current: tuple[Job, JobCall]) -> Any:
     # run_async may start the coroutine in a context that is not ours (a fresh thread starts
     # with an empty one), so set the job again inside the task.
@@ -183,8 +188,14 @@ class HookRun:
     def _invoke(self, owner: Any) -> None:
         fn = owner.perform if self.handler.is_class else owner
         result = fn(*self.call.args, **self.call.kwargs)
-        if self.handler.is_async or isinstance(result, types.CoroutineType):
-            result = self.run_async(_in_job_context(result, self.current))
+        if isinstance(result, (types.GeneratorType, types.AsyncGeneratorType)):
+            # Calling a generator function runs none of its body: "success" would be a lie.
+            raise TypeError(
+                f"handler {self.handler.class_name!r} returned a generator, so its body never "
+                "ran; a job handler must do its work when called (drop the 'yield')")
+        if self.handler.is_async or inspect.isawaitable(result):
+            # An async handler, or a sync one handing back a coroutine: run it to its end.
+            result = self.run_async(_in_job_context(_awaited(result), self.current))
         self.result = result
         self.performed = True
 

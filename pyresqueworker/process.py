@@ -1,4 +1,4 @@
-"""One worker process: its slots, registration, signals and shutdown.
+"""One worker process: its slots, registration and shutdown (signals: :mod:`.signals`).
 
 Startup follows Ruby's order (spec §7.2): title ``resque: Starting``, signal handlers, clear
 and write the heartbeat, prune dead workers, register. The housekeeping thread
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
 import socket
 import threading
 import time
@@ -18,10 +17,12 @@ from collections.abc import Coroutine
 from typing import Any, Callable, Optional, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import wire
 from .config import WorkerConfig
-from .connection import ConnectionFactory, describe, explain_error, redact_url
+from .connection import ConnectionFactory, describe, redact_url
 from .doorbell import Doorbell
 from .failure import DIRTY_EXIT
 from .fetch import Claimer, Finish
@@ -29,12 +30,14 @@ from .history import HistoryBuffer, HistorySettings
 from .housekeeping import Housekeeper, set_proctitle
 from .log import logger
 from .metrics import NULL_METRICS, Metrics
-from .outage import Backoff, OutageBook, is_redis_away
+from .outage import Backoff, OutageBook
 from .periodic import PeriodicEnqueuer
 from .prune import Pruner
 from .redis_errors import REDIS_ERRORS
 from .registry import Registry
+from .signals import SignalHandling, kill_pid
 from .slot import Slot, failure_for
+from .startup import WorkerError, is_cluster_node, retry_start_up
 from .supervisor import RECYCLE_EXIT
 
 T = TypeVar("T")
@@ -44,53 +47,7 @@ __all__ = ["WorkerError", "WorkerProcess"]
 _QUEUE_REFRESH = 1.0  # seconds a dynamic (glob) queue list is cached
 
 
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-class WorkerError(RuntimeError):
-    """The worker cannot start or stop cleanly (Redis unreachable...); the message is one safe
-    line for the command line: no traceback, no credentials."""
-
-
-def is_cluster_node(conn: redis.Redis) -> bool:
-    """Whether ``conn`` talks to a Redis Cluster node (False where INFO is unknown)."""
-    try:
-        return bool(conn.info("cluster").get("cluster_enabled"))
-    except redis.exceptions.ResponseError as exc:
-        if is_redis_away(exc):
-            raise
-        return False  # a Redis-protocol server without INFO (the demo's fakeredis)
-
-
-def retry_start_up(step: Callable[[], T], what: str, where: str, timeout: float) -> T:
-    """Run a start-up step, retrying while Redis is away for up to ``timeout`` seconds.
-
-    Then, or at once for an error that waiting cannot fix (credentials, permissions, a bad
-    database index), :class:`WorkerError` with one line naming ``where`` (no password).
-    """
-    deadline = time.monotonic() + timeout
-    backoff = Backoff(base=0.1, cap=1.0)
-    while True:
-        try:
-            return step()
-        except Exception as exc:
-            if not is_redis_away(exc) or isinstance(exc, redis.exceptions.AuthenticationError):
-                raise WorkerError(explain_error(exc, where) + f" (while trying to {what})"
-                                  ) from None
-            if time.monotonic() >= deadline:
-                waited = f" (gave up after --connect-timeout {timeout:g}s)" if timeout else ""
-                raise WorkerError(f"cannot reach Redis at {where}{waited}: {exc}") from None
-            if backoff.failures == 0:
-                logger.warning("redis unavailable at start-up, retrying", extra={
-                    "redis": where, "error": str(exc)[:500], "connect_timeout_s": timeout})
-            time.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
-
-
-class WorkerProcess:
+class WorkerProcess(SignalHandling):
     """Runs ``config.concurrency`` slots in this process until told to stop."""
 
     def __init__(self, config: WorkerConfig, registry: Registry,
@@ -105,12 +62,14 @@ class WorkerProcess:
         self.paused = threading.Event()  # USR2
         self.globally_paused = False  # the last claim found pause-all-workers on
         self._pause_lock = threading.Lock()
+        self._unknown_classes: set[str] = set()  # logged once each
         self.wake = threading.Event()  # wakes idle loops early (never set while running)
         self.stop_now = False
         self.stop_deadline = float("inf")  # when running jobs are given up on
         self.jobs_done = 0
         self.recycling = False  # exiting for --max-jobs / --max-memory, to be replaced
         self.signal_count = 0
+        self._signals: list[tuple[int, bool]] = []  # (signal, immediate) not yet acted on
         self.rng = random.Random()
         self.outages = OutageBook()  # so an outage is logged once per process, not per loop
         self.connections = ConnectionFactory(config.redis_url, tls=config.tls)
@@ -159,18 +118,23 @@ class WorkerProcess:
         return conn
 
     def starting(self, step: Callable[[], T], what: str) -> T:
-        """A start-up step, retried while Redis is away (see :func:`retry_start_up`)."""
+        """A start-up step, retried while Redis is away (see :func:`retry_start_up`); a stop
+        signal ends the wait."""
         return retry_start_up(step, what, redact_url(self.connections.url),
-                              self.config.connect_timeout)
+                              self.config.connect_timeout, lambda: self.signal_count > 0)
 
     def new_connection(self) -> redis.Redis:
         """A single-socket client from the process's one :class:`ConnectionFactory`; it
         connects on first use and follows Redis through failovers and redirects."""
         # A slot blocks up to --interval in BLMOVE; redis-py 8's default 5 s socket timeout
         # would cut longer waits and drop the connection each time.
+        # One immediate retry (a connection the server closed while idle); no more: the loops
+        # retry with their own backoff and log the outage, where redis-py's ten retries would
+        # hide a dead link behind up to ten socket timeouts.
         return self.connections.connect(single_connection_client=True,
                                         socket_timeout=self.config.interval + 5.0,
-                                        socket_connect_timeout=5.0)
+                                        socket_connect_timeout=5.0,
+                                        retry=Retry(NoBackoff(), 1))
 
     def queue_order(self, conn: redis.Redis) -> list[str]:
         """The queues to try for one fetch (weighted shuffle, dynamic expansion)."""
@@ -202,6 +166,14 @@ class WorkerProcess:
         self.jobs_done += 1  # under the GIL; an off-by-one across slots does not matter here
         if self.config.max_jobs is not None and self.jobs_done >= self.config.max_jobs:
             self.recycle(f"processed {self.jobs_done} jobs (--max-jobs)")
+
+    def note_unknown_class(self, class_name: str) -> None:
+        """Say once per class why its jobs fail (the failure keeps Ruby's exact text)."""
+        if class_name not in self._unknown_classes:
+            self._unknown_classes.add(class_name)
+            logger.warning("no Python handler is registered for this class: its jobs fail "
+                           "with NameError (is the module that registers it in --app?)",
+                           extra={"class": class_name, "apps": ",".join(self.config.apps)})
 
     def note_global_pause(self, paused: bool) -> None:
         """Log once when a claim first finds ``pause-all-workers`` on, and once when off."""
@@ -252,6 +224,7 @@ class WorkerProcess:
                                         daemon=True)
         housekeeping.start()
         while not self.stopping.is_set():
+            self.handle_signals()
             self._replace_dead_slots()
             time.sleep(0.05)
         try:
@@ -286,50 +259,6 @@ class WorkerProcess:
         self._scheduler_thread = threading.Thread(
             target=scheduler.run, args=(self.stopping,), name="scheduler", daemon=True)
         self._scheduler_thread.start()
-
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGQUIT):
-            signal.signal(sig, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop_now)
-        signal.signal(signal.SIGUSR1, self._on_usr1)
-        signal.signal(signal.SIGUSR2, self._on_pause)
-        signal.signal(signal.SIGCONT, self._on_resume)
-
-    def _on_stop(self, signum: int, _frame: object) -> None:
-        self.signal_count += 1
-        if self.signal_count > 1:
-            self.stop_now = True
-        logger.info("shutdown requested", extra={"signal": signal.Signals(signum).name,
-                                                 "immediate": self.stop_now})
-        self.stopping.set()
-        self.wake.set()
-
-    def _on_stop_now(self, signum: int, frame: object) -> None:
-        self.signal_count += 1
-        self._on_stop(signum, frame)
-        self.stop_now = True
-
-    def _on_usr1(self, _signum: int, _frame: object) -> None:
-        if not self.config.fork_per_job:
-            logger.warning("USR1 ignored: jobs run in threads, there is no child to kill")
-            return
-        for slot in self.slots:
-            if slot.child is not None:
-                logger.info("USR1: killing job child", extra={"pid": slot.child})
-                _kill(slot.child)
-
-    def _on_pause(self, _signum: int, _frame: object) -> None:
-        logger.info("USR2 received; pausing job processing")
-        self.paused.set()
-
-    def _on_resume(self, _signum: int, _frame: object) -> None:
-        if self.paused.is_set():
-            logger.info("CONT received; resuming job processing")
-        self.paused.clear()
-        self.wake.set()
-        self.wake.clear()
 
     # -- registration, heartbeat, prune -------------------------------------------------------
 
@@ -366,9 +295,11 @@ class WorkerProcess:
         grace = 0 if self.stop_now else self.config.shutdown_timeout
         self.stop_deadline = time.monotonic() + grace
         while time.monotonic() < self.stop_deadline and not self.stop_now:
+            self.handle_signals()
             if not any(s.is_alive() for s in self.slots):
                 break
             time.sleep(0.05)
+        self.handle_signals()  # log the signal that cut the wait short
         abandoned: list[Slot] = []
         try:
             abandoned = self._retrying(self._give_back_running_jobs)
@@ -425,7 +356,7 @@ class WorkerProcess:
             if job is None:
                 continue
             if slot.child is not None:  # --fork-per-job: the child must not run on
-                _kill(slot.child)
+                kill_pid(slot.child)
             abandoned.append(slot)
             claimer = Claimer(self.conn, self.keys, slot.worker_id)
             if self.config.on_shutdown_timeout == "requeue" and job.payload is not None:

@@ -28,6 +28,7 @@ from .failure import DECODE_EXCEPTION, PRUNE_DIRTY_EXIT
 from .fetch import parse_worker_value
 from .log import logger
 from .redis_errors import raise_if_away
+from .resp import LuaScript
 from .wire import Keys, WorkerId
 
 __all__ = ["RECOVERY_TTL", "Pruner", "resque_pids"]
@@ -75,6 +76,11 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+_RELEASE_IF_OURS = LuaScript(
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+    "return 0")
+
+
 @dataclass
 class Pruner:
     """Prunes dead workers on behalf of one live worker process."""
@@ -99,8 +105,16 @@ class Pruner:
         is an atomic transaction, so concurrent pruners cannot both take a job.
         """
         locked = self.conn.set(self.keys.prune_lock, self.me, ex=self.lock_seconds, nx=True)
-        dead = self.dead_workers(expired=bool(locked))
-        results = {wid: self.recover(wid, PRUNE_DIRTY_EXIT) for wid in dead}
+        try:
+            dead = self.dead_workers(expired=bool(locked))
+            results = {wid: self.recover(wid, PRUNE_DIRTY_EXIT) for wid in dead}
+        finally:
+            if locked:
+                # Held only while pruning: a worker pruning at every heartbeat would otherwise
+                # hold it nearly always, and every Ruby worker's start-up prune would be
+                # skipped. Released only if it is still ours (it may have expired and been
+                # taken by another worker meanwhile).
+                _RELEASE_IF_OURS(self.conn, [self.keys.prune_lock], [self.me])
         for wid, outcome in results.items():
             logger.info("pruned dead worker", extra={"dead_worker": wid, "outcome": outcome})
         return results

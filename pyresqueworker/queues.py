@@ -22,6 +22,18 @@ class QueueSpecError(ValueError):
     """A ``--queues`` value that cannot be used."""
 
 
+def _check_name(name: str) -> None:
+    """Refuse a queue name that Resque could not carry through a worker id
+    (``host:pid:q1,q2``), a process title or resque-web: ``:``, white space, control
+    characters (``'a b'`` is almost always a typo for ``a,b``)."""
+    if ":" in name:
+        raise QueueSpecError(f"queue name {name!r} contains ':' (Resque ids cannot hold it)")
+    if any(ch.isspace() or not ch.isprintable() for ch in name):
+        raise QueueSpecError(
+            f"queue name {name!r} contains white space or a control character; separate "
+            "queues with ',' (e.g. --queues high,low)")
+
+
 def _ruby_fnmatch(pattern: str, name: str) -> bool:
     # File.fnmatch? without flags: braces are literal, a leading dot needs an explicit dot.
     if name.startswith(".") and not pattern.startswith("."):
@@ -52,6 +64,7 @@ class QueueSpec:
             if entry.startswith("!"):
                 if not entry[1:]:
                     raise QueueSpecError("'!' must be followed by a queue name or pattern")
+                _check_name(entry[1:])
                 exclusions.append(entry[1:])
                 continue
             weight = 1
@@ -69,10 +82,7 @@ class QueueSpec:
                     raise QueueSpecError(f"weight of queue {entry!r} must be at least 1")
             if not entry:
                 raise QueueSpecError("a queue weight needs a queue name before '='")
-            if ":" in entry:
-                raise QueueSpecError(
-                    f"queue name {entry!r} contains ':' (Resque ids cannot hold it)"
-                )
+            _check_name(entry)
             if entry in patterns:
                 weights[patterns.index(entry)] += weight
                 continue

@@ -63,10 +63,8 @@ class UnknownJobClass(LookupError):
 
     def __init__(self, class_name: str) -> None:
         self.class_name = class_name
-        super().__init__(
-            f"uninitialized constant {class_name} "
-            f"(no Python handler is registered for {class_name!r})"
-        )
+        # Ruby's text exactly (resque-web and Ruby tools show it); the worker logs the hint.
+        super().__init__(f"uninitialized constant {class_name}")
 
 
 class PayloadError(ValueError):

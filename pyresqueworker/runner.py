@@ -15,9 +15,10 @@ from .connection import ConnectionFactory, connect, redact_url
 from .failure import DIRTY_EXIT
 from .log import logger
 from .metrics import NULL_METRICS, Metrics, MetricsError, MetricsExporter
-from .process import WorkerError, WorkerProcess, retry_start_up
+from .process import WorkerProcess
 from .prune import Pruner
 from .registry import Registry, default_registry
+from .startup import WorkerError, retry_start_up
 from .supervisor import Supervisor
 from .wire import Keys, WorkerId
 

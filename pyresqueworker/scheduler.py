@@ -26,6 +26,7 @@ from . import wire
 from .client import Client
 from .connection import connect, describe, redact_url, resolve_url
 from .delayed import as_bytes
+from .housekeeping import set_proctitle
 from .outage import Outage
 from .resp import LuaScript
 
@@ -289,6 +290,8 @@ def main(redis_url: Optional[str], namespace: str, interval: float, log_level: s
 
     setup_logging(log_level.upper())
     url = resolve_url(redis_url)
+    # The command line may hold the Redis password: `ps` shows this title instead.
+    set_proctitle(f"pyresque-scheduler {redact_url(url)}")
     conn = connect(url)
     try:
         conn.ping()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Callable, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -197,10 +197,22 @@ class ScheduleKeys:
 class ScheduleStore:
     """Runtime-managed schedules in Redis, and a view of the code-declared ones."""
 
-    def __init__(self, redis: redis.Redis, keys: wire.Keys) -> None:
+    def __init__(self, redis: redis.Redis, keys: wire.Keys,
+                 declared: Optional[Callable[[], list[Schedule]]] = None) -> None:
         self.redis = redis
         self.keys = keys
         self._k = ScheduleKeys(keys)
+        # The code-declared schedules of this process's registry: listed and switchable
+        # even before (or without) a running worker of the app publishing them.
+        self._declared = declared
+
+    def _declared_here(self) -> dict[str, Schedule]:
+        if self._declared is None:
+            return {}
+        try:
+            return {s.name: s for s in self._declared()}
+        except ValueError:  # a bad declaration: the worker refuses it at start with the reason
+            return {}
 
     def __repr__(self) -> str:
         return f"ScheduleStore(namespace={self.keys.ns!r})"
@@ -235,7 +247,8 @@ class ScheduleStore:
         return found[0] if found else None
 
     def list(self) -> list[Schedule]:
-        """Runtime schedules and the code-declared ones running workers published, by name.
+        """Runtime schedules and the code-declared ones (published by running workers, or
+        registered in this process), by name.
 
         A stored config that cannot be read is left out (and logged); ``delete`` removes it.
         """
@@ -249,12 +262,18 @@ class ScheduleStore:
         disabled = {as_text(m) for m in disabled_raw}
         last = {k: as_text(v) for k, v in decode_hash(last_raw).items()}
         found: list[Schedule] = []
+        code_names: set[str] = set()
         for name, raw in decode_hash(code).items():
             if is_live(raw, int(now[0])):
                 schedule = _read(name, raw, source="code", enabled=name not in disabled,
                                  last_enqueued_at=last.get(name))
                 if schedule is not None:
                     found.append(schedule)
+                    code_names.add(name)
+        for name, declared in self._declared_here().items():
+            if name not in code_names:
+                found.append(replace(declared, source="code", enabled=name not in disabled,
+                                     last_enqueued_at=last.get(name)))
         for name, raw in decode_hash(runtime).items():
             schedule = _read(name, raw, last_enqueued_at=last.get(name))
             if schedule is not None:
@@ -284,7 +303,7 @@ class ScheduleStore:
 
     def _set_enabled(self, name: str, enabled: bool) -> bool:
         found = False
-        if self._live_code(name) is not None:
+        if self._live_code(name) is not None or name in self._declared_here():
             if enabled:
                 self.redis.srem(self._k.disabled, name)
             else:

@@ -21,6 +21,7 @@ from .isolation import JobResult, JobTimeout, run_forked
 from .job import Job, JobCall
 from .log import logger
 from .outage import Outage
+from .registry import UnknownJobClass
 from .retrying import Retrier
 
 if TYPE_CHECKING:
@@ -227,7 +228,11 @@ class Slot(threading.Thread):
                 with self.lock:  # from here on the watchdog leaves this thread alone
                     self.deadline = None
         except BaseException as exc:  # Ruby's ``rescue Object``: SystemExit included
-            return JobResult(Finish("2", failure_for(job, exc)), "failure",
+            if isinstance(exc, UnknownJobClass):
+                self.process.note_unknown_class(exc.class_name)
+            # "timeout" as with --fork-per-job, so logs, metrics and history name it alike.
+            outcome = "timeout" if isinstance(exc, JobTimeout) else "failure"
+            return JobResult(Finish("2", failure_for(job, exc)), outcome,
                              f"{exception_name(exc)}: {exception_message(exc)}",
                              self.retrier.may_retry(job, call, exc))
         finish = SUCCESS

@@ -196,9 +196,11 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 
 
 def _ruby_float(value: float) -> str:
-    """Ruby's Float#to_s: ``1.0e+20`` where Python writes ``1e+20``."""
+    """Ruby's Float#to_s: ``1.0e+20`` where Python writes ``1e+20``; ``0.0`` for ``-0.0``."""
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"{value!r} is not valid JSON (Ruby refuses to encode it)")
+    if value == 0.0:
+        return "0.0"  # Oj, Resque's encoder, writes -0.0 as 0.0 (Resque.dequeue matches bytes)
     text = repr(value)
     if "e" in text:
         mantissa, exponent = text.split("e")
@@ -209,9 +211,11 @@ def _ruby_float(value: float) -> str:
 
 
 def _needs_ruby_floats(obj: Any) -> bool:
-    """True if ``obj`` holds a float whose Python repr differs from Ruby's (exponent form)."""
+    """True if ``obj`` holds a float whose Python repr differs from Ruby's (exponent form,
+    negative zero)."""
     if isinstance(obj, float):
-        return "e" in repr(obj) or obj != obj or obj in (float("inf"), float("-inf"))
+        text = repr(obj)
+        return "e" in text or text == "-0.0" or obj != obj or obj in (float("inf"), float("-inf"))
     if isinstance(obj, dict):
         return any(_needs_ruby_floats(v) for v in obj.values())
     if isinstance(obj, (list, tuple)):

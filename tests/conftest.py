@@ -152,17 +152,18 @@ def fake_redis() -> redis.Redis:
 def ruby_available() -> bool:
     if shutil.which("ruby") is None:
         return False
-    check = subprocess.run(["ruby", "-e", "require 'redis'"], capture_output=True)
+    # Oj: Resque's MultiJson encoder in most Rails apps (Python writes its bytes).
+    check = subprocess.run(["ruby", "-e", "require 'redis'; require 'oj'"], capture_output=True)
     return check.returncode == 0
 
 
 @pytest.fixture(scope="session")
 def ruby() -> str:
-    """Path of ``ruby`` with the redis gem, or skip (CI installs both, so CI never skips)."""
+    """Path of ``ruby`` with the redis and oj gems, or skip (CI installs them: it never skips)."""
     if not ruby_available():
         if os.environ.get("CI"):
-            pytest.fail("ruby with the redis gem is required in CI")
-        pytest.skip("ruby with the redis gem is not installed")
+            pytest.fail("ruby with the redis and oj gems is required in CI")
+        pytest.skip("ruby with the redis and oj gems is not installed")
     return str(shutil.which("ruby"))
 
 

@@ -159,7 +159,7 @@ def test_workers_when_there_are_none(redis_url: str) -> None:
 
 
 def test_enqueue_writes_the_bytes_ruby_resque_writes(redis_url: str, r: redis.Redis) -> None:
-    with open(GOLDEN / "enqueue-jsongem.json", encoding="utf-8") as handle:
+    with open(GOLDEN / "enqueue-oj.json", encoding="utf-8") as handle:
         golden = json.load(handle)
     for case, data in golden.items():
         # the arguments as a script would write them (Python's JSON, not Ruby's)
@@ -237,6 +237,7 @@ def test_delayed_list_empty(redis_url: str) -> None:
 
 
 def test_pause_and_unpause(redis_url: str, r: redis.Redis, client: Client) -> None:
+    client.enqueue_to("mail", "Mailer", 1)  # a queue that exists (see test_admin_visibility)
     assert "paused queue mail" in invoke(redis_url, "pause", "mail").stdout
     assert client.paused_queues() == ["mail"] and not client.all_paused()
     assert "paused all workers" in invoke(redis_url, "pause").stdout

@@ -29,7 +29,7 @@ from pyresqueworker.failed_queue import FailureFilter
 
 RETRIED_AT = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \S+$")
 ROW_KEYS = ["index", "valid", "failed_at", "retried_at", "queue", "class", "args", "exception",
-            "error", "worker", "raw"]
+            "error", "worker", "attempts", "raw"]
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_list_ruby_failures_as_table_and_json(redis_url: str, r: redis.Redis) ->
     assert boom == {"index": 0, "valid": True, "failed_at": "2026/11/23 07:35:33 UTC",
                     "retried_at": None, "queue": "high", "class": "RubyBoom",
                     "args": [{"k": "v"}], "exception": "RuntimeError", "error": "boom",
-                    "worker": "vm:30579:high,low", "raw": None}
+                    "worker": "vm:30579:high,low", "attempts": None, "raw": None}
     assert no_class["error"] == json.loads(golden[1])["error"]  # whole, newlines and all
     assert broken == {**dict.fromkeys(ROW_KEYS), "index": 2, "valid": False, "raw": "not json"}
     lines = invoke(redis_url, "failed", "list").stdout.splitlines()
@@ -135,6 +135,46 @@ def test_show_a_missing_index(redis_url: str, r: redis.Redis) -> None:
     assert one_error_line(result.stderr) == "pyresque: error: there is no failure at index 1"
 
 
+def test_a_bad_index_says_what_an_index_is_and_how_many_there_are(redis_url: str,
+                                                                    r: redis.Redis) -> None:
+    result = invoke(redis_url, "failed", "show", "abc")
+    assert result.exit_code == 2
+    line = one_error_line(result.stderr)
+    assert "'abc' is not a failure index" in line and "e.g. 0" in line and "0..9" in line
+    assert line.endswith("the failed list is empty")
+    assert "integer range" not in line
+    r.rpush(FAILED, *[failure("q", "Job", [n]) for n in range(3)])
+    for args in (["show", "abc"], ["show", "5..2"], ["retry", "0", "x"], ["remove", "--", "-3"]):
+        result = invoke(redis_url, "failed", *args)
+        assert result.exit_code == 2, (args, result.stderr)
+        assert one_error_line(result.stderr).endswith("there are 3 failures (indexes 0..2)")
+    assert r.llen(FAILED) == 3 and r.llen("resque:queue:q") == 0
+
+
+def test_ranges_of_indexes(redis_url: str, r: redis.Redis) -> None:
+    r.rpush(FAILED, *[failure("q", "Job", [n]) for n in range(5)])
+    assert [row["index"] for row in invoke_json(redis_url, "failed", "show", "1..2")] == [1, 2]
+    assert invoke_json(redis_url, "failed", "show", "1")["index"] == 1  # one index: one object
+    text = invoke(redis_url, "failed", "show", "3..99").stdout  # stops at the end
+    assert re.findall(r"^index\s+(\d+)$", text, re.M) == ["3", "4"]
+    data = invoke_json(redis_url, "failed", "retry", "0..1")
+    assert [row["index"] for row in data["retried"]] == [0, 1]
+    result = invoke(redis_url, "failed", "remove", "3..4", "0")
+    assert result.exit_code == 0, result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == [
+        "removed 4", "removed 3", "removed 0"]
+    assert r.llen(FAILED) == 2
+
+
+def test_retry_attempts_are_shown(redis_url: str, r: redis.Redis) -> None:
+    r.rpush(FAILED, failure("q", "Flaky", [1], attempts=5), golden_failures()[0])
+    ours, ruby = invoke_json(redis_url, "failed", "list")
+    assert (ours["attempts"], ruby["attempts"]) == (5, None)
+    assert invoke_json(redis_url, "failed", "show", "0")["entry"]["attempts"] == 5
+    assert re.search(r"^attempts\s+5$", invoke(redis_url, "failed", "show", "0").stdout, re.M)
+    assert "attempts" not in invoke(redis_url, "failed", "show", "1").stdout  # Ruby's: none
+
+
 # -- retry and remove -------------------------------------------------------------------------
 
 
@@ -186,6 +226,17 @@ def test_remove_several_indexes_of_the_list_as_it_was(redis_url: str, r: redis.R
     assert result.exit_code == 1
     assert one_error_line(result.stderr) == "pyresque: error: there is no failure at index 7"
     assert r.lrange(FAILED, 0, -1) == [entries[2].encode()]
+
+
+def test_remove_names_an_entry_without_class_or_queue(redis_url: str, r: redis.Redis) -> None:
+    r.rpush(FAILED, wire.dumps({"failed_at": "2024/01/15 09:50:00 UTC", "payload": {"args": []},
+                                "exception": "RuntimeError", "error": "boom"}),
+            wire.dumps({"payload": "text", "queue": None}))
+    result = invoke(redis_url, "failed", "remove", "0", "1")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ("removed 1: (no class) from (no queue), (no exception)\n"
+                             "removed 0: (no class) from (no queue), RuntimeError\n")
+    assert "None" not in result.stdout
 
 
 def test_remove_leaves_a_concurrent_ruby_blank_alone(client: Client, r: redis.Redis) -> None:

@@ -248,3 +248,11 @@ def test_parse_worker_value_reads_ruby_values_and_invalid_placeholders() -> None
     placeholder = b'{"queue":"q","run_at":"x","payload":"invalid payload (4 bytes)"}'
     assert parse_worker_value(placeholder, b"bad\xff") == Claimed("q", b"bad\xff", False)
     assert parse_worker_value(b"garbage") is None
+
+
+def test_the_claim_sequence_key_expires_on_its_own(r: redis.Redis) -> None:
+    # A Ruby prune of a kill -9'd worker deletes what Resque knows, not this key.
+    claimer, keys = make(r)
+    r.rpush(keys.queue("q"), '{"class":"A","args":[]}')
+    claimer.claim(["q"], NO_FINISH, "2026-01-01T00:00:00Z")
+    assert 0 < r.ttl(keys.claim_seq(WID)) <= 86400

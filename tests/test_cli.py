@@ -40,6 +40,7 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     (["--queues", "high=0"], "at least 1"),
     (["--queues", ",,"], "queue"),
     (["--queues", "a:b"], "':'"),
+    (["--queues", "a b"], "separate queues with ','"),
     (["--queues", "high", "--concurrency", "0"], "--concurrency"),
     (["--queues", "high", "--interval", "-1"], "--interval"),
     (["--queues", "high", "--fetch", "nope"], "--fetch"),
@@ -61,6 +62,14 @@ def test_unreachable_redis_prints_one_line_and_exits_1(processes: str) -> None:
     line = one_error_line(result)
     assert "127.0.0.1:1" in line
     assert SECRET not in result.stderr + result.stdout
+
+
+def test_a_bad_value_from_the_environment_names_the_variable() -> None:
+    result = run_cli("--queues", "q", env={"PYRESQUE_CONCURRENCY": "abc"})
+    assert result.returncode == 2, result.stderr
+    assert "PYRESQUE_CONCURRENCY='abc'" in one_error_line(result)
+    flag = run_cli("--queues", "q", "--concurrency", "abc", env={"PYRESQUE_CONCURRENCY": "2"})
+    assert "environment" not in one_error_line(flag)  # the flag's own value was the bad one
 
 
 def test_a_malformed_url_never_shows_its_password() -> None:
@@ -133,3 +142,58 @@ def test_queues_and_redis_url_from_the_environment(
     [worker_id] = worker.wait_registered()
     assert worker_id == f"{HOST}:{worker.pid}:{queues}"
     assert worker.stop() == 0
+
+
+def test_a_database_number_out_of_range_is_one_line(redis_url: str) -> None:
+    result = run_cli("--queues", "q", "--redis", redis_url.rsplit("/", 1)[0] + "/99",
+                     redis_url=redis_url)
+    assert result.returncode == 1, result.stderr
+    assert "no such database" in one_error_line(result)
+
+
+def test_a_port_that_is_not_redis_is_one_line() -> None:
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer_like_a_web_server() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.sendall(b"<html>not redis</html>\r\n")
+            conn.close()
+
+    threading.Thread(target=answer_like_a_web_server, daemon=True).start()
+    try:
+        url = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+        result = run_cli("--queues", "q", "--connect-timeout", "0", "--redis", url)
+    finally:
+        server.close()
+    assert result.returncode == 1, result.stderr
+    assert "does not answer like a Redis server" in one_error_line(result)
+
+
+def test_wrong_credentials_and_missing_permissions_are_one_line(
+    redis_url: str, r: redis.Redis
+) -> None:
+    host = redis_url.split("//", 1)[1]
+    r.execute_command("ACL", "SETUSER", "limited", "on", ">pw", "~*", "+@read", "+ping",
+                      "+info", "+client", "-time")
+    try:
+        denied = run_cli("--queues", "q", "--redis", f"redis://limited:pw@{host}",
+                         redis_url=redis_url)
+        assert denied.returncode == 1, denied.stderr
+        line = one_error_line(denied)
+        assert "refused a command to this ACL user" in line and "+@write" in line
+        assert "pw@" not in line
+        wrong = run_cli("--queues", "q", "--redis", f"redis://limited:nope@{host}",
+                        redis_url=redis_url)
+        assert "refused the credentials (wrong user or password)" in one_error_line(wrong)
+        assert "nope" not in wrong.stderr
+    finally:
+        r.execute_command("ACL", "DELUSER", "limited")

@@ -21,7 +21,7 @@ def client(r: redis.Redis) -> Client:
 
 
 def golden_bytes(case: str) -> str:
-    with open(GOLDEN / "enqueue-jsongem.json", encoding="utf-8") as handle:
+    with open(GOLDEN / "enqueue-oj.json", encoding="utf-8") as handle:
         return str(json.load(handle)[case]["bytes"])
 
 
@@ -266,3 +266,31 @@ def test_active_job_enqueue_joins_the_callers_transaction(r: redis.Redis) -> Non
         pipe.execute()
     [raw] = r.lrange("resque:queue:default", 0, -1)
     assert json.loads(raw)["args"][0]["job_id"] == job_id
+
+
+def test_a_url_may_be_given_positionally(redis_url: str, r: redis.Redis) -> None:
+    client = Client(redis_url)  # as redis.Redis.from_url users write it
+    try:
+        client.enqueue_to("q", "Job", 1)
+        assert r.llen("resque:queue:q") == 1
+    finally:
+        client.close()
+    with pytest.raises(TypeError, match="once"):
+        Client(redis_url, url=redis_url)
+
+
+def test_enqueue_finds_the_queue_of_a_handler_registered_in_this_process(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyresqueworker import registry
+
+    fresh = registry.Registry()
+    monkeypatch.setattr(registry.default_registry, "_handlers", fresh._handlers)
+
+    @registry.job("Jobs::Archive", queue="files")
+    def archive(_item: int) -> None: ...
+
+    Client(r).enqueue("Jobs::Archive", 1)
+    assert r.llen("resque:queue:files") == 1
+    with pytest.raises(NoQueueError):
+        Client(r, queue_for=None).enqueue("Jobs::Archive", 2)

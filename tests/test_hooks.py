@@ -401,3 +401,42 @@ def test_run_failure_hooks_for_dirty_exits() -> None:
     reg.run_failure_hooks(Job("q", dumps(unknown).encode(), unknown), RuntimeError("x"))
     reg.run_failure_hooks(Job("q", b"nope", None, decode_error="bad"), RuntimeError("x"))
     assert len(seen) == 1
+
+
+def test_a_handler_that_returns_a_generator_fails_instead_of_succeeding() -> None:
+    from pyresqueworker.job import Job
+    from pyresqueworker.registry import Registry
+
+    registry = Registry()
+    ran: list[int] = []
+
+    @registry.job("Gen")
+    def gen(n: int) -> Any:
+        ran.append(n)
+        yield n
+
+    job = Job(queue="q", raw=b'{"class":"Gen","args":[1]}', worker_id="w")
+    job.payload = {"class": "Gen", "args": [1]}
+    with pytest.raises(TypeError, match="returned a generator"):
+        registry.perform(job, registry.decode(job))
+    assert ran == []
+
+
+def test_a_sync_handler_handing_back_a_coroutine_has_it_run() -> None:
+    from pyresqueworker.job import Job
+    from pyresqueworker.registry import Registry
+
+    registry = Registry()
+    ran: list[int] = []
+
+    async def work(n: int) -> None:
+        ran.append(n)
+
+    @registry.job("Hands")
+    def hands(n: int) -> Any:
+        return work(n)
+
+    job = Job(queue="q", raw=b'{"class":"Hands","args":[2]}', worker_id="w")
+    job.payload = {"class": "Hands", "args": [2]}
+    assert registry.perform(job, registry.decode(job))
+    assert ran == [2]

@@ -587,3 +587,24 @@ def test_periodic_takes_the_issues_positional_form_and_the_registered_queue() ->
     assert registry.periodic("0 3 * * *", "Cleanup", name="nightly").queue == "low"
     with pytest.raises(ValueError, match="no queue"):
         registry.periodic("0 3 * * *", "Unregistered")
+
+
+def test_code_schedules_of_this_process_are_listed_and_switched_without_a_worker(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyresqueworker import registry
+
+    fresh = registry.Registry()
+    monkeypatch.setattr(registry.default_registry, "_handlers", fresh._handlers)
+    monkeypatch.setattr(registry.default_registry, "_periodic", fresh._periodic)
+
+    @registry.job("Cleanup", queue="maintenance", cron="0 3 * * *")
+    def cleanup() -> None: ...
+
+    store = Client(r).schedules
+    listed = {s.name: s for s in store.list()}
+    assert listed["Cleanup"].source == "code" and listed["Cleanup"].enabled
+    assert store.disable("Cleanup") is True
+    assert store.get("Cleanup") is not None and not store.get("Cleanup").enabled  # type: ignore[union-attr]
+    assert store.enable("Cleanup") is True
+    assert store.disable("NoSuchSchedule") is False

@@ -36,7 +36,8 @@ def test_goworker_edge_cases_and_duplicates() -> None:
     assert str(QueueSpec.parse("high=2,low=1")) == "high=2,low=1"
 
 
-@pytest.mark.parametrize("text", ["", ",", "high=x", "=1", "high=0", "a:b", "!"])
+@pytest.mark.parametrize("text", ["", ",", "high=x", "=1", "high=0", "a:b", "!", "a b", "a\tb",
+                                  "!x y", "mail\x00"])
 def test_bad_specs_are_refused_with_a_message(text: str) -> None:
     with pytest.raises(QueueSpecError):
         QueueSpec.parse(text)

@@ -32,7 +32,8 @@ KEYS = wire.Keys("resque")
 FAILURE_KEYS = ["failed_at", "payload", "exception", "error", "backtrace", "worker", "queue"]
 JOB_WRAPPER = "ActiveJob::QueueAdapters::ResqueAdapter::JobWrapper"
 
-with open(GOLDEN / "enqueue-jsongem.json", encoding="utf-8") as _handle:
+# Ruby's bytes with MultiJson on Oj (the tests' Ruby loads Oj, as most Rails apps do).
+with open(GOLDEN / "enqueue-oj.json", encoding="utf-8") as _handle:
     GOLDEN_ENQUEUE: dict[str, dict[str, str]] = json.load(_handle)
 with open(GOLDEN / "activejob-6.1-payload.json", encoding="utf-8") as _handle:
     GOLDEN_ACTIVE_JOB: dict[str, Any] = json.load(_handle)

@@ -350,3 +350,23 @@ def test_cli_bad_interval_is_one_line() -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("pyresque-scheduler: error: ")
     assert proc.stderr.count("\n") == 1
+
+
+def test_cli_hides_the_redis_password_from_ps() -> None:
+    from conftest import RedisServer
+
+    server = RedisServer(extra_args=("--requirepass", "s3cret-Pa55"))
+    url = f"redis://:s3cret-Pa55@127.0.0.1:{server.port}/0"
+    proc = subprocess.Popen([sys.executable, "-m", "pyresqueworker.scheduler", "--redis", url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        def title() -> str:
+            with open(f"/proc/{proc.pid}/cmdline", "rb") as handle:
+                return handle.read().replace(b"\0", b" ").decode()
+
+        wait_for(lambda: title().startswith("pyresque-scheduler "), "the scheduler's title")
+        assert "s3cret" not in title() and f"127.0.0.1:{server.port}" in title()
+    finally:
+        proc.kill()
+        proc.wait(10)
+        server.stop()

@@ -24,7 +24,7 @@ from web_helpers import (
 )
 from worker_helpers import wait_failures, wait_started, wait_until
 
-from pyresqueworker import Client
+from pyresqueworker import Client, wire
 
 NS = "resque:"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -218,3 +218,23 @@ def test_hostile_payloads_are_shown_as_text(browser: WebDriver, site: str, r: re
     assert browser.find_elements(By.CSS_SELECTOR, "main script, main img") == []
     assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-pwned") is None
     assert no_alert(browser)
+
+
+def test_history_times_stay_on_one_line(browser: WebDriver, site: str, r: redis.Redis) -> None:
+    keys = wire.Keys()
+    long_args = ["x" * 400, "y" * 400]  # a wide job column squeezes the others
+    for n in range(3):
+        record = wire.dumps({
+            "finished_at": 1_700_000_000.0 + n, "outcome": "failure", "duration_ms": 3.5,
+            "queue": "default", "class": "Archive", "worker": "a-long-host-name:4242:default",
+            "job_id": None, "error": "RuntimeError: " + "boom " * 60, "payload_bytes": 10,
+            "payload": {"class": "Archive", "args": long_args}})
+        r.zadd(keys.history, {record: 1_700_000_000.0 + n})
+    open_page(browser, site + "/history", "Job history")
+    cells = browser.find_elements(By.CSS_SELECTOR, "#history td.time")
+    assert len(cells) == 3
+    for cell in cells:
+        lines = browser.execute_script(
+            "const range = document.createRange(); range.selectNodeContents(arguments[0]);"
+            "return range.getClientRects().length;", cell)
+        assert lines == 1, cell.text

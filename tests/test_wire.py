@@ -62,13 +62,14 @@ def test_golden_cases_are_all_covered() -> None:
 
 
 @pytest.mark.parametrize("case", sorted(GOLDEN_ARGS))
-def test_encode_job_matches_ruby_json_gem_bytes(case: str) -> None:
-    golden = load_golden("enqueue-jsongem.json")[case]["bytes"]
+def test_encode_job_matches_ruby_oj_bytes(case: str) -> None:
+    golden = load_golden("enqueue-oj.json")[case]["bytes"]
     assert wire.encode_job("Golden::Job", GOLDEN_ARGS[case]) == golden
 
 
 def test_oj_differs_from_json_gem_only_in_negative_zero() -> None:
-    # We write what the json gem writes; Oj prints -0.0 as 0.0 and nothing else differs.
+    # We write what Oj writes (what most Rails apps load); the json gem prints 0.0 as -0.0 for
+    # a negative zero and nothing else differs.
     oj, gem = load_golden("enqueue-oj.json"), load_golden("enqueue-jsongem.json")
     differing = {case for case in gem if oj[case]["bytes"] != gem[case]["bytes"]}
     assert differing == {"floats"}
@@ -80,7 +81,7 @@ def test_oj_differs_from_json_gem_only_in_negative_zero() -> None:
     [
         (1.0e20, "1.0e+20"),
         (1.0e-07, "1.0e-07"),
-        (-0.0, "-0.0"),
+        (-0.0, "0.0"),
         (1.0, "1.0"),
         (2.5e-5, "2.5e-05"),
         (1.5e300, "1.5e+300"),
@@ -101,7 +102,7 @@ def test_non_finite_floats_are_refused(value: float) -> None:
 
 
 def test_loads_round_trips_golden_and_rejects_what_ruby_rejects() -> None:
-    for case in load_golden("enqueue-jsongem.json").values():
+    for case in load_golden("enqueue-oj.json").values():
         assert wire.dumps(wire.loads(case["bytes"].encode())) == case["bytes"]
     for bad in (b"not json", b'{"a":NaN}', b"\xff\xfe", b'{"class":'):
         with pytest.raises(wire.DecodeError):
@@ -352,3 +353,9 @@ def test_loads_refuses_unpaired_surrogate_escapes_but_keeps_pairs() -> None:
         wire.loads(b'{"a":"\\ud800"}')
     with pytest.raises(wire.DecodeError, match="surrogate"):
         wire.loads(b'["x", {"k": "\\uDC00"}]')
+
+
+def test_negative_zero_is_written_as_ruby_writes_it() -> None:
+    # Oj (Resque's encoder) writes -0.0 as 0.0; Resque.dequeue and remove_delayed match bytes.
+    assert wire.encode_job("Scale", [-0.0, {"by": -0.0}]) == (
+        '{"class":"Scale","args":[0.0,{"by":0.0}]}')

@@ -101,11 +101,14 @@ def test_bad_payloads_become_failures_and_the_worker_keeps_working(
     r.rpush(NS + "queue:q", '{"class":"Record","args":["still alive"]}')
     assert wait_ran(r, 1)[0]["args"] == ["still alive"]
     found = wait_failures(r, len(BAD_PAYLOADS))
+    assert worker.log().count("no Python handler is registered for this class") == 2
     for (item, exception, error), entry in zip(BAD_PAYLOADS, found):
         assert list(entry) == FAILURE_KEYS, item
         assert (entry["exception"], entry["worker"], entry["queue"]) == (
             exception, worker_id, "q"), item
         assert error in entry["error"], (item, entry["error"])
+        if exception == "NameError":  # Ruby's text exactly; the hint goes to the log
+            assert entry["error"] == error
         assert isinstance(entry["backtrace"], list)
         if item.startswith(b"{") and b"\xff" not in item:
             assert entry["payload"] == json.loads(item)

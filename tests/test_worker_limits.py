@@ -27,6 +27,7 @@ def test_soft_timeout_interrupts_busy_python_code_in_thread_mode(
     assert entry["error"] == "job exceeded its timeout of 0.3s"
     assert any("in `spin'" in line for line in entry["backtrace"])
     wait_until(lambda: r.get(NS + "stat:processed") == b"2", "the next job to run")
+    assert "outcome=timeout" in worker.log()  # named as with --fork-per-job
 
 
 def test_async_handler_timeout_cancels_the_coroutine(r: redis.Redis, spawn_worker: Spawn) -> None:
@@ -62,6 +63,7 @@ def test_fork_per_job_hard_timeout_and_crashing_child_are_failures_not_dead_work
     assert crash["error"].endswith("SIGKILL (signal 9)")
     wait_until(lambda: r.get(NS + "stat:processed") == b"3", "the third job")
     assert r.sismember(NS + "workers", worker_id)
+    assert "outcome=timeout" in worker.log()
 
 
 def test_usr1_kills_the_job_child_and_the_worker_goes_on(

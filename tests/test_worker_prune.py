@@ -66,8 +66,20 @@ def test_dead_worker_found_at_start_up_has_its_job_requeued_and_runs(
     assert all(d["worker"] == worker_id for d in done)
     assert failures(r) == []
     assert keys_mentioning(r, [DEAD]) == {}
-    # The prune took Resque's lock, named after the pruning worker, with an expiry.
-    assert r.get(LOCK) == worker_id.encode()
+    # The prune took Resque's lock only while it pruned: released once done, so a Ruby
+    # worker starting now runs its own start-up prune.
+    assert r.get(LOCK) is None
+
+
+def test_a_prune_lock_held_by_another_worker_is_left_alone(
+    r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    r.set(LOCK, "ruby-host:4242:q", ex=60)
+    worker = spawn_worker("--queues", "q", "--heartbeat-interval", "0.2", "--prune-after", "5")
+    worker.wait_registered()
+    worker.wait_title("Waiting for q")
+    wait_until(lambda: worker.log().count("worker started"), "started")
+    assert r.get(LOCK) == b"ruby-host:4242:q"  # not taken, not released by us
     assert 0 < r.ttl(LOCK) <= 60
 
 
@@ -127,8 +139,8 @@ def test_same_host_pid_rule_prunes_dead_pids_and_keeps_live_workers(
     plant_dead_worker(r, dead_id, age=0)
     r.delete(LOCK)
     second = spawn_worker("--queues", "q")
-    [second_id] = second.wait_registered()
-    assert r.get(LOCK) == second_id.encode()  # the second worker ran its start-up prune
+    second.wait_registered()
+    assert r.get(LOCK) is None  # the second worker's start-up prune took it and let it go
     assert keys_mentioning(r, [dead_id]) == {}
     assert wait_ran(r, 1)[0]["args"] == ["from the dead"]  # its job was recovered
     # The live worker (slot ids "pid" and "pid-1") survived: its title shows it is Resque.

@@ -136,3 +136,17 @@ def test_kill_9_mid_job_keeps_the_job_and_a_new_worker_recovers_it(
     assert keys_mentioning(r, [dead_id]) == {}
     assert "pruned dead worker" in second.log()
     wait_until(lambda: r.llen(NS + "queue:q") == 0, "queue drained")
+
+
+def test_signals_in_a_burst_never_wedge_the_worker(r: redis.Redis, spawn_worker: Spawn) -> None:
+    # A second TERM arriving while the first one's handler runs used to deadlock the main
+    # thread (both handlers took the same Event lock); handlers now only record the signal.
+    workers = [spawn_worker("--queues", "q", "--concurrency", "2") for _ in range(3)]
+    for worker in workers:
+        worker.wait_registered(2)
+    for worker in workers:
+        for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGUSR2, signal.SIGCONT,
+                    signal.SIGTERM):
+            worker.send(sig)
+    for worker in workers:
+        assert worker.wait_exit(timeout=15) == 0

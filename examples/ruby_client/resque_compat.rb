@@ -12,6 +12,11 @@
 # required as a library (`ruby -r ./resque_compat.rb -e ...`): see ResqueCompat::Client.
 
 require "json"
+begin
+  require "oj"
+rescue LoadError
+  nil # the json gem then (see encode)
+end
 require "time"
 require "date"
 require "securerandom"
@@ -34,9 +39,10 @@ module ResqueCompat
 
   module_function
 
-  # Resque.encode / Resque.decode with MultiJson on the json gem.
+  # Resque.encode / Resque.decode as MultiJson does them: on Oj when it is installed (what
+  # most Rails apps load), else on the json gem. The two differ only in -0.0 (Oj: 0.0).
   def encode(object)
-    JSON.generate(object)
+    defined?(Oj) ? Oj.dump(object, mode: :compat) : JSON.generate(object)
   end
 
   def decode(text)

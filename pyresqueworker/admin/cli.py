@@ -19,7 +19,14 @@ from ..cli_options import connection_options, tls_files
 from ..failure import PRUNE_DIRTY_EXIT
 from ..prune import Pruner
 from . import views
-from .context import AdminContext, AdminGroup, admin_command, json_array, json_option
+from .context import (
+    AdminContext,
+    AdminError,
+    AdminGroup,
+    admin_command,
+    json_array,
+    json_option,
+)
 from .extra_cmds import history, schedules, web
 from .failed_cmds import failed
 from .render import (
@@ -33,6 +40,8 @@ from .render import (
 )
 
 __all__ = ["main"]
+
+ALL_PAUSED = "all workers are paused (pause-all-workers); `pyresque unpause` resumes them"
 
 
 @click.group("pyresque", cls=AdminGroup, invoke_without_command=True,
@@ -100,13 +109,14 @@ def queues(admin: AdminContext) -> None:
           format_duration(row["latency"])] for row in rows],
         right=(1, 3), width=terminal_width()))
     if rows[0]["all_paused"]:
-        click.echo("all workers are paused (pause-all-workers); `pyresque unpause` resumes them")
+        click.echo(ALL_PAUSED)
 
 
 @main.command()
 @admin_command
 def workers(admin: AdminContext) -> None:
-    """Registered workers: state, the job each runs and for how long, heartbeat age."""
+    """Registered workers: state (working, idle, or paused by pause-all-workers or USR2), the
+    job each runs and for how long, heartbeat age."""
     rows = views.worker_rows(admin.client)
     if admin.as_json:
         echo_json(rows)
@@ -128,6 +138,8 @@ def workers(admin: AdminContext) -> None:
     click.echo(table(["WORKER", "HOST", "PID", "QUEUES", "STATE", "JOB", "FROM", "RUNNING",
                       "HEARTBEAT"], lines, right=(2, 7), width=terminal_width(),
                      shrink_first=(0,)))
+    if admin.client.all_paused():  # why every worker says "paused"
+        click.echo(ALL_PAUSED)
 
 
 @main.command()
@@ -189,8 +201,11 @@ def _jobs_summary(items: list[Any], count: int) -> str:
 
 @main.command()
 @click.argument("queue", required=False)
+@click.option("--force", is_flag=True,
+              help="Pause QUEUE even though it has no jobs, is not in the queues set and no "
+                   "worker watches it (e.g. before its first job arrives).")
 @admin_command
-def pause(admin: AdminContext, queue: Optional[str]) -> None:
+def pause(admin: AdminContext, queue: Optional[str], force: bool) -> None:
     """Pause QUEUE, or with no QUEUE every worker (Resque's pause-all-workers).
 
     A queue pause holds back this package's workers only; Ruby workers honour the global one.
@@ -199,6 +214,10 @@ def pause(admin: AdminContext, queue: Optional[str]) -> None:
         admin.client.pause_all()
         message = "paused all workers (pause-all-workers is set; Ruby and Python workers stop)"
     else:
+        # A typo ("mial") would otherwise be paused silently while "mail" runs on.
+        if not force and not views.queue_is_known(admin.client, queue):
+            raise AdminError(f"there is no queue {queue!r} (no jobs waiting in it, not in the "
+                             "queues set, no worker watches it); --force pauses it anyway")
         admin.client.pause_queue(queue)
         message = f"paused queue {queue} (pyresqueworker workers only; Ruby workers ignore it)"
     _report_pause(admin, queue, True, message)

@@ -12,6 +12,7 @@ from .. import wire
 from ..history import History, HistoryRecord
 from ..periodic import Schedule, ScheduleStore
 from .context import AdminContext, AdminError, admin_command, json_array
+from .proctitle import hide_password_from_ps
 from .render import echo_json, format_age, format_ms, table, terminal_width
 
 __all__ = ["history", "schedules", "web"]
@@ -200,6 +201,7 @@ def web(admin: AdminContext, host: str, port: int, username: Optional[str],
     from ..web.security import is_loopback_host
 
     admin.client.redis.ping()  # an unreachable Redis is reported now, not on the first page
+    hide_password_from_ps(admin, "web", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     if username is None and not is_loopback_host(host):
         click.echo(f"warning: {host} is reachable from other machines and there is no "
                    "--username: anyone who reaches it can retry and delete jobs", err=True)

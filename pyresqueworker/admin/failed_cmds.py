@@ -7,6 +7,8 @@ leaves the entry in place (marked ``retried_at``); removing shifts the entries a
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import click
@@ -21,6 +23,7 @@ from ..failed_queue import (
 )
 from . import views
 from .context import AdminContext, AdminError, admin_command
+from .proctitle import hide_password_from_ps
 from .render import (
     ProgressLine,
     echo_json,
@@ -34,11 +37,46 @@ from .render import (
 __all__ = ["failed"]
 
 _INDEX = click.IntRange(0)
+_RANGE_MARK = ".."
+_INDEX_SPEC = re.compile(r"(?P<first>[0-9]+)(?:\.\.(?P<last>[0-9]+))?")
 
 
 @click.group()
 def failed() -> None:
     """The failed list (ids are list indexes, 0 = oldest, as in resque-web)."""
+
+
+def _indexes(admin: AdminContext, texts: Sequence[str]) -> list[int]:
+    """Failure indexes given as ``INDEX`` or ``FIRST..LAST`` (both included, as in Ruby), in
+    the order given. A range stops at the end of the list, so ``0..999999`` means "all"; a
+    range that starts past the end stands for its first index (reported as missing)."""
+    numbers: list[int] = []
+    total: Optional[int] = None
+    for text in texts:
+        match = _INDEX_SPEC.fullmatch(text.strip())
+        if match is None or (match["last"] is not None
+                             and int(match["last"]) < int(match["first"])):
+            raise click.BadParameter(
+                f"{text!r} is not a failure index: expected an index as `failed list` shows "
+                f"them, e.g. 0 (the oldest), or a range such as 0..9; "
+                f"{_how_many(admin.client.failed_count())}", param_hint="'INDEX'")
+        first = int(match["first"])
+        if match["last"] is None:
+            numbers.append(first)
+            continue
+        if total is None:
+            total = admin.client.failed_count()
+        last = min(int(match["last"]), total - 1)
+        numbers += range(first, last + 1) if last >= first else [first]
+    return numbers
+
+
+def _how_many(total: int) -> str:
+    if total == 0:
+        return "the failed list is empty"
+    if total == 1:
+        return "there is 1 failure (index 0)"
+    return f"there are {total:,} failures (indexes 0..{total - 1})"
 
 
 def _first_line(value: Any) -> str:
@@ -79,38 +117,46 @@ def failed_list(admin: AdminContext, queue: Optional[str], class_name: Optional[
 
 
 @failed.command("show")
-@click.argument("index", type=_INDEX)
+@click.argument("index", metavar="INDEX")
 @admin_command
-def failed_show(admin: AdminContext, index: int) -> None:
-    """Show failure INDEX in full, backtrace included."""
-    raw = admin.client.failed_queue.raw(index)
-    if raw is None:
-        raise AdminError(f"there is no failure at index {index}")
-    detail = views.failure_detail(index, raw)
+def failed_show(admin: AdminContext, index: str) -> None:
+    """Show failure INDEX in full, backtrace included (FIRST..LAST: each of a range)."""
+    details = []
+    for number in _indexes(admin, [index]):
+        raw = admin.client.failed_queue.raw(number)
+        if raw is None:
+            raise AdminError(f"there is no failure at index {number}")
+        details.append(views.failure_detail(number, raw))
     if admin.as_json:
-        echo_json(detail)
-        return
-    entry = detail["entry"]
-    if entry is None:
-        click.echo(key_values([("index", index), ("entry", "(could not be parsed)"),
-                               ("raw", detail["raw"])]))
+        echo_json(details if _RANGE_MARK in index else details[0])
         return
     now = admin.now()
+    click.echo("\n\n".join(_detail_text(detail, now) for detail in details))
+
+
+def _detail_text(detail: dict[str, Any], now: float) -> str:
+    entry = detail["entry"]
+    if entry is None:
+        return key_values([("index", detail["index"]), ("entry", "(could not be parsed)"),
+                           ("raw", detail["raw"])])
     payload = entry.get("payload")
     backtrace = entry.get("backtrace")
     lines = "\n".join(str(line) for line in backtrace) if isinstance(backtrace, list) else "-"
-    click.echo(key_values([
-        ("index", index),
+    # Only entries our worker's retries gave up on carry it; Ruby's never do.
+    attempts = [("attempts", entry["attempts"])] if "attempts" in entry else []
+    return key_values([
+        ("index", detail["index"]),
         ("failed_at", _with_age(entry.get("failed_at"), now)),
         ("retried_at", _with_age(entry.get("retried_at"), now)),
         ("queue", entry.get("queue")),
         ("worker", entry.get("worker")),
         ("class", job_class(payload)),
         ("payload", wire.dumps(payload) if payload is not None else "-"),
+        *attempts,
         ("exception", entry.get("exception")),
         ("error", entry.get("error")),
         ("backtrace", lines or "-"),
-    ]))
+    ])
 
 
 def _with_age(value: Any, now: float) -> str:
@@ -121,13 +167,13 @@ def _with_age(value: Any, now: float) -> str:
 
 
 @failed.command("retry")
-@click.argument("indexes", nargs=-1, required=True, type=_INDEX, metavar="INDEX...")
+@click.argument("indexes", nargs=-1, required=True, metavar="INDEX...")
 @admin_command
-def failed_retry(admin: AdminContext, indexes: tuple[int, ...]) -> None:
-    """Retry failures by index, as resque-web's Retry: the job is enqueued again (class and
-    args) and the entry stays, marked retried."""
+def failed_retry(admin: AdminContext, indexes: tuple[str, ...]) -> None:
+    """Retry failures by index (or FIRST..LAST), as resque-web's Retry: the job is enqueued
+    again (class and args) and the entry stays, marked retried."""
     done, errors = [], []
-    for index in dict.fromkeys(indexes):
+    for index in dict.fromkeys(_indexes(admin, indexes)):
         entry = decode_entry(admin.client.failed_queue.raw(index))
         try:
             retried_at = admin.client.requeue(index)
@@ -142,19 +188,25 @@ def failed_retry(admin: AdminContext, indexes: tuple[int, ...]) -> None:
 
 
 @failed.command("remove")
-@click.argument("indexes", nargs=-1, required=True, type=_INDEX, metavar="INDEX...")
+@click.argument("indexes", nargs=-1, required=True, metavar="INDEX...")
 @admin_command
-def failed_remove(admin: AdminContext, indexes: tuple[int, ...]) -> None:
-    """Remove failures by index (all given indexes refer to the list as it is now)."""
-    removed = admin.client.failed_queue.remove_many(indexes)
+def failed_remove(admin: AdminContext, indexes: tuple[str, ...]) -> None:
+    """Remove failures by index or FIRST..LAST (all refer to the list as it is now)."""
+    wanted = _indexes(admin, indexes)
+    removed = admin.client.failed_queue.remove_many(wanted)
     done = [views.failure_row(index, raw) for index, raw in removed]
     gone = {row["index"] for row in done}
     errors = [{"index": index, "error": f"there is no failure at index {index}"}
-              for index in dict.fromkeys(indexes) if index not in gone]
-    _report(admin, "removed", done, errors,
-            lambda row: f"removed {row['index']}: {row['class']} from {row['queue']}, "
-                        f"{row['exception']}" if row["valid"] else
-                        f"removed {row['index']} (could not be parsed)")
+              for index in dict.fromkeys(wanted) if index not in gone]
+    _report(admin, "removed", done, errors, _removed_line)
+
+
+def _removed_line(row: dict[str, Any]) -> str:
+    if not row["valid"]:
+        return f"removed {row['index']} (could not be parsed)"
+    # Any client may have written the entry: a field can be missing or null.
+    return (f"removed {row['index']}: {row['class'] or '(no class)'} from "
+            f"{row['queue'] or '(no queue)'}, {row['exception'] or '(no exception)'}")
 
 
 def _report(admin: AdminContext, verb: str, done: list[dict[str, Any]],
@@ -191,6 +243,7 @@ def failed_retry_all(admin: AdminContext, queue: Optional[str], class_name: Opti
     wanted = FailureFilter(queue, class_name, skip_retried)
     line = ProgressLine("examined", enabled=progress)
     seen = [0, admin.client.failed_count()]
+    hide_password_from_ps(admin, "failed", "retry-all")  # it may run for minutes
 
     def report(done: int, total: int) -> None:
         seen[:] = [done, total]

@@ -22,6 +22,7 @@ __all__ = [
     "failure_row",
     "find_failures",
     "info",
+    "queue_is_known",
     "queue_rows",
     "text",
     "worker_rows",
@@ -89,6 +90,15 @@ def queue_rows(client: Client, now: float) -> list[dict[str, Any]]:
     return rows
 
 
+def queue_is_known(client: Client, name: str) -> bool:
+    """Whether ``name`` is a queue anyone uses: it has waiting jobs, it is in the ``queues``
+    set, a registered worker watches it by name, or it is paused already. (A worker watching
+    ``*`` only takes queues that exist, so it does not make every name known.)"""
+    if name in client.queues() or name in client.paused_queues():
+        return True
+    return any(name in worker.queues for worker in client.workers())
+
+
 def _loads(raw: Raw) -> Any:
     try:
         return wire.loads(raw)
@@ -132,7 +142,7 @@ def failure_row(index: int, raw: Raw) -> dict[str, Any]:
     if entry is None:
         return {"index": index, "valid": False, "failed_at": None, "retried_at": None,
                 "queue": None, "class": None, "args": None, "exception": None, "error": None,
-                "worker": None, "raw": text(raw)}
+                "worker": None, "attempts": None, "raw": text(raw)}
     payload = entry.get("payload")
     return {
         "index": index,
@@ -145,6 +155,7 @@ def failure_row(index: int, raw: Raw) -> dict[str, Any]:
         "exception": entry.get("exception"),
         "error": entry.get("error"),
         "worker": entry.get("worker"),
+        "attempts": entry.get("attempts"),  # what our worker's retries add when they run out
         "raw": None,
     }
 

@@ -5,24 +5,37 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Optional, Union
 
 from .. import wire
-from ..activejob import recorded_enqueued_at, wrapped_job_data
+from ..activejob import (
+    JOB_WRAPPER,
+    deserialize_arguments,
+    job_class,
+    recorded_enqueued_at,
+    wrapped_job_data,
+)
 
 __all__ = [
+    "NOT_A_JOB",
+    "NO_CLASS",
     "JobView",
+    "active_job_arguments",
     "age_text",
     "digest",
     "job_view",
     "json_text",
     "local_time",
+    "recorded_job_view",
     "truncate",
 ]
 
-# ActiveJob's Resque adapter wraps every job in this class (spec §16).
+#: What a job without a ``class`` is shown as (any client may have written it).
+NO_CLASS = "(no class)"
+#: What a payload that is not a JSON object is shown as.
+NOT_A_JOB = "(not a job object)"
 #: Characters of a job's arguments shown in a list row; the full text is on detail pages.
 SHORT = 200
 #: Characters shown anywhere: a 10 MB payload must not become a 10 MB page.
@@ -37,7 +50,8 @@ def truncate(text: str, limit: int = SHORT) -> str:
 def json_text(value: Any, limit: int = LONG) -> str:
     """Compact JSON of a decoded value (any value: falls back to ``repr``), truncated."""
     try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        # default=str: decoded ActiveJob arguments hold times, GlobalIDs, ranges...
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
     except (TypeError, ValueError, RecursionError):
         text = repr(value)
     return truncate(text, limit)
@@ -61,7 +75,7 @@ def digest(raw: Union[bytes, str]) -> str:
 class JobView:
     """A payload as the pages show it.
 
-    For ActiveJob jobs ``class_name`` is the job class (``HelloJob``) and ``args`` its
+    For ActiveJob jobs ``class_name`` is the job class (``HelloJob``) and ``args`` its decoded
     ``arguments``; ``wrapper`` then names the Resque class that carries it.
     """
 
@@ -74,23 +88,57 @@ class JobView:
 
 
 def job_view(payload: Any) -> JobView:
-    """Describe a decoded payload; anything that is not a job object is shown as text."""
+    """Describe a decoded payload; anything that is not a job object is shown as text.
+
+    An ActiveJob payload is shown as resque-web shows it: under the job's own class, with its
+    arguments decoded (symbols, times, keyword arguments) rather than the wrapper's JSON.
+    """
     if not isinstance(payload, dict):
         text = json_text(payload)
-        return JobView("(not a job object)", text, truncate(text), None, None, None)
+        return JobView(NOT_A_JOB, text, truncate(text), None, None, None)
     class_name = payload.get("class")
-    args = payload.get("args")
-    name = class_name if isinstance(class_name, str) else json_text(class_name, SHORT)
+    if class_name is None:
+        name = NO_CLASS
+    else:
+        name = class_name if isinstance(class_name, str) else json_text(class_name, SHORT)
     job_id = payload.get("id") if isinstance(payload.get("id"), str) else None
-    wrapper = None
     enqueued = wire.parse_time(recorded_enqueued_at(payload))
     data = wrapped_job_data(payload)
-    if data is not None and isinstance(data.get("job_class"), str):
-        wrapper, name = name, data["job_class"]
-        args = data.get("arguments")
-        job_id = data.get("job_id") if isinstance(data.get("job_id"), str) else job_id
-    text = json_text(args)
-    return JobView(name, text, truncate(text), job_id, wrapper, enqueued)
+    inner = job_class(payload)
+    if data is not None and inner is not None and inner != class_name:
+        text = active_job_arguments(data.get("arguments"))
+        inner_id = data.get("job_id")
+        return JobView(inner, text, truncate(text),
+                       inner_id if isinstance(inner_id, str) else job_id, name, enqueued)
+    text = json_text(payload.get("args"))
+    return JobView(name, text, truncate(text), job_id, None, enqueued)
+
+
+def recorded_job_view(class_name: str, args: Any, job_id: Optional[str]) -> JobView:
+    """A history record's job as the other pages show it.
+
+    A record keeps the class the job ran as (ActiveJob's job class) and the payload's
+    ``args``, which for an ActiveJob job are the wrapper's ``[job_data]``: the wrapper is put
+    back around them so the job is shown as such, not as the wrapper's JSON.
+    """
+    wrapped = {"class": JOB_WRAPPER, "args": args}
+    payload = wrapped if job_class(wrapped) == class_name else {"class": class_name,
+                                                                 "args": args}
+    return replace(job_view(payload), job_id=job_id)
+
+
+def active_job_arguments(arguments: Any) -> str:
+    """ActiveJob ``arguments`` decoded, as the call's argument list (``"world", 42, greeting:
+    "hi"``); the stored JSON when they do not decode."""
+    if not isinstance(arguments, list):
+        return json_text(arguments)
+    try:
+        args, kwargs = deserialize_arguments(arguments)
+    except (ValueError, TypeError, ArithmeticError, RecursionError):  # whatever Rails wrote
+        return json_text(arguments)
+    parts = [json_text(value) for value in args]
+    parts += [f"{name}: {json_text(value)}" for name, value in kwargs.items()]
+    return truncate(", ".join(parts), LONG)
 
 
 def age_text(seconds: Optional[float]) -> str:

@@ -14,7 +14,18 @@ from .. import wire
 from ..client import Client
 from ..failed_queue import decode_entry
 from ..history import History
-from .format import age_text, digest, job_view, json_text, local_time, raw_text, since
+from .format import (
+    NO_CLASS,
+    NOT_A_JOB,
+    age_text,
+    digest,
+    job_view,
+    json_text,
+    local_time,
+    raw_text,
+    recorded_job_view,
+    since,
+)
 from .meter import ThroughputMeter
 
 __all__ = [
@@ -66,14 +77,17 @@ def pages(total: int, start: int, per_page: int) -> dict[str, Any]:
 
 
 def queue_rows(client: Client, now: float) -> list[dict[str, Any]]:
-    """Every known queue (and every paused one): size, paused flag, latency."""
+    """Every queue (those of the ``queues`` set, any ``queue:*`` list, every paused one):
+    size, paused flag, latency, and whether the ``queues`` set holds it."""
     paused = set(client.paused_queues())
     names = sorted(set(client.queues()) | paused)
     pipe = client.redis.pipeline(transaction=False)
     for name in names:
         pipe.llen(client.keys.queue(name))
         pipe.lindex(client.keys.queue(name), 0)
-    replies = pipe.execute(raise_on_error=False)
+    pipe.smembers(client.keys.queues)
+    *replies, in_set = pipe.execute(raise_on_error=False)
+    registered = {_text(name) for name in in_set} if isinstance(in_set, set) else set(names)
     rows = []
     for n, name in enumerate(names):
         size, head = replies[2 * n], replies[2 * n + 1]
@@ -90,6 +104,7 @@ def queue_rows(client: Client, now: float) -> list[dict[str, Any]]:
             "broken": isinstance(size, Exception),  # e.g. WRONGTYPE: the key is not a list
             "paused": name in paused,
             "latency": age_text(latency),
+            "in_set": name in registered,
         })
     return rows
 
@@ -109,6 +124,7 @@ def overview(client: Client, meter: ThroughputMeter, now: float) -> dict[str, An
     queue_list = queue_rows(client, now)
     worker_list = workers(client, now)["workers"]
     working = [w for w in worker_list if w["state"] == "working"]
+    paused_workers = sum(1 for w in worker_list if w["state"] == "paused")
     processed_count = _int(processed)
     return {
         "processed": processed_count,
@@ -118,6 +134,7 @@ def overview(client: Client, meter: ThroughputMeter, now: float) -> dict[str, An
         "pending": sum(q["size"] for q in queue_list),
         "workers_count": len(worker_list),
         "working_count": len(working),
+        "paused_workers": paused_workers,
         "delayed_jobs": delayed_jobs,
         "delayed_timestamps": int(timestamps),
         "rate": meter.observe(processed_count, now),
@@ -147,7 +164,7 @@ def queue_detail(client: Client, name: str, start: int, now: float) -> dict[str,
     return {
         "name": name,
         "size": size,
-        "known": name in client.queues(),
+        "in_set": bool(client.redis.sismember(client.keys.queues, name)),
         "paused": name in client.paused_queues(),
         "items": items,
         "page": pages(size, start, PEEK_PER_PAGE),
@@ -199,11 +216,19 @@ def failure_row(index: int, raw: Raw) -> dict[str, Any]:
         backtrace = backtrace.splitlines()
     lines = [json_text(line, 2000) if not isinstance(line, str) else line[:2000]
              for line in (backtrace if isinstance(backtrace, list) else [])]
+    payload = entry.get("payload")
+    attempts = entry.get("attempts")
+    view = job_view(payload)
     row.update({
-        "job": job_view(entry.get("payload")),
+        "job": view,
+        "has_class": view.class_name not in (NO_CLASS, NOT_A_JOB),
+        # What client.requeue would refuse gets no Retry button.
+        "retryable": _nonempty_text(entry.get("queue")) and isinstance(payload, dict)
+        and _nonempty_text(payload.get("class")),
+        "attempts": "" if attempts is None else _shown(attempts),
         "exception": _shown(entry.get("exception")),
         "error": _shown(entry.get("error")),
-        "queue": _shown(entry.get("queue")),
+        "queue": _shown(entry.get("queue")) or "(no queue)",
         "worker": _shown(entry.get("worker")),
         "failed_at": _shown(entry.get("failed_at")),
         "retried_at": _shown(entry.get("retried_at")) if entry.get("retried_at") else "",
@@ -211,6 +236,10 @@ def failure_row(index: int, raw: Raw) -> dict[str, Any]:
         "backtrace_cut": max(0, len(lines) - BACKTRACE_LINES),
     })
     return row
+
+
+def _nonempty_text(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
 
 
 def _shown(value: Any) -> str:
@@ -317,11 +346,9 @@ def history(client: Client, job_id: str, class_name: str,
         "outcome": rec.outcome,
         "duration": f"{rec.duration_ms:.1f} ms",
         "queue": rec.queue,
-        "class_name": rec.class_name,
+        "job": recorded_job_view(rec.class_name, rec.args, rec.job_id),
         "worker": rec.worker,
-        "job_id": rec.job_id or "",
         "error": rec.error or "",
-        "args": json_text(rec.args, 2000),
     } for rec in records]
     more = (not job_id and len(records) == HISTORY_PER_PAGE)
     return {
