@@ -109,6 +109,7 @@ def test_unreachable_redis_ends_start_up_with_one_line(redis_url: str) -> None:
         done = run_command("--app", "reliability_jobs", "--queues", "q", "--redis", dead.url(),
                            "--connect-timeout", "1", env=worker_env(dead.url()))
     assert done.returncode == 1
-    lines = [line for line in done.stderr.splitlines() if "error" in line]
+    # A log line when the wait starts, then the one line the command ends with.
+    lines = [line for line in done.stderr.splitlines() if line.startswith("pyresque-work:")]
     assert len(lines) == 1 and "connect-timeout" in lines[0], done.stderr
     assert "Traceback" not in done.stderr
