@@ -29,11 +29,11 @@ import redis
 
 from .redis_errors import REDIS_ERRORS
 from .resp import FastCaller, LuaScript, command
-from .wire import Keys, dumps
+from .wire import DecodeError, Keys, dumps, loads
 
 __all__ = [
     "NO_FINISH", "PAUSED", "REDIS_ERRORS", "SUCCESS", "Claimed", "Claimer", "Finish",
-    "parse_worker_value",
+    "parse_worker_value", "payload_is_valid",
 ]
 
 class Finish(NamedTuple):
@@ -59,8 +59,9 @@ SUCCESS = Finish("1")
 #  11 concurrency caps (class -> max), 12 running capped jobs (worker -> class),
 #  13 a key to delete with the completion (the worker key itself when there is none).
 # Fixed ARGV; the queue names follow from ARGV[9], then their JSON encodings.
-#  1 finish mode, 2 failure entry, 3 run_at, 4 "pop"|"adopt", 5 adopted item, 6 sequence,
-#  7 worker id, 8 namespace.
+#  1 finish mode, 2 failure entry, 3 run_at, 4 mode: "pop", "adopt" (ARGV 5 is the item) or
+#  "checked"/"checked-invalid" (ARGV 5 is the head item, validated by the caller), 5 item,
+#  6 sequence, 7 worker id, 8 namespace.
 CLAIM_SCRIPT = r"""
 -- UTF-8 validity at C speed (no per-byte Lua loop, so a 10 MB payload costs milliseconds):
 -- replace every well-formed sequence (no overlongs, no surrogates) with an ASCII letter, so
@@ -79,6 +80,7 @@ local function utf8_ok(s)
 end
 
 local NK, NA = 13, 8
+local BIG, MAX = 4096, 1048576  -- see the 'checked' mode below
 local wkey, rawkey, wid, ns = KEYS[1], KEYS[10], ARGV[7], ARGV[8]
 local finish = ARGV[1]
 -- Remember which call ran last, so a caller whose reply was lost can tell what happened
@@ -157,7 +159,9 @@ local function take(key)
 end
 
 local item, qi
-if ARGV[4] == 'adopt' then
+local mode = ARGV[4]
+local checked = mode == 'checked' or mode == 'checked-invalid'
+if mode == 'adopt' then
   item, qi = ARGV[5], 1
 else
   local pause = redis.call('GET', KEYS[7])
@@ -165,13 +169,30 @@ else
     return {-1}
   end
   local check_paused = redis.call('SCARD', KEYS[8]) > 0
-  for i = 1, n do
-    if not (check_paused and redis.call('SISMEMBER', KEYS[8], ARGV[NA + i]) == 1) then
-      item = take(KEYS[NK + i])
-      if item then qi = i; break end
+  if checked then
+    -- The caller validated the head of this queue (a large payload, see below): take it only
+    -- if it is still the head. Both strings are interned by Lua, so == costs nothing.
+    if (check_paused and redis.call('SISMEMBER', KEYS[8], ARGV[NA + 1]) == 1)
+        or redis.call('LINDEX', KEYS[NK + 1], 0) ~= ARGV[5] then
+      return {-2}
+    end
+    item, qi = redis.call('LPOP', KEYS[NK + 1]), 1
+  else
+    for i = 1, n do
+      if not (check_paused and redis.call('SISMEMBER', KEYS[8], ARGV[NA + i]) == 1) then
+        item = take(KEYS[NK + i])
+        if item then qi = i; break end
+      end
+    end
+    if not item then return {0} end
+    -- Checking a large payload here would hold Redis for milliseconds per megabyte (Lua
+    -- walks it byte by byte): give it back to the head and let the caller check it, then
+    -- take it with mode 'checked'. (With caps the item may not have been the head.)
+    if not caps and #item > BIG and #item <= MAX then
+      redis.call('LPUSH', KEYS[NK + qi], item)
+      return {2, qi}
     end
   end
-  if not item then return {0} end
 end
 
 if caps then
@@ -188,12 +209,17 @@ if unique then redis.call('DEL', ns .. 'pyresque:unique:' .. unique) end
 -- is not a UTF-8 JSON object is kept byte for byte in this slot's raw key instead, and the
 -- worker key says what it is. Payloads over 1 MB are not checked here (that would hold Redis
 -- for milliseconds per megabyte): they too go to the raw key, and Python checks them.
-local valid = #item <= 1048576 and (string.find(item, '^%s*{') ~= nil) and utf8_ok(item)
-  and pcall(cjson.decode, item)
+local valid
+if checked then
+  valid = mode == 'checked'
+else
+  valid = #item <= MAX and (string.find(item, '^%s*{') ~= nil) and utf8_ok(item)
+    and pcall(cjson.decode, item)
+end
 local payload = item
 if not valid then
   redis.call('SET', rawkey, item)
-  if #item > 1048576 then
+  if #item > MAX then
     payload = '"payload of ' .. #item .. ' bytes (not shown)"'
   else
     payload = '"invalid payload (' .. #item .. ' bytes)"'
@@ -215,6 +241,20 @@ return 0
 """
 
 PAUSED = "paused"
+_CHECK_IT = 2  # claim reply: a large item at the head, for the caller to check first
+_HEAD_MOVED = -2  # 'checked' claim reply: that item is no longer the head
+_CHECK_TRIES = 3
+
+
+def payload_is_valid(item: bytes) -> bool:
+    """What the claim script checks before it shows a payload in a worker key: a UTF-8 JSON
+    object that Ruby can decode (here with Python's C decoders, for large payloads)."""
+    if item.lstrip()[:1] != b"{":
+        return False
+    try:
+        return isinstance(loads(item.decode("utf-8")), dict)
+    except (UnicodeDecodeError, DecodeError, RecursionError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -311,7 +351,40 @@ class Claimer:
         keys = [*self._fixed_keys, finish.cleanup or self.worker_key, *(p[0] for p in parts)]
         args = [finish.mode, finish.entry, run_at, "pop", "", *self._next_seq(),
                 *self._fixed_args, *queues, *(p[1] for p in parts)]
-        return self._reply(self._call(keys, args), queues)
+        reply = self._call(keys, args)
+        for _ in range(_CHECK_TRIES):
+            if int(reply[0]) != _CHECK_IT:
+                break
+            # The finish went through; the large head item is ours to check, then take.
+            checked = self._claim_checked(queues[int(reply[1]) - 1], run_at)
+            if checked is not None:
+                return checked
+            # Another worker took that item first: look at the queues again.
+            args = [NO_FINISH.mode, "", run_at, "pop", "", *self._next_seq(),
+                    *self._fixed_args, *queues, *(p[1] for p in parts)]
+            keys[12] = self.worker_key  # no cleanup key: the finish is done
+            reply = self._call(keys, args)
+        return self._reply(reply, queues) if int(reply[0]) != _CHECK_IT else None
+
+    def _claim_checked(self, queue: str, run_at: str) -> Claimed | str | None:
+        """Take the large item at the head of ``queue`` after checking it here; None if it
+        is no longer the head.
+
+        Redis would spend milliseconds per megabyte checking it in Lua, holding every other
+        client; here ``bytes.decode`` and the JSON parser do it in C, off Redis. The claim
+        then takes the item only if it is still the head.
+        """
+        key, name_json = self._queue_parts(queue)
+        item = command(self.conn, "LINDEX", key, 0)
+        if item is None:
+            return None
+        item = bytes(item)
+        mode = "checked" if payload_is_valid(item) else "checked-invalid"
+        keys = [*self._fixed_keys, self.worker_key, key]
+        args = ["0", "", run_at, mode, item, *self._next_seq(), *self._fixed_args, queue,
+                name_json]
+        reply = self._call(keys, args)
+        return None if int(reply[0]) == _HEAD_MOVED else self._reply(reply, [queue])
 
     def adopt(self, queue: str, item: bytes, finish: Finish, run_at: str) -> Claimed:
         """Write a job popped outside the script (``--fetch blpop``) to the worker key."""
@@ -354,7 +427,7 @@ class Claimer:
         status = int(reply[0])
         if status == 1:
             return Claimed(queues[int(reply[1]) - 1], bytes(reply[2]), bool(int(reply[3])))
-        return PAUSED if status == -1 else None
+        return PAUSED if status == -1 else None  # 0: nothing; -2: the checked head moved on
 
     def wait(self, queue: str, timeout: float) -> bool:
         """Block until ``queue`` has an item or ``timeout`` passes; the item stays queued."""

@@ -256,3 +256,53 @@ def test_the_claim_sequence_key_expires_on_its_own(r: redis.Redis) -> None:
     r.rpush(keys.queue("q"), '{"class":"A","args":[]}')
     claimer.claim(["q"], NO_FINISH, "2026-01-01T00:00:00Z")
     assert 0 < r.ttl(keys.claim_seq(WID)) <= 86400
+
+
+def big_payload(size: int = 100_000) -> bytes:
+    return json.dumps({"class": "Big", "args": ["é" * (size // 2)]},
+                      ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def test_a_large_payload_is_checked_by_the_worker_and_shown_byte_for_byte(
+    r: redis.Redis,
+) -> None:
+    claimer, keys = make(r)
+    item = big_payload()
+    r.rpush(keys.queue("high"), item, b'{"class":"Next","args":[]}')
+    claimed = claimer.claim(["high"], SUCCESS, RUN_AT)
+    assert claimed == Claimed("high", item, True)
+    held = r.get(keys.worker(WID))
+    assert held is not None and held.endswith(b',"payload":' + item + b"}")
+    assert json.loads(held)["payload"]["class"] == "Big"
+    assert r.lrange(keys.queue("high"), 0, -1) == [b'{"class":"Next","args":[]}']
+
+
+def test_a_large_payload_that_is_not_utf8_json_goes_to_the_raw_key(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    item = b'{"class":"Big","args":["' + b"\xff" * 50_000 + b'"]}'
+    r.rpush(keys.queue("high"), item)
+    claimed = claimer.claim(["high"], NO_FINISH, RUN_AT)
+    assert claimed == Claimed("high", item, False)
+    assert r.get(keys.raw_payload(WID)) == item
+    assert json.loads(r.get(keys.worker(WID)) or b"")["payload"].startswith("invalid payload")
+
+
+def test_a_large_head_taken_by_another_worker_meanwhile_is_not_claimed_twice(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claimer, keys = make(r)
+    first, second = big_payload(), big_payload(90_000)
+    r.rpush(keys.queue("high"), first, second)
+    real_check = fetch.payload_is_valid
+    raced: list[bytes] = []
+
+    def slow_check(item: bytes) -> bool:
+        if not raced:  # another worker pops the head while this one checks it
+            raced.append(r.lpop(keys.queue("high")) or b"")
+        return real_check(item)
+
+    monkeypatch.setattr(fetch, "payload_is_valid", slow_check)
+    claimed = claimer.claim(["high"], NO_FINISH, RUN_AT)
+    assert raced == [first]
+    assert claimed == Claimed("high", second, True)  # the next head, checked in its turn
+    assert r.llen(keys.queue("high")) == 0
