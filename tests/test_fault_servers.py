@@ -10,13 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 import redis.sentinel
+from fault_proxy import FaultProxy
+from fault_sentinel import MASTER_NAME, SentinelGroup
 from fault_servers import (
     HOST,
-    MASTER_NAME,
-    FaultProxy,
     RedisCluster3,
     RedisNode,
-    SentinelGroup,
     client_for,
     fill_memory,
     free_memory,

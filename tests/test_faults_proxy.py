@@ -14,7 +14,7 @@ import pytest
 import redis
 from conftest import RedisServer
 from fault_helpers import FaultRun, run_command
-from fault_servers import FaultProxy
+from fault_proxy import FaultProxy
 from worker_helpers import wait_until, worker_env
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from fault_helpers import FaultRun
-from fault_servers import SentinelGroup
+from fault_sentinel import SentinelGroup
 
 pytestmark = pytest.mark.slow
 
