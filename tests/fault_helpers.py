@@ -170,7 +170,7 @@ class FaultRun:
 
     # -- the promises -----------------------------------------------------------------------
 
-    def verify(self, ids: Sequence[str], after: int = 40, timeout: float = 60.0) -> Accounting:
+    def verify(self, ids: Sequence[str], timeout: float = 60.0) -> Accounting:
         """Assert 0 lost, no dead thread, no live worker pruned; print the figures."""
         acc = self.wait_settled(ids, timeout)
         self._sampling.set()
@@ -185,14 +185,17 @@ class FaultRun:
         every = [wid for wids in slots.values() for wid in wids]
         assert all(wid in beats for wid in every), f"heartbeats missing: {every} vs {beats}"
         before = {wid: int(data.get(self.ns + f"stat:processed:{wid}") or 0) for wid in every}
-        # Jobs of 30 ms: each idle slot is woken for one, so every live slot must take some.
-        extra = [f"{self.name}-after-{i}" for i in range(after * max(1, len(every)))]
-        self.push(extra, sleep_ms=lambda _i: 30)
+        # Three jobs of 200 ms per slot: the queue stays full while every slot is busy, so
+        # each live slot takes at least one (each is woken by its process's doorbell, and an
+        # idle one re-checks every 0.1 s anyway); a dead or wedged slot takes none.
+        extra = [f"{self.name}-after-{i}" for i in range(3 * max(1, len(every)))]
+        self.push(extra, sleep_ms=lambda _i: 200)
         self.wait_settled(extra, timeout)
         data = self.data()
         idle = [wid for wid in every
                 if int(data.get(self.ns + f"stat:processed:{wid}") or 0) <= before[wid]]
-        assert not idle, f"slots that took no job after the fault: {idle}\n{self.logs()}"
+        assert not idle, (f"slots that took no job after the fault: {idle}\n"
+                          f"{self.logs(len(self.workers))}")
         for proc in self.workers:
             log = proc.log()
             for sign in ("Traceback", "Exception in thread", "slot thread ended",

@@ -56,7 +56,7 @@ def test_worker_through_nodes_that_do_not_own_the_slot(
         # The same through a redis+cluster:// URL naming the non-owners first.
         plain.worker_url = f"redis+cluster://127.0.0.1:{stranger},{others}/0"
         plain.start()
-        plain.verify(ids, after=10)
+        plain.verify(ids)
 
 
 def test_client_on_a_redis_cluster_object(cluster: RedisCluster3, owner: redis.Redis) -> None:

@@ -79,14 +79,14 @@ def test_master_killed_mid_drain(group: SentinelGroup, redis_url: str) -> None:
     with sentinel_run("kill9", group, redis_url) as run:
         drain_through_failover(run, group, lambda g: g.kill_master() and None)
         heartbeats_follow(run)
-        run.verify(job_ids(run), after=20)
+        run.verify(job_ids(run))
 
 
 def test_sentinel_failover_runs_few_jobs_twice(group: SentinelGroup, redis_url: str) -> None:
     with sentinel_run("failover", group, redis_url) as run:
         drain_through_failover(run, group, SentinelGroup.failover)
         heartbeats_follow(run)
-        acc = run.verify(job_ids(run), after=20)
+        acc = run.verify(job_ids(run))
         assert acc.duplicated_jobs <= JOBS // 10, acc.summary()
         # Claims stopped the moment Sentinel started promoting, not when writes were refused.
         assert any("claims paused" in w.log() for w in run.workers)
@@ -98,5 +98,5 @@ def test_failover_with_min_replicas_to_write(strict_group: SentinelGroup,
         old = drain_through_failover(run, strict_group, SentinelGroup.failover)
         # Writes wait until the demoted master is attached to the new one as its replica.
         strict_group.wait_until_replica_of(old, strict_group.master_port())
-        acc = run.verify(job_ids(run), after=20)
+        acc = run.verify(job_ids(run))
         assert acc.duplicated_jobs <= JOBS // 100, acc.summary()
