@@ -19,7 +19,7 @@ from .failure import exception_message, exception_name, ruby_backtrace
 from .fetch import NO_FINISH, PAUSED, REDIS_ERRORS, SUCCESS, Claimed, Claimer, Finish
 from .isolation import JobResult, JobTimeout, run_forked
 from .job import Job, JobCall
-from .log import logger
+from .log import log_fields, logger
 from .outage import Outage
 from .registry import UnknownJobClass
 from .retrying import Retrier
@@ -196,7 +196,7 @@ class Slot(threading.Thread):
                      "duration_ms": round(duration_ms, 3), "outcome": outcome}
             if result.error is not None:
                 extra["error"] = result.error
-            logger.log(logging.WARNING if result.error else logging.INFO, "job done", extra=extra)
+            log_fields(logging.WARNING if result.error else logging.INFO, "job done", extra)
         with self.lock:
             self.job, self.state = None, _IDLE
         process.job_finished(self)

@@ -46,3 +46,23 @@ def test_unknown_format_is_refused(restore_logger: None) -> None:
     with pytest.raises(ValueError):
         setup_logging("INFO", "xml")
     assert logging.getLogger("pyresqueworker") is logger
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_per_job_fast_path_writes_what_the_logging_module_would(
+    restore_logger: None, fmt: str
+) -> None:
+    from pyresqueworker.log import log_fields
+
+    fields = {**JOB_END, "class": "Evil\n2026", "error": None}
+    fast, slow = io.StringIO(), io.StringIO()
+    setup_logging("INFO", fmt, fast)
+    log_fields(logging.WARNING, "job done", dict(fields))
+    log_fields(logging.DEBUG, "job done", dict(fields))  # below the level: nothing
+    setup_logging("INFO", fmt, slow)
+    logger.warning("job done", extra=dict(fields))
+    if fmt == "text":  # the same bytes (both lines written within the same second, or a tick)
+        assert fast.getvalue().split(" ", 2)[2] == slow.getvalue().split(" ", 2)[2]
+        assert fast.getvalue().count("\n") == 1
+    else:
+        assert json.loads(fast.getvalue())["class"] == json.loads(slow.getvalue())["class"]

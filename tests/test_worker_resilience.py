@@ -25,6 +25,7 @@ from pyresqueworker.registry import Registry
 from pyresqueworker.slot import Slot
 
 DONE = "resilience:done"
+_RUNNING: list[threading.Thread] = []  # WorkerProcess.run threads of the current test
 
 
 @pytest.fixture
@@ -41,13 +42,17 @@ def worker(redis_url: str, r: redis.Redis) -> Iterator[WorkerProcess]:
     yield process
     process.stopping.set()
     process.wake.set()
-    for slot in process.slots:
-        slot.join(10)
+    # Wait for the whole shutdown: the next test's worker has the same ids (same pid), and
+    # this one's unregistering must not land after that one registered.
+    for thread in _RUNNING:
+        thread.join(20)
+    _RUNNING.clear()
 
 
 def run_in_background(process: WorkerProcess) -> threading.Thread:
     thread = threading.Thread(target=process.run, daemon=True)
     thread.start()
+    _RUNNING.append(thread)
     wait_until(lambda: len(process.slots) == 2 and all(s.is_alive() for s in process.slots),
                "slots running")
     return thread
