@@ -14,12 +14,10 @@ import sys
 import time
 from typing import TYPE_CHECKING, Optional
 
-import redis
-
 from . import wire
 from ._version import __version__
 from .log import logger
-from .outage import Outage, is_redis_away
+from .outage import Outage, is_redis_away, server_info
 
 if TYPE_CHECKING:
     from .process import WorkerProcess
@@ -97,12 +95,7 @@ class Housekeeper:
 
     def server_id(self) -> str:
         """The ``run_id`` of the Redis server the process talks to now."""
-        try:
-            return str(self.process.conn.info("server").get("run_id", ""))
-        except redis.exceptions.ResponseError as exc:
-            if is_redis_away(exc):
-                raise
-            return ""  # a Redis-protocol server without INFO (the demo's fakeredis)
+        return str(server_info(self.process.conn, "server").get("run_id", ""))
 
     def prune(self) -> None:
         """Prune dead workers; anything but a Redis outage is logged, never raised."""

@@ -15,12 +15,14 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
+
+import redis
 
 from .log import logger
 from .redis_errors import REDIS_ERRORS, transient_code
 
-__all__ = ["Backoff", "Outage", "OutageBook", "is_redis_away"]
+__all__ = ["Backoff", "Outage", "OutageBook", "is_redis_away", "server_info"]
 
 
 class Backoff:
@@ -40,6 +42,17 @@ class Backoff:
 def is_redis_away(exc: BaseException) -> bool:
     """A refused, cut or timed-out connection, or a transient error reply (OOM, READONLY...)."""
     return isinstance(exc, REDIS_ERRORS) or transient_code(exc) is not None
+
+
+def server_info(conn: Any, section: str) -> dict[str, Any]:
+    """``INFO <section>``, or ``{}`` from a Redis-protocol server without INFO (the demo's
+    fakeredis); Redis being away still raises."""
+    try:
+        return dict(conn.info(section))
+    except redis.exceptions.ResponseError as exc:
+        if is_redis_away(exc):
+            raise
+        return {}
 
 
 class OutageBook:

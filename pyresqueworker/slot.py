@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["REDIS_ERRORS", "Slot"]
 
-_STEP_ON = "go on"
-
 _IDLE, _RUNNING, _FINISHING, _ABANDONED = "idle", "running", "finishing", "abandoned"
 
 

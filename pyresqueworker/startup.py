@@ -15,7 +15,7 @@ import redis
 
 from .connection import explain_error
 from .log import logger
-from .outage import Backoff, is_redis_away
+from .outage import Backoff, is_redis_away, server_info
 
 __all__ = ["WorkerError", "is_cluster_node", "retry_start_up"]
 
@@ -29,12 +29,7 @@ class WorkerError(RuntimeError):
 
 def is_cluster_node(conn: redis.Redis) -> bool:
     """Whether ``conn`` talks to a Redis Cluster node (False where INFO is unknown)."""
-    try:
-        return bool(conn.info("cluster").get("cluster_enabled"))
-    except redis.exceptions.ResponseError as exc:
-        if is_redis_away(exc):
-            raise
-        return False  # a Redis-protocol server without INFO (the demo's fakeredis)
+    return bool(server_info(conn, "cluster").get("cluster_enabled"))
 
 
 def retry_start_up(step: Callable[[], T], what: str, where: str, timeout: float,
