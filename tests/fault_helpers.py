@@ -184,16 +184,19 @@ class FaultRun:
         beats = {k.decode(): v for k, v in data.hgetall(self.ns + "workers:heartbeat").items()}
         every = [wid for wids in slots.values() for wid in wids]
         assert all(wid in beats for wid in every), f"heartbeats missing: {every} vs {beats}"
-        before = {wid: int(data.get(self.ns + f"stat:processed:{wid}") or 0) for wid in every}
-        # Three jobs of 200 ms per slot: the queue stays full while every slot is busy, so
-        # each live slot takes at least one (each is woken by its process's doorbell, and an
-        # idle one re-checks every 0.1 s anyway); a dead or wedged slot takes none.
-        extra = [f"{self.name}-after-{i}" for i in range(3 * max(1, len(every)))]
-        self.push(extra, sleep_ms=lambda _i: 200)
-        self.wait_settled(extra, timeout)
-        data = self.data()
-        idle = [wid for wid in every
-                if int(data.get(self.ns + f"stat:processed:{wid}") or 0) <= before[wid]]
+        # Batches of three 200 ms jobs per slot: the queue stays full while every slot is
+        # busy, so each live slot takes some (each is woken by its process's doorbell, and an
+        # idle one re-checks every 0.1 s anyway). A slot that missed a batch to bad luck gets
+        # two more; a dead or wedged slot takes none of them.
+        idle = list(every)
+        for batch in range(3):
+            before = {wid: self._processed(wid) for wid in idle}
+            extra = [f"{self.name}-after-{batch}-{i}" for i in range(3 * max(1, len(every)))]
+            self.push(extra, sleep_ms=lambda _i: 200)
+            self.wait_settled(extra, timeout)
+            idle = [wid for wid in idle if self._processed(wid) <= before[wid]]
+            if not idle:
+                break
         assert not idle, (f"slots that took no job after the fault: {idle}\n"
                           f"{self.logs(len(self.workers))}")
         for proc in self.workers:
@@ -204,6 +207,9 @@ class FaultRun:
         print(f"\nFAULT {self.name}: {acc.summary()} "
               f"longest_stall_s={self.longest_stall(len(ids))}")
         return acc
+
+    def _processed(self, worker_id: str) -> int:
+        return int(self.data().get(self.ns + f"stat:processed:{worker_id}") or 0)
 
     def logs(self, last: int = 3) -> str:
         """The last workers' logs without their per-job lines, for an assertion message."""
