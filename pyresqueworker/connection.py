@@ -169,7 +169,7 @@ class ConnectionFactory:
             if service is not None and self.locator is None:
                 socket_options = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
                 self._sentinel_options.update(socket_options)
-                sentinel = Sentinel(self._sentinels,  # type: ignore[no-untyped-call]
+                sentinel = Sentinel(self._sentinels,  # type: ignore[no-untyped-call,unused-ignore]
                                     sentinel_kwargs=self._sentinel_options)
                 self.locator = SentinelLocator(sentinel, service)
             assert self.locator is not None

@@ -66,7 +66,7 @@ class FailoverWatch:
             pubsub: Any = None
             try:
                 conn = redis.Redis(host=host, port=port, **options)
-                pubsub = conn.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                pubsub = conn.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
                 pubsub.subscribe(_STARTING, _PROMOTED, _SWITCHED, *_ABORTS)
                 outage.succeeded()
                 while not self._stop.is_set():

@@ -113,7 +113,7 @@ class SentinelLocator(Locator):
         promoted = self._promoted
         if promoted is not None:
             return [promoted]
-        host, port = self.sentinel.discover_master(self.service)  # type: ignore[no-untyped-call]
+        host, port = self.sentinel.discover_master(self.service)  # type: ignore[no-untyped-call,unused-ignore]
         return [(str(host), int(port))]
 
     def unreachable(self, address: Address) -> None:
