@@ -32,8 +32,8 @@ from .resp import FastCaller, LuaScript, command
 from .wire import DecodeError, Keys, dumps, loads
 
 __all__ = [
-    "NO_FINISH", "PAUSED", "REDIS_ERRORS", "SUCCESS", "Claimed", "Claimer", "Finish",
-    "parse_worker_value", "payload_is_valid",
+    "CLAIM", "NO_FINISH", "PAUSED", "REDIS_ERRORS", "SUCCESS", "ClaimCall", "Claimed", "Claimer",
+    "Finish", "HeldLarge", "parse_worker_value", "payload_is_valid", "read_raw",
 ]
 
 class Finish(NamedTuple):
@@ -53,19 +53,15 @@ class Finish(NamedTuple):
 NO_FINISH = Finish("0")
 SUCCESS = Finish("1")
 
-# Fixed KEYS of the claim script; the queues follow from KEYS[14].
-#  1 worker key, 2 stat:processed, 3 stat:processed:<id>, 4 failed, 5 stat:failed,
-#  6 stat:failed:<id>, 7 pause-all-workers, 8 paused queues, 9 claim sequence, 10 raw payload,
-#  11 concurrency caps (class -> max), 12 running capped jobs (worker -> class),
-#  13 a key to delete with the completion (the worker key itself when there is none).
-# Fixed ARGV; the queue names follow from ARGV[9], then their JSON encodings.
-#  1 finish mode, 2 failure entry, 3 run_at, 4 mode: "pop", "adopt" (ARGV 5 is the item) or
-#  "checked"/"checked-invalid" (ARGV 5 is the head item, validated by the caller), 5 item,
-#  6 sequence, 7 worker id, 8 namespace.
+# The claim script's KEYS: 1 the worker key, 2 a key deleted with the completion (the worker
+# key itself when there is none), then the queues in the order to try. Its ARGV: 1 finish
+# mode, 2 failure entry, 3 run_at, 4 call sequence, 5 worker id, 6 namespace, 7 "1" when this
+# slot may hold a raw key, 8 "pop" or "adopt" (ARGV 9 is then the item), then the queues'
+# names as JSON strings. Few arguments on purpose: each one costs Redis time on every call.
 CLAIM_SCRIPT = r"""
--- UTF-8 validity at C speed (no per-byte Lua loop, so a 10 MB payload costs milliseconds):
--- replace every well-formed sequence (no overlongs, no surrogates) with an ASCII letter, so
--- removals cannot join neighbours, then look for any byte still >= 0x80.
+-- UTF-8 validity at C speed (no per-byte Lua loop): replace every well-formed sequence (no
+-- overlongs, no surrogates) with an ASCII letter, so removals cannot join neighbours, then
+-- look for any byte still >= 0x80. Only small payloads get here (see BIG below).
 local UTF8_FORMS = {
   '[\194-\223][\128-\191]',
   '\224[\160-\191][\128-\191]', '[\225-\236\238\239][\128-\191][\128-\191]',
@@ -79,31 +75,36 @@ local function utf8_ok(s)
   return not string.find(s, '[\128-\255]')
 end
 
-local NK, NA = 13, 8
-local BIG, MAX = 4096, 1048576  -- see the 'checked' mode below
-local wkey, rawkey, wid, ns = KEYS[1], KEYS[10], ARGV[7], ARGV[8]
-local finish = ARGV[1]
+local NK, NA = 2, 9
+local BIG = 4096
+local wkey, wid, ns = KEYS[1], ARGV[5], ARGV[6]
+local own = ns .. 'pyresque:'
+local rawkey = own .. 'raw:' .. wid
 -- Remember which call ran last, so a caller whose reply was lost can tell what happened
 -- (for a day: a worker killed and then pruned by Ruby, which knows nothing of this key,
 -- must not leave it behind for ever).
-redis.call('SET', KEYS[9], ARGV[6], 'EX', 86400)
-local has_caps = redis.call('EXISTS', KEYS[11]) == 1
-if finish ~= '0' and redis.call('EXISTS', wkey) == 1 then
-  redis.call('DEL', wkey, rawkey)
+redis.call('SET', own .. 'seq:' .. wid, ARGV[4], 'EX', 86400)
+-- Paused queues and concurrency caps are opt-in: one EXISTS says whether either is in use,
+-- so a deployment that uses neither pays one cheap command for both.
+local capskey, pausedkey = own .. 'concurrency', own .. 'paused-queues'
+local special = redis.call('EXISTS', capskey, pausedkey) > 0
+local has_caps = special and redis.call('EXISTS', capskey) == 1
+local check_paused = special and redis.call('EXISTS', pausedkey) == 1
+local finish = ARGV[1]
+if finish ~= '0' and redis.call('DEL', wkey) == 1 then
+  if ARGV[7] == '1' then redis.call('DEL', rawkey) end
   -- (Without caps no entry is written; one left from before caps were dropped is removed
   -- the first time this slot finishes a job once caps exist again.)
-  if has_caps then redis.call('HDEL', KEYS[12], wid) end
-  if KEYS[13] ~= wkey then redis.call('DEL', KEYS[13]) end
-  if finish ~= '1' then
-    redis.call('RPUSH', KEYS[4], ARGV[2])
-  end
+  if has_caps then redis.call('HDEL', own .. 'running-capped', wid) end
+  if KEYS[2] ~= wkey then redis.call('DEL', KEYS[2]) end
+  if finish ~= '1' then redis.call('RPUSH', ns .. 'failed', ARGV[2]) end
   if finish == '2' then
-    redis.call('INCRBY', KEYS[5], 1)
-    redis.call('INCRBY', KEYS[6], 1)
+    redis.call('INCRBY', ns .. 'stat:failed', 1)
+    redis.call('INCRBY', ns .. 'stat:failed:' .. wid, 1)
   end
   if finish ~= '3' then
-    redis.call('INCRBY', KEYS[2], 1)
-    redis.call('INCRBY', KEYS[3], 1)
+    redis.call('INCRBY', ns .. 'stat:processed', 1)
+    redis.call('INCRBY', ns .. 'stat:processed:' .. wid, 1)
   end
 end
 
@@ -127,14 +128,14 @@ end
 local caps, running = nil, nil
 if has_caps then
   caps, running = {}, {}
-  local flat = redis.call('HGETALL', KEYS[11])
+  local flat = redis.call('HGETALL', capskey)
   for i = 1, #flat, 2 do caps[flat[i]] = tonumber(flat[i + 1]) end
-  flat = redis.call('HGETALL', KEYS[12])
+  flat = redis.call('HGETALL', own .. 'running-capped')
   for i = 1, #flat, 2 do
     if redis.call('EXISTS', ns .. 'worker:' .. flat[i]) == 1 then
       running[flat[i + 1]] = (running[flat[i + 1]] or 0) + 1
     else
-      redis.call('HDEL', KEYS[12], flat[i])
+      redis.call('HDEL', own .. 'running-capped', flat[i])
     end
   end
 end
@@ -142,14 +143,34 @@ local function allowed(cls)
   local cap = cls and caps[cls]
   return not cap or (running[cls] or 0) < cap
 end
+
+-- A large head item must not enter Lua: turning it into a Lua string, checking it and
+-- building the worker key from it costs milliseconds per megabyte while every other client
+-- of this Redis waits. The queue's memory per item tells, without reading the item, whether
+-- its head node is large (an item over 8 KB sits alone in its node). Such an item is moved
+-- to this slot's raw list by SORT ... STORE, which copies it inside Redis; the caller reads
+-- and checks it, then writes the worker key (see Claimer._take_held).
+local function head_is_big(key)
+  local len = redis.call('LLEN', key)
+  if len == 0 then return false end
+  return redis.call('MEMORY', 'USAGE', key, 'SAMPLES', 1) > BIG * len
+end
+local function hold_head(key)
+  redis.call('SORT', key, 'BY', 'nosort', 'LIMIT', 0, 1, 'STORE', rawkey)
+  redis.call('LTRIM', key, 1, -1)
+end
+
 local SCAN = 16  -- how deep a queue is searched past capped jobs
 local function take(key)
-  if not caps then return redis.call('LPOP', key) end
+  if not caps then
+    if head_is_big(key) then hold_head(key) return true end
+    return redis.call('LPOP', key)
+  end
   local items = redis.call('LRANGE', key, 0, SCAN - 1)
   for j, candidate in ipairs(items) do
     if allowed(class_of(candidate)) then
       if j == 1 then return redis.call('LPOP', key) end
-      local tombstone = 'pyresque-tombstone:' .. wid .. ':' .. ARGV[6]
+      local tombstone = 'pyresque-tombstone:' .. wid .. ':' .. ARGV[4]
       redis.call('LSET', key, j - 1, tombstone)
       redis.call('LREM', key, 1, tombstone)
       return candidate
@@ -159,74 +180,60 @@ local function take(key)
 end
 
 local item, qi
-local mode = ARGV[4]
-local checked = mode == 'checked' or mode == 'checked-invalid'
-if mode == 'adopt' then
-  item, qi = ARGV[5], 1
+if ARGV[8] == 'adopt' then
+  item, qi = ARGV[NA], 1
 else
-  local pause = redis.call('GET', KEYS[7])
+  local pause = redis.call('GET', ns .. 'pause-all-workers')
   if pause and string.match(string.lower(pause), '^%s*(.-)%s*$') == 'true' then
     return {-1}
   end
-  local check_paused = redis.call('SCARD', KEYS[8]) > 0
-  if checked then
-    -- The caller validated the head of this queue (a large payload, see below): take it only
-    -- if it is still the head. Both strings are interned by Lua, so == costs nothing.
-    if (check_paused and redis.call('SISMEMBER', KEYS[8], ARGV[NA + 1]) == 1)
-        or redis.call('LINDEX', KEYS[NK + 1], 0) ~= ARGV[5] then
-      return {-2}
-    end
-    item, qi = redis.call('LPOP', KEYS[NK + 1]), 1
-  else
-    for i = 1, n do
-      if not (check_paused and redis.call('SISMEMBER', KEYS[8], ARGV[NA + i]) == 1) then
-        item = take(KEYS[NK + i])
-        if item then qi = i; break end
-      end
-    end
-    if not item then return {0} end
-    -- Checking a large payload here would hold Redis for milliseconds per megabyte (Lua
-    -- walks it byte by byte): give it back to the head and let the caller check it, then
-    -- take it with mode 'checked'. (With caps the item may not have been the head.)
-    if not caps and #item > BIG and #item <= MAX then
-      redis.call('LPUSH', KEYS[NK + qi], item)
-      return {2, qi}
+  for i = 1, n do
+    local paused = check_paused
+      and redis.call('SISMEMBER', pausedkey, cjson.decode(ARGV[NA + i])) == 1
+    if not paused then
+      item = take(KEYS[NK + i])
+      if item then qi = i; break end
     end
   end
+  if not item then return {0} end
+end
+local queue_json = ARGV[NA + qi]
+local head = '{"queue":' .. queue_json .. ',"run_at":"' .. ARGV[3] .. '","payload":'
+if item == true then
+  -- Held in the raw list; the worker key says so until the caller has checked the item.
+  redis.call('SET', wkey, head .. '"payload being checked"}')
+  return {3, qi}
 end
 
 if caps then
   local cls = class_of(item)
-  if cls and caps[cls] then redis.call('HSET', KEYS[12], wid, cls) end
+  if cls and caps[cls] then redis.call('HSET', own .. 'running-capped', wid, cls) end
 end
 
 -- enqueue_unique: the job's uniqueness lock is released once a worker starts it. The key is
 -- the payload's last field, so only the item's tail is read.
 local unique = string.match(string.sub(item, -80), '"unique_key":"(%x+)"}%s*$')
-if unique then redis.call('DEL', ns .. 'pyresque:unique:' .. unique) end
+if unique then redis.call('DEL', own .. 'unique:' .. unique) end
 
 -- A worker key must stay valid JSON for Ruby (prune and resque-web decode it): a payload that
--- is not a UTF-8 JSON object is kept byte for byte in this slot's raw key instead, and the
--- worker key says what it is. Payloads over 1 MB are not checked here (that would hold Redis
--- for milliseconds per megabyte): they too go to the raw key, and Python checks them.
-local valid
-if checked then
-  valid = mode == 'checked'
-else
-  valid = #item <= MAX and (string.find(item, '^%s*{') ~= nil) and utf8_ok(item)
-    and pcall(cjson.decode, item)
-end
+-- is not a UTF-8 JSON object is kept byte for byte in this slot's raw list instead, and the
+-- worker key says what it is.
+-- (A large item can still get here when the memory estimate missed it, or with caps: over
+-- 1 MB it is not checked in Lua but kept in the raw list, and Python checks it.)
+local MAX = 1048576
+local valid = #item <= MAX and (string.find(item, '^%s*{') ~= nil) and utf8_ok(item)
+  and pcall(cjson.decode, item)
 local payload = item
 if not valid then
-  redis.call('SET', rawkey, item)
+  redis.call('DEL', rawkey)
+  redis.call('RPUSH', rawkey, item)
   if #item > MAX then
     payload = '"payload of ' .. #item .. ' bytes (not shown)"'
   else
     payload = '"invalid payload (' .. #item .. ' bytes)"'
   end
 end
-redis.call('SET', wkey,
-  '{"queue":' .. ARGV[NA + n + qi] .. ',"run_at":"' .. ARGV[3] .. '","payload":' .. payload .. '}')
+redis.call('SET', wkey, head .. payload .. '}')
 return {1, qi, item, valid and 1 or 0}
 """
 
@@ -241,9 +248,7 @@ return 0
 """
 
 PAUSED = "paused"
-_CHECK_IT = 2  # claim reply: a large item at the head, for the caller to check first
-_HEAD_MOVED = -2  # 'checked' claim reply: that item is no longer the head
-_CHECK_TRIES = 3
+_HELD = 3  # claim reply: a large item was moved to the raw list, for the caller to check
 
 
 def payload_is_valid(item: bytes) -> bool:
@@ -261,8 +266,8 @@ def payload_is_valid(item: bytes) -> bool:
 class Claimed:
     """A job the claim script moved into this slot's worker key.
 
-    ``valid`` means Redis checked the payload and shows it in the worker key; otherwise it is
-    in the slot's raw key (not a UTF-8 JSON object, or over 1 MB) and Python decides.
+    ``valid`` means the worker key shows the payload; otherwise the payload is in the slot's
+    raw list (not a UTF-8 JSON object, or over 1 MB) and Python decides.
     """
 
     queue: str
@@ -270,10 +275,27 @@ class Claimed:
     valid: bool
 
 
+@dataclass(frozen=True)
+class HeldLarge:
+    """Claim reply: a large item of ``queue`` now sits in this slot's raw list; finish the
+    claim with :meth:`Claimer.take_held`."""
+
+    queue: str
+
+
+@dataclass(frozen=True)
+class ClaimCall:
+    """One prepared claim call: the script's KEYS and ARGV (see :meth:`Claimer.prepare`)."""
+
+    keys: list[str]
+    args: list[Any]
+    queues: tuple[str, ...]
+
+
 def parse_worker_value(value: bytes, raw: Optional[bytes] = None) -> Claimed | None:
     """The job held in a ``worker:<id>`` value written by the claim script (or by Ruby).
 
-    A payload that was not a UTF-8 JSON object is kept in the slot's raw key: pass its
+    A payload that was not a UTF-8 JSON object is kept in the slot's raw list: pass its
     bytes as ``raw``.
     """
     try:
@@ -290,36 +312,42 @@ def parse_worker_value(value: bytes, raw: Optional[bytes] = None) -> Claimed | N
     return Claimed(queue, value[marker + len(b',"payload":') : -1], True)
 
 
+def read_raw(conn: redis.Redis, key: str) -> Optional[bytes]:
+    """A slot's raw payload: the one item of its raw list (a string before version 0.10)."""
+    try:
+        value = command(conn, "LINDEX", key, 0)
+    except redis.exceptions.ResponseError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise
+        value = command(conn, "GET", key)
+    return None if value is None else bytes(value)
+
+
 _claim = LuaScript(CLAIM_SCRIPT)
 _requeue = LuaScript(REQUEUE_SCRIPT)
+CLAIM = _claim  # for callers that send prepared calls themselves (pipelined, async)
 
 
 class Claimer:
-    """Claims jobs for one slot (one Resque worker id) over that slot's own connection."""
+    """Claims jobs for one slot (one Resque worker id).
+
+    :meth:`claim` does it over ``conn``. For callers that batch many slots' claims on shared
+    connections, :meth:`prepare` builds a call without I/O and :meth:`settle` reads its reply.
+    """
 
     def __init__(self, conn: redis.Redis, keys: Keys, worker_id: str) -> None:
         self.conn = conn
         self.keys = keys
         self.worker_id = worker_id
         self.worker_key = keys.worker(worker_id)
-        self._fixed_keys = [
-            self.worker_key,
-            keys.stat("processed"),
-            keys.stat("processed", worker_id),
-            keys.failed,
-            keys.stat("failed"),
-            keys.stat("failed", worker_id),
-            keys.pause_all,
-            keys.paused_queues,
-            keys.claim_seq(worker_id),
-            keys.raw_payload(worker_id),
-            keys.concurrency_caps,
-            keys.running_capped,
-        ]
+        self.raw_key = keys.raw_payload(worker_id)
+        self.seq_key = keys.claim_seq(worker_id)
         self._fixed_args = [worker_id, keys.ns]
         self._seq = 0
         # The sequence number of a call whose reply never came (connection lost mid-call).
         self._unanswered: Optional[int] = None
+        # Whether the raw list may exist (unknown at first: a previous life may have left one).
+        self._holds_raw = True
         self._fast = FastCaller(conn)
         self._queue_keys: dict[str, str] = {}
         self._queue_json: dict[str, str] = {}
@@ -330,6 +358,43 @@ class Claimer:
             key = self._queue_keys[queue] = self.keys.queue(queue)
             self._queue_json[queue] = dumps(queue)
         return key, self._queue_json[queue]
+
+    # -- without I/O: for batching callers ------------------------------------------------
+
+    @property
+    def needs_resolving(self) -> bool:
+        """A call's reply was lost: :meth:`claim` (which resolves it) must run next."""
+        return self._unanswered is not None
+
+    def prepare(self, queues: Sequence[str], finish: Finish, run_at: str,
+                adopted: Optional[bytes] = None) -> ClaimCall:
+        """The next claim call (finish the previous job, then take from ``queues``)."""
+        self._seq += 1
+        parts = [self._queue_parts(q) for q in queues]
+        keys = [self.worker_key, finish.cleanup or self.worker_key, *(p[0] for p in parts)]
+        args = [finish.mode, finish.entry, run_at, str(self._seq), *self._fixed_args,
+                "1" if self._holds_raw else "0", "pop" if adopted is None else "adopt",
+                adopted if adopted is not None else "", *(p[1] for p in parts)]
+        return ClaimCall(keys, args, tuple(queues))
+
+    def lost(self, call: ClaimCall) -> None:
+        """The reply to ``call`` never came; the next :meth:`claim` finds out what ran."""
+        self._unanswered = int(call.args[3])
+
+    def settle(self, call: ClaimCall, reply: Any) -> Claimed | HeldLarge | str | None:
+        """What the reply to ``call`` means for this slot."""
+        self._unanswered = None
+        status = int(reply[0])
+        if status == 1:
+            claimed = Claimed(call.queues[int(reply[1]) - 1], bytes(reply[2]), bool(int(reply[3])))
+            self._holds_raw = not claimed.valid
+            return claimed
+        if status == _HELD:
+            self._holds_raw = True
+            return HeldLarge(call.queues[int(reply[1]) - 1])
+        return PAUSED if status == -1 else None
+
+    # -- with I/O over this slot's connection --------------------------------------------
 
     def claim(
         self, queues: Sequence[str], finish: Finish, run_at: str
@@ -347,87 +412,64 @@ class Claimer:
                 return held
             if ran:
                 finish = NO_FINISH  # the lost call already finished the previous job
-        parts = [self._queue_parts(q) for q in queues]
-        keys = [*self._fixed_keys, finish.cleanup or self.worker_key, *(p[0] for p in parts)]
-        args = [finish.mode, finish.entry, run_at, "pop", "", *self._next_seq(),
-                *self._fixed_args, *queues, *(p[1] for p in parts)]
-        reply = self._call(keys, args)
-        for _ in range(_CHECK_TRIES):
-            if int(reply[0]) != _CHECK_IT:
-                break
-            # The finish went through; the large head item is ours to check, then take.
-            checked = self._claim_checked(queues[int(reply[1]) - 1], run_at)
-            if checked is not None:
-                return checked
-            # Another worker took that item first: look at the queues again.
-            args = [NO_FINISH.mode, "", run_at, "pop", "", *self._next_seq(),
-                    *self._fixed_args, *queues, *(p[1] for p in parts)]
-            keys[12] = self.worker_key  # no cleanup key: the finish is done
-            reply = self._call(keys, args)
-        return self._reply(reply, queues) if int(reply[0]) != _CHECK_IT else None
+        call = self.prepare(queues, finish, run_at)
+        settled = self.settle(call, self._call(call))
+        if isinstance(settled, HeldLarge):
+            return self.take_held(settled.queue, run_at)
+        return settled
 
-    def _claim_checked(self, queue: str, run_at: str) -> Claimed | str | None:
-        """Take the large item at the head of ``queue`` after checking it here; None if it
-        is no longer the head.
-
-        Redis would spend milliseconds per megabyte checking it in Lua, holding every other
-        client; here ``bytes.decode`` and the JSON parser do it in C, off Redis. The claim
-        then takes the item only if it is still the head.
-        """
-        key, name_json = self._queue_parts(queue)
-        item = command(self.conn, "LINDEX", key, 0)
-        if item is None:
-            return None
-        item = bytes(item)
-        mode = "checked" if payload_is_valid(item) else "checked-invalid"
-        keys = [*self._fixed_keys, self.worker_key, key]
-        args = ["0", "", run_at, mode, item, *self._next_seq(), *self._fixed_args, queue,
-                name_json]
-        reply = self._call(keys, args)
-        return None if int(reply[0]) == _HEAD_MOVED else self._reply(reply, [queue])
+    def take_held(self, queue: str, run_at: str) -> Claimed:
+        """Read the large item the claim moved to the raw list, check it here (``bytes.decode``
+        and the JSON parser run in C, off Redis) and show it in the worker key if it is a
+        UTF-8 JSON object, byte for byte as Ruby would write it. Safe to repeat."""
+        item = read_raw(self.conn, self.raw_key)
+        if item is None:  # cannot happen while this slot holds it; treat as nothing claimed
+            raise redis.exceptions.ResponseError("held payload vanished from " + self.raw_key)
+        _, name_json = self._queue_parts(queue)
+        head = f'{{"queue":{name_json},"run_at":"{run_at}","payload":'.encode()
+        valid = payload_is_valid(item)
+        with self.conn.pipeline(transaction=True) as pipe:
+            if valid:
+                pipe.set(self.worker_key, head + item + b"}")
+                pipe.delete(self.raw_key)
+            else:
+                note = f'"invalid payload ({len(item)} bytes)"}}'
+                pipe.set(self.worker_key, head + note.encode())
+            pipe.execute()
+        self._holds_raw = not valid
+        return Claimed(queue, item, valid)
 
     def adopt(self, queue: str, item: bytes, finish: Finish, run_at: str) -> Claimed:
         """Write a job popped outside the script (``--fetch blpop``) to the worker key."""
-        key, name_json = self._queue_parts(queue)
-        keys = [*self._fixed_keys, finish.cleanup or self.worker_key, key]
-        args = [finish.mode, finish.entry, run_at, "adopt", item, *self._next_seq(),
-                *self._fixed_args, queue, name_json]
-        claimed = self._reply(self._call(keys, args), [queue])
+        call = self.prepare([queue], finish, run_at, adopted=item)
+        claimed = self.settle(call, self._call(call))
         assert isinstance(claimed, Claimed)
         return claimed
 
-    def _next_seq(self) -> list[str]:
-        self._seq += 1
-        return [str(self._seq)]
-
-    def _call(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def _call(self, call: ClaimCall) -> Any:
         try:
-            reply = _claim(self.conn, keys, args, self._fast)
+            return _claim(self.conn, call.keys, call.args, self._fast)
         except REDIS_ERRORS:
-            self._unanswered = self._seq
+            self.lost(call)
             raise
-        self._unanswered = None
-        return reply
 
     def _resolve_unanswered(self) -> tuple[bool, Claimed | None]:
         """Did the unanswered call run, and did it claim a job (which is then ours)?"""
         with self.conn.pipeline(transaction=False) as pipe:
-            pipe.get(self._fixed_keys[8])
+            pipe.get(self.seq_key)
             pipe.get(self.worker_key)
-            pipe.get(self._fixed_keys[9])
-            last, held, raw = pipe.execute()
+            last, held = pipe.execute()
         ran = last is not None and int(last) == self._unanswered
         self._unanswered = None
         if not ran or held is None:
             return ran, None
-        return True, parse_worker_value(bytes(held), raw)
-
-    @staticmethod
-    def _reply(reply: Any, queues: Sequence[str]) -> Claimed | str | None:
-        status = int(reply[0])
-        if status == 1:
-            return Claimed(queues[int(reply[1]) - 1], bytes(reply[2]), bool(int(reply[3])))
-        return PAUSED if status == -1 else None  # 0: nothing; -2: the checked head moved on
+        self._holds_raw = True
+        value = bytes(held)
+        if value.endswith(b',"payload":"payload being checked"}'):
+            queue = parse_worker_value(value)
+            assert queue is not None
+            return True, self.take_held(queue.queue, json.loads(value)["run_at"])
+        return True, parse_worker_value(value, read_raw(self.conn, self.raw_key))
 
     def wait(self, queue: str, timeout: float) -> bool:
         """Block until ``queue`` has an item or ``timeout`` passes; the item stays queued."""
@@ -446,5 +488,5 @@ class Claimer:
 
     def requeue(self, queue: str, raw: bytes) -> bool:
         """Put a running job back at the front of its queue if this slot still holds it."""
-        keys = [self.worker_key, self.keys.queue(queue), self._fixed_keys[9]]
+        keys = [self.worker_key, self.keys.queue(queue), self.raw_key]
         return bool(_requeue(self.conn, keys, [raw]))

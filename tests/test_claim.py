@@ -115,7 +115,7 @@ def test_invalid_payloads_stay_out_of_the_worker_key_and_are_kept_byte_for_byte(
         assert claimed == Claimed("high", raw, False)
         held = json.loads(r.get(keys.worker(WID)) or b"")  # what Ruby reads stays valid JSON
         assert held["payload"] == f"invalid payload ({len(raw)} bytes)"
-        assert r.get(keys.raw_payload(WID)) == raw
+        assert r.lindex(keys.raw_payload(WID), 0) == raw
     claimer.claim([], SUCCESS, "")
     assert not r.exists(keys.worker(WID), keys.raw_payload(WID))
 
@@ -128,14 +128,14 @@ def test_valid_utf8_of_every_length_is_accepted(r: redis.Redis) -> None:
     assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", raw, True)
 
 
-def test_payloads_over_a_megabyte_go_to_the_raw_key_unchecked(r: redis.Redis) -> None:
+def test_payloads_over_a_megabyte_are_shown_byte_for_byte_too(r: redis.Redis) -> None:
     claimer, keys = make(r)
     big = b'{"class":"A","args":["' + b"x" * 2_000_000 + b'"]}'
     r.rpush(keys.queue("high"), big)
-    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", big, False)
-    held = json.loads(r.get(keys.worker(WID)) or b"")
-    assert held["payload"] == f"payload of {len(big)} bytes (not shown)"
-    assert r.get(keys.raw_payload(WID)) == big
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", big, True)
+    assert r.get(keys.worker(WID)) == (
+        b'{"queue":"high","run_at":"' + RUN_AT.encode() + b'","payload":' + big + b"}")
+    assert not r.exists(keys.raw_payload(WID))
 
 
 def test_hash_tag_namespace_works(r: redis.Redis) -> None:
@@ -283,26 +283,48 @@ def test_a_large_payload_that_is_not_utf8_json_goes_to_the_raw_key(r: redis.Redi
     r.rpush(keys.queue("high"), item)
     claimed = claimer.claim(["high"], NO_FINISH, RUN_AT)
     assert claimed == Claimed("high", item, False)
-    assert r.get(keys.raw_payload(WID)) == item
+    assert r.lindex(keys.raw_payload(WID), 0) == item
     assert json.loads(r.get(keys.worker(WID)) or b"")["payload"].startswith("invalid payload")
 
 
-def test_a_large_head_taken_by_another_worker_meanwhile_is_not_claimed_twice(
+def test_a_large_payload_never_enters_the_claim_script(r: redis.Redis) -> None:
+    """A large head is copied to the raw list inside Redis; the script's reply is short."""
+    claimer, keys = make(r)
+    item = big_payload(200_000)
+    r.rpush(keys.queue("high"), item)
+    call = claimer.prepare(["high"], NO_FINISH, RUN_AT)
+    reply = fetch.CLAIM(r, call.keys, call.args)
+    assert claimer.settle(call, reply) == fetch.HeldLarge("high")
+    assert r.lindex(keys.raw_payload(WID), 0) == item
+    assert json.loads(r.get(keys.worker(WID)) or b"")["payload"] == "payload being checked"
+    assert claimer.take_held("high", RUN_AT) == Claimed("high", item, True)
+    assert not r.exists(keys.raw_payload(WID))
+
+
+def test_a_reply_lost_while_a_large_payload_was_held_still_gives_that_job(
     r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     claimer, keys = make(r)
-    first, second = big_payload(), big_payload(90_000)
-    r.rpush(keys.queue("high"), first, second)
-    real_check = fetch.payload_is_valid
-    raced: list[bytes] = []
+    item = big_payload()
+    r.rpush(keys.queue("high"), item, b'{"class":"Next","args":[]}')
+    _cut_reply(monkeypatch, after_running=True)
+    with pytest.raises(redis.ConnectionError):
+        claimer.claim(["high"], NO_FINISH, RUN_AT)
+    monkeypatch.undo()
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", item, True)
+    assert r.lrange(keys.queue("high"), 0, -1) == [b'{"class":"Next","args":[]}']
 
-    def slow_check(item: bytes) -> bool:
-        if not raced:  # another worker pops the head while this one checks it
-            raced.append(r.lpop(keys.queue("high")) or b"")
-        return real_check(item)
 
-    monkeypatch.setattr(fetch, "payload_is_valid", slow_check)
-    claimed = claimer.claim(["high"], NO_FINISH, RUN_AT)
-    assert raced == [first]
-    assert claimed == Claimed("high", second, True)  # the next head, checked in its turn
-    assert r.llen(keys.queue("high")) == 0
+def test_a_mixed_queue_takes_small_and_large_items_in_order(r: redis.Redis) -> None:
+    claimer, keys = make(r)
+    items = [b'{"class":"S","args":[1]}', big_payload(), b'{"class":"S","args":[2]}',
+             b'\xff' * 9000, big_payload(50_000)]
+    r.rpush(keys.queue("high"), *items)
+    got = []
+    finish = NO_FINISH
+    while (claimed := claimer.claim(["high"], finish, RUN_AT)) is not None:
+        assert isinstance(claimed, Claimed)
+        got.append(claimed.raw)
+        finish = SUCCESS
+    assert got == items
+    assert not r.exists(keys.worker(WID), keys.raw_payload(WID))
