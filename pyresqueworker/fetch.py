@@ -7,21 +7,17 @@ key, where recovery finds it. The same call first finishes the slot's previous j
 the worker key, bump the stats, and push the failure entry if it failed), so a busy slot makes
 one round trip per job.
 
-Waiting when every queue is empty: Lua cannot block, so an idle slot blocks in
-``BLMOVE queue:<q> queue:<q> LEFT LEFT`` — a move of the head onto itself, which changes nothing
-but returns as soon as the list has an item. It is a doorbell only: the job stays in its queue
-and the claim script still takes it atomically, so no extra claim list and nothing to recover.
-It watches one queue per wait (the first of the current order, so heavier queues are watched
-more often); the other queues are re-checked by a claim call after each wait times out, which
-bounds their pick-up latency by the wait timeout (0.1 s with several queues: about 20 commands a
-second for an idle slot). Keyspace notifications were rejected: they must be enabled on the
-server, are lossy on reconnect, and would still need this polling as a fallback.
+A large payload never enters Lua (that would hold Redis for milliseconds per megabyte): the
+script moves it to the slot's raw list inside Redis and the worker checks it (see
+``hold_head`` in the script and :meth:`Claimer.take_held`).
+
+Waiting when every queue is empty is :mod:`pyresqueworker.doorbell`'s business.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
@@ -32,8 +28,9 @@ from .resp import FastCaller, LuaScript, command
 from .wire import DecodeError, Keys, dumps, loads
 
 __all__ = [
-    "CLAIM", "NO_FINISH", "PAUSED", "REDIS_ERRORS", "SUCCESS", "ClaimCall", "Claimed", "Claimer",
-    "Finish", "HeldLarge", "parse_worker_value", "payload_is_valid", "read_raw",
+    "BEING_TAKEN", "CLAIM", "NO_FINISH", "PAUSED", "REDIS_ERRORS", "SUCCESS", "ClaimCall",
+    "Claimed", "Claimer", "Finish", "HeldLarge", "parse_worker_value", "payload_is_valid",
+    "read_raw",
 ]
 
 class Finish(NamedTuple):
@@ -147,23 +144,19 @@ end
 -- A large head item must not enter Lua: turning it into a Lua string, checking it and
 -- building the worker key from it costs milliseconds per megabyte while every other client
 -- of this Redis waits. The queue's memory per item tells, without reading the item, whether
--- its head node is large (an item over 8 KB sits alone in its node). Such an item is moved
--- to this slot's raw list by SORT ... STORE, which copies it inside Redis; the caller reads
--- and checks it, then writes the worker key (see Claimer._take_held).
-local function head_is_big(key)
-  local len = redis.call('LLEN', key)
-  if len == 0 then return false end
+-- its head node is large (an item over 8 KB sits alone in its node). Such an item is left
+-- where it is: the caller moves it with LMOVE into this slot's raw list (one command that
+-- also brings it the bytes), checks it and writes the worker key (see Claimer.take_held).
+local function head_is_big(key, len)
   return redis.call('MEMORY', 'USAGE', key, 'SAMPLES', 1) > BIG * len
-end
-local function hold_head(key)
-  redis.call('SORT', key, 'BY', 'nosort', 'LIMIT', 0, 1, 'STORE', rawkey)
-  redis.call('LTRIM', key, 1, -1)
 end
 
 local SCAN = 16  -- how deep a queue is searched past capped jobs
 local function take(key)
   if not caps then
-    if head_is_big(key) then hold_head(key) return true end
+    local len = redis.call('LLEN', key)
+    if len == 0 then return nil end
+    if head_is_big(key, len) then return true end
     return redis.call('LPOP', key)
   end
   local items = redis.call('LRANGE', key, 0, SCAN - 1)
@@ -200,7 +193,8 @@ end
 local queue_json = ARGV[NA + qi]
 local head = '{"queue":' .. queue_json .. ',"run_at":"' .. ARGV[3] .. '","payload":'
 if item == true then
-  -- Held in the raw list; the worker key says so until the caller has checked the item.
+  -- Written first, so a worker killed before it took the item leaves a key that recovery
+  -- understands (a job being taken, none held: the item is still queued, or in the raw list).
   redis.call('SET', wkey, head .. '"payload being checked"}')
   return {3, qi}
 end
@@ -248,6 +242,8 @@ return 0
 """
 
 PAUSED = "paused"
+# The end of a worker key written while a large item is being taken (see take_held).
+BEING_TAKEN = b',"payload":"payload being checked"}'
 _HELD = 3  # claim reply: a large item was moved to the raw list, for the caller to check
 
 
@@ -415,20 +411,42 @@ class Claimer:
         call = self.prepare(queues, finish, run_at)
         settled = self.settle(call, self._call(call))
         if isinstance(settled, HeldLarge):
-            return self.take_held(settled.queue, run_at)
+            # Taken by another worker meanwhile (None): the next claim looks again.
+            return self._taking(lambda: self.take_held(settled.queue, run_at))
         return settled
 
-    def take_held(self, queue: str, run_at: str) -> Claimed:
-        """Read the large item the claim moved to the raw list, check it here (``bytes.decode``
-        and the JSON parser run in C, off Redis) and show it in the worker key if it is a
-        UTF-8 JSON object, byte for byte as Ruby would write it. Safe to repeat."""
-        item = read_raw(self.conn, self.raw_key)
-        if item is None:  # cannot happen while this slot holds it; treat as nothing claimed
-            raise redis.exceptions.ResponseError("held payload vanished from " + self.raw_key)
-        _, name_json = self._queue_parts(queue)
+    def _taking(self, take: Callable[[], Claimed | None]) -> Claimed | None:
+        """Run a :meth:`take_held`; if Redis fails it, the next :meth:`claim` resumes it."""
+        try:
+            return take()
+        except REDIS_ERRORS:
+            # The claim call itself ran (it returned): resolving finds its sequence, so the
+            # finish it carried is not sent again, and reads the worker key to go on.
+            self._unanswered = self._seq
+            raise
+
+    def take_held(self, queue: str, run_at: str, resuming: bool = False) -> Claimed | None:
+        """Take the large head item of ``queue`` that the claim left for us: ``LMOVE`` it into
+        the raw list (atomic, and the reply brings the bytes without Lua), check it here
+        (``bytes.decode`` and the JSON parser run in C, off Redis) and show it in the worker
+        key if it is a UTF-8 JSON object, byte for byte as Ruby would write it.
+
+        ``resuming``: an earlier attempt may already have moved it. None when the queue was
+        emptied meanwhile (another worker was faster).
+        """
+        key, name_json = self._queue_parts(queue)
+        item = read_raw(self.conn, self.raw_key) if resuming else None
+        if item is None:
+            moved = command(self.conn, "LMOVE", key, self.raw_key, "LEFT", "RIGHT")
+            item = None if moved is None else bytes(moved)
+        self._holds_raw = True
+        if item is None:
+            command(self.conn, "DEL", self.worker_key)
+            return None
         head = f'{{"queue":{name_json},"run_at":"{run_at}","payload":'.encode()
         valid = payload_is_valid(item)
-        with self.conn.pipeline(transaction=True) as pipe:
+        with self.conn.pipeline(transaction=False) as pipe:
+            # In this order: a kill between the two leaves the job in both keys, never none.
             if valid:
                 pipe.set(self.worker_key, head + item + b"}")
                 pipe.delete(self.raw_key)
@@ -461,21 +479,16 @@ class Claimer:
             last, held = pipe.execute()
         ran = last is not None and int(last) == self._unanswered
         self._unanswered = None
-        if not ran or held is None:
+        value = None if held is None else bytes(held)
+        if value is not None and value.endswith(BEING_TAKEN):
+            # A large item was being taken (the claim ran, or take_held failed): finish that.
+            being = json.loads(value)
+            return True, self._taking(lambda: self.take_held(
+                str(being["queue"]), str(being["run_at"]), resuming=True))
+        if not ran or value is None:
             return ran, None
         self._holds_raw = True
-        value = bytes(held)
-        if value.endswith(b',"payload":"payload being checked"}'):
-            queue = parse_worker_value(value)
-            assert queue is not None
-            return True, self.take_held(queue.queue, json.loads(value)["run_at"])
         return True, parse_worker_value(value, read_raw(self.conn, self.raw_key))
-
-    def wait(self, queue: str, timeout: float) -> bool:
-        """Block until ``queue`` has an item or ``timeout`` passes; the item stays queued."""
-        key = self._queue_parts(queue)[0]
-        reply = command(self.conn, "BLMOVE", key, key, "LEFT", "LEFT", timeout)
-        return reply is not None
 
     def blpop(self, queues: Sequence[str], timeout: float) -> tuple[str, bytes] | None:
         """``--fetch blpop``: pop from the first non-empty queue (at-most-once)."""

@@ -72,6 +72,9 @@ MAX_CATCH_UP = 10
 # disagree by up to ten minutes still cannot fire it twice.
 _LOCK_MARGIN = 600
 _PUBLISH_EVERY = 60.0  # seconds between re-publications of the code-declared schedules
+# Seconds between looks at the schedules' change counter: an idle worker reads the schedules
+# themselves only when they changed (a change takes effect within this time).
+_CHECK_CHANGES_EVERY = 5.0
 # A safety stop for walking the firings of a very frequent cron across a very long window.
 _MAX_WALK = 100_000
 
@@ -121,6 +124,10 @@ class PeriodicEnqueuer:
         self._next_due: dict[tuple[str, str], tuple[Schedule, float]] = {}
         self._parsed: dict[str, tuple[bytes, Optional[Schedule]]] = {}  # runtime, by raw bytes
         self._clash_reported: set[str] = set()
+        # The schedules read last, the change counter they were read at, and when it was read.
+        self._config: Optional[tuple[dict[str, bytes], set[str]]] = None
+        self._version: Optional[bytes | str] = None
+        self._checked_at = 0.0
 
     def tick(self) -> int:
         """Enqueue every due firing; returns how many this call enqueued.
@@ -161,16 +168,9 @@ class PeriodicEnqueuer:
         # over the grace window (the locks make firings already enqueued a no-op).
         gap = horizon is None or not window_start <= horizon <= now
         since = window_start if gap or horizon is None else horizon
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._k.runtime)
-            if self.code:
-                pipe.smembers(self._k.disabled)
-            if gap:
-                pipe.hgetall(self._k.last)
-            replies = pipe.execute()
-        runtime = decode_hash(replies[0])
-        disabled = {as_text(m) for m in replies[1]} if self.code else set()
-        last = {k: as_text(v) for k, v in decode_hash(replies[-1]).items()} if gap else {}
+        runtime, disabled = self._schedules(now)
+        last = ({k: as_text(v) for k, v in decode_hash(self.redis.hgetall(self._k.last)).items()}
+                if gap else {})
         if gap:
             self._next_due.clear()
         fired = 0
@@ -189,6 +189,23 @@ class PeriodicEnqueuer:
                            type(exc).__name__, exc)
         self._horizon = now
         return fired
+
+    def _schedules(self, now: float) -> tuple[dict[str, bytes], set[str]]:
+        """The runtime schedules and the disabled code ones; re-read only when their change
+        counter moved (or vanished: a Redis that lost its data)."""
+        if self._config is not None and 0 <= now - self._checked_at < _CHECK_CHANGES_EVERY:
+            return self._config
+        self._checked_at = now
+        version = self.redis.get(self._k.version)
+        if self._config is not None and version is not None and version == self._version:
+            return self._config
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._k.runtime)
+            pipe.smembers(self._k.disabled)
+            runtime_raw, disabled_raw = pipe.execute()
+        self._config = (decode_hash(runtime_raw), {as_text(m) for m in disabled_raw})
+        self._version = version
+        return self._config
 
     def _active(self, runtime: dict[str, bytes], disabled: set[str]) -> list[Schedule]:
         """The enabled schedules: code ones not in the disabled set, then readable runtime

@@ -23,7 +23,7 @@ from redis.retry import Retry
 from . import wire
 from .config import WorkerConfig
 from .connection import ConnectionFactory, describe, redact_url
-from .doorbell import Doorbell
+from .doorbell import WATCH_TIMEOUT, Doorbell
 from .failure import DIRTY_EXIT
 from .fetch import Claimer, Finish
 from .history import HistoryBuffer, HistorySettings
@@ -93,11 +93,11 @@ class WorkerProcess(SignalHandling):
         self.periodic: Optional[PeriodicEnqueuer] = (
             PeriodicEnqueuer(self.conn, self.keys, registry, grace=config.periodic_grace,
                              lock_value=self.worker_ids[0]) if config.periodic else None)
-        self.doorbell = Doorbell(sleeper_poll=max(config.interval, 0.1) if config.interval else 1.0)
         self.history: Optional[HistoryBuffer] = (
             HistoryBuffer(self.keys, HistorySettings(config.history, config.history_max))
             if config.history is not None else None)
         self.housekeeper = Housekeeper(self)
+        self.doorbell = Doorbell(self.keys, self._watch_connection, self.stopping, self.outages)
         self.pruner = Pruner(
             self.conn, self.keys, self.worker_ids[0], spec.id_queues, self.hostname,
             config.prune_after, max(1, int(config.heartbeat_interval)), config.on_dead_worker,
@@ -136,6 +136,14 @@ class WorkerProcess(SignalHandling):
                                         socket_connect_timeout=5.0,
                                         retry=Retry(NoBackoff(), 1))
 
+    def _watch_connection(self) -> redis.Redis:
+        """A queue watcher's connection: it blocks longer than a slot's, and its timeout
+        must not cut the wait."""
+        return self.connections.connect(single_connection_client=True,
+                                        socket_timeout=WATCH_TIMEOUT + 5.0,
+                                        socket_connect_timeout=5.0,
+                                        retry=Retry(NoBackoff(), 1))
+
     def queue_order(self, conn: redis.Redis) -> list[str]:
         """The queues to try for one fetch (weighted shuffle, dynamic expansion)."""
         if self._fixed_order is not None:
@@ -149,9 +157,8 @@ class WorkerProcess(SignalHandling):
         return spec.order(self._expanded, spec.weighted, self.rng)
 
     def wait_timeout(self, queue_count: int) -> float:
-        """How long one idle wait blocks (see :mod:`pyresqueworker.fetch` for why)."""
-        interval = self.config.interval or 1.0
-        return min(interval, 0.1) if queue_count > 1 else interval
+        """How long a paused slot, or a ``--fetch blpop`` wait, waits before looking again."""
+        return self.config.interval or 1.0
 
     def run_async(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run a coroutine on this process's event-loop thread (started on first use)."""

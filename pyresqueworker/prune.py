@@ -25,7 +25,7 @@ import redis
 
 from . import wire
 from .failure import DECODE_EXCEPTION, PRUNE_DIRTY_EXIT
-from .fetch import parse_worker_value, read_raw
+from .fetch import BEING_TAKEN, parse_worker_value, read_raw
 from .log import logger
 from .redis_errors import raise_if_away
 from .resp import LuaScript
@@ -188,7 +188,10 @@ class Pruner:
         self, pipe: redis.client.Pipeline, worker_id: str, value: bytes, exception: str,
         action: str,
     ) -> str:
-        held = parse_worker_value(value, read_raw(self.conn, self.keys.raw_payload(worker_id)))
+        raw = read_raw(self.conn, self.keys.raw_payload(worker_id))
+        if raw is None and value.endswith(BEING_TAKEN):
+            return "idle"  # killed before it moved the large item it was taking: still queued
+        held = parse_worker_value(value, raw)
         # Python decides what is a job (a payload over 1 MB sits unchecked in the raw key).
         payload = _decode_job(held.raw) if held else None
         if held is None or payload is None:

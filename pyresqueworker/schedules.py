@@ -189,6 +189,8 @@ class ScheduleKeys:
         # name -> Ruby Time#to_s of the last firing, as resque-scheduler's
         # delayed:last_enqueued_at (ours, so the two never overwrite each other)
         self.last = keys.own("schedules:last-enqueued-at")
+        # Bumped by every change of the two above, so idle workers re-read them only then.
+        self.version = keys.own("schedules:version")
 
     def fired(self, name: str, when: float) -> str:
         return self.keys.own(f"schedules:fired:{name}:{int(when)}")
@@ -236,6 +238,7 @@ class ScheduleStore:
             self.redis.hset(self._k.runtime, name, config)
         elif not self.redis.hsetnx(self._k.runtime, name, config):
             raise ValueError(f"a schedule named {name!r} exists (pass replace=True)")
+        self._changed()
         last = self.redis.hget(self._k.last, name)
         return Schedule(name, schedule.cron, schedule.class_name, schedule.args, schedule.queue,
                         schedule.description, schedule.enabled, "redis",
@@ -296,12 +299,23 @@ class ScheduleStore:
             pipe.hdel(self._k.last, name)
             deleted, _ = pipe.execute()
         if deleted:
+            self._changed()
             return True
         if self._live_code(name) is not None:
             raise ValueError(f"schedule {name!r} is declared in code; disable it instead")
         return False
 
     def _set_enabled(self, name: str, enabled: bool) -> bool:
+        try:
+            return self._switch(name, enabled)
+        finally:
+            self._changed()
+
+    def _changed(self) -> None:
+        """Tell workers to re-read the schedules (they look at this counter every few s)."""
+        self.redis.incr(self._k.version)
+
+    def _switch(self, name: str, enabled: bool) -> bool:
         found = False
         if self._live_code(name) is not None or name in self._declared_here():
             if enabled:

@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import wire
+from .doorbell import Ring
 from .failure import exception_message, exception_name, ruby_backtrace
 from .fetch import NO_FINISH, PAUSED, REDIS_ERRORS, SUCCESS, Claimed, Claimer, Finish
 from .isolation import JobResult, JobTimeout, run_forked
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["REDIS_ERRORS", "Slot"]
 
 _IDLE, _RUNNING, _FINISHING, _ABANDONED = "idle", "running", "finishing", "abandoned"
+SAFETY_POLL = 60.0  # seconds a sleeping slot waits for a ring before claiming anyway
 
 
 class Slot(threading.Thread):
@@ -51,8 +53,7 @@ class Slot(threading.Thread):
         self.timeout = 0.0  # the running job's timeout, for messages
         self.child: Optional[int] = None  # pid of the job's child with --fork-per-job
         self.status = "waiting"  # or "paused" (pause-all-workers), for the process title
-        self.woken = False  # the last idle wait ended because a queue had a job
-        self.rang_empty = False
+        self.ring: Optional[Ring] = None  # the doorbell ring that woke this slot, to answer
         self.finish: Finish = NO_FINISH  # the last job's completion, sent with the next claim
         self.drained = False  # ended because --interval 0 found every queue empty
 
@@ -101,6 +102,9 @@ class Slot(threading.Thread):
         else:  # a glob that matches no queue yet
             self.finish, claimed = self._flush(self.finish), None
         process.note_global_pause(claimed == PAUSED)
+        if self.ring is not None:  # the watcher that woke this slot waits for the answer
+            self.ring.answer(isinstance(claimed, Claimed))
+            self.ring = None
         if claimed is None or claimed == PAUSED:
             if claimed is None and process.config.drain:
                 self.finish = self._flush(self.finish)
@@ -108,9 +112,6 @@ class Slot(threading.Thread):
                 return False
             self._idle_wait(queues, paused=claimed == PAUSED)
             return True
-        if self.woken:
-            process.doorbell.pass_on()  # a burst may hold more jobs: let one more slot try
-            self.woken = self.rang_empty = False
         assert isinstance(claimed, Claimed)
         outcome = self._execute_safely(claimed)
         if outcome is None:  # abandoned at shutdown: the process has dealt with the job
@@ -151,15 +152,13 @@ class Slot(threading.Thread):
     def _idle_wait(self, queues: list[str], paused: bool) -> None:
         process = self.process
         self.status = "paused" if paused else "waiting"
-        timeout = process.wait_timeout(len(queues))
-        # A bell that rang but gave nothing (its queue is paused, or another worker won the
-        # job) must not be rung again at once, or a paused non-empty queue would spin.
-        if paused or not queues or process.config.fetch == "blpop" or self.rang_empty:
-            self.rang_empty = False
-            process.wake.wait(timeout)
+        if paused or not queues or process.config.fetch == "blpop":
+            process.wake.wait(process.wait_timeout(len(queues)))
             return
-        self.rang_empty = self.woken
-        self.woken = process.doorbell.wait(self.claimer, queues[0], timeout)
+        # Asleep until a queue watcher rings (see doorbell.py); the poll is a safety net, or
+        # --interval when some queues of a large glob are not watched.
+        poll = process.config.interval if process.doorbell.unwatched else SAFETY_POLL
+        self.ring = process.doorbell.sleep(queues, poll or SAFETY_POLL)
 
     # -- one job --------------------------------------------------------------------------
 

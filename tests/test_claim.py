@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Sequence
 
@@ -146,17 +145,6 @@ def test_hash_tag_namespace_works(r: redis.Redis) -> None:
     assert r.exists("{resque}:worker:" + WID)
 
 
-def test_wait_is_a_doorbell_that_leaves_the_job_queued(r: redis.Redis) -> None:
-    claimer, keys = make(r)
-    assert claimer.wait("high", 0.05) is False
-    pusher = threading.Timer(0.1, lambda: redis.Redis(
-        connection_pool=r.connection_pool).rpush(keys.queue("high"), b'{"class":"A"}', b"2"))
-    pusher.start()
-    assert claimer.wait("high", 5) is True
-    pusher.join()
-    assert r.lrange(keys.queue("high"), 0, -1) == [b'{"class":"A"}', b"2"]
-
-
 def test_script_is_reloaded_after_a_script_flush(r: redis.Redis) -> None:
     claimer, keys = make(r)
     assert claimer.claim(["high"], NO_FINISH, RUN_AT) is None
@@ -288,17 +276,51 @@ def test_a_large_payload_that_is_not_utf8_json_goes_to_the_raw_key(r: redis.Redi
 
 
 def test_a_large_payload_never_enters_the_claim_script(r: redis.Redis) -> None:
-    """A large head is copied to the raw list inside Redis; the script's reply is short."""
+    """The script only says the head is large; the worker moves it with LMOVE."""
     claimer, keys = make(r)
     item = big_payload(200_000)
     r.rpush(keys.queue("high"), item)
     call = claimer.prepare(["high"], NO_FINISH, RUN_AT)
     reply = fetch.CLAIM(r, call.keys, call.args)
     assert claimer.settle(call, reply) == fetch.HeldLarge("high")
-    assert r.lindex(keys.raw_payload(WID), 0) == item
-    assert json.loads(r.get(keys.worker(WID)) or b"")["payload"] == "payload being checked"
+    assert r.lrange(keys.queue("high"), 0, -1) == [item]
+    assert (r.get(keys.worker(WID)) or b"").endswith(fetch.BEING_TAKEN)
     assert claimer.take_held("high", RUN_AT) == Claimed("high", item, True)
-    assert not r.exists(keys.raw_payload(WID))
+    assert not r.exists(keys.raw_payload(WID), keys.queue("high"))
+
+
+def test_a_large_head_taken_by_another_worker_first_is_not_claimed_twice(
+    r: redis.Redis,
+) -> None:
+    claimer, keys = make(r)
+    item = big_payload()
+    r.rpush(keys.queue("high"), item)
+    call = claimer.prepare(["high"], NO_FINISH, RUN_AT)
+    assert claimer.settle(call, fetch.CLAIM(r, call.keys, call.args)) == fetch.HeldLarge("high")
+    r.lpop(keys.queue("high"))  # another worker took it meanwhile
+    assert claimer.take_held("high", RUN_AT) is None
+    assert not r.exists(keys.worker(WID))
+
+
+def test_a_take_cut_by_a_lost_connection_resumes_without_finishing_twice(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claimer, keys = make(r)
+    item = big_payload()
+    r.rpush(keys.queue("high"), b'{"class":"First","args":[]}', item)
+    claimer.claim(["high"], NO_FINISH, RUN_AT)
+    real_check = fetch.payload_is_valid
+
+    def cut(payload: bytes) -> bool:  # LMOVE done, then the connection goes
+        raise redis.ConnectionError("connection cut")
+
+    monkeypatch.setattr(fetch, "payload_is_valid", cut)
+    with pytest.raises(redis.ConnectionError):
+        claimer.claim(["high"], SUCCESS, RUN_AT)
+    monkeypatch.setattr(fetch, "payload_is_valid", real_check)
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", item, True)
+    assert int(r.get(keys.stat("processed")) or 0) == 1  # the first job counted once
+    assert not r.exists(keys.raw_payload(WID), keys.queue("high"))
 
 
 def test_a_reply_lost_while_a_large_payload_was_held_still_gives_that_job(

@@ -172,3 +172,23 @@ def test_a_job_that_keeps_killing_its_worker_becomes_a_poison_pill_failure(
     assert r.llen(NS + "queue:q") == 0
     assert keys_mentioning(r, dead_ids) == {}
     wait_until(lambda: last.proc.poll() is None and last.ids() == [last_id], "last worker alive")
+
+
+def test_a_worker_killed_while_taking_a_large_item_loses_nothing(
+    r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    """Killed after the claim marked the worker key, before or after it moved the item into
+    its raw list: the item is run once, and no failure is invented."""
+    big = json.dumps({"class": "Record", "args": ["big", "x" * 20_000]}).encode()
+    moved, queued = "deadhost:1:moved", "deadhost:2:queued"
+    for worker_id in (moved, queued):
+        plant_dead_worker(r, worker_id, job=None)
+        r.set(NS + f"worker:{worker_id}",
+              b'{"queue":"q","run_at":"2024-01-15T09:50:00Z","payload":"payload being checked"}')
+    r.rpush(NS + f"pyresque:raw:{moved}", big)  # this one had moved it (LMOVE) already
+    r.rpush(NS + "queue:q", big.replace(b'"big"', b'"still queued"'))
+    spawn_worker("--queues", "q").wait_registered()
+    done = wait_ran(r, 2)
+    assert sorted(d["args"][0] for d in done) == ["big", "still queued"]
+    assert failures(r) == []
+    assert keys_mentioning(r, [moved, queued]) == {}

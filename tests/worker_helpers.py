@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -251,26 +252,28 @@ def count_commands(redis_url: str, seconds: float = 1.0) -> tuple[dict[str, int]
     Returns ``({command: count} sent by clients, total commands executed including those run
     inside Lua scripts, from INFO commandstats)``.
     """
-    watcher = redis.Redis.from_url(redis_url, socket_timeout=0.25)
+    mark = "pyresque-test-count-end"
+    watcher = redis.Redis.from_url(redis_url, socket_timeout=seconds + 10)
+    # An idle worker may send nothing for seconds: a marker command ends the watch on time.
+    ender = threading.Timer(seconds, lambda: redis.Redis.from_url(redis_url).echo(mark))
     sent: collections.Counter[str] = collections.Counter()
     try:
         before = _commandstats(watcher)
         with watcher.monitor() as monitor:
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
-                try:
-                    seen = monitor.next_command()
-                except redis.TimeoutError:
-                    continue
+            ender.start()
+            while True:
+                seen = monitor.next_command()
+                if mark in str(seen["command"]):
+                    break
                 if seen.get("client_type") != "lua":
                     sent[str(seen["command"]).split(" ", 1)[0].upper()] += 1
         after = _commandstats(watcher)
     finally:
+        ender.cancel()
         watcher.close()
-    total = sum(after.values()) - sum(before.values())
-    # The INFO/CONFIG calls of this function itself are not the worker's.
-    total -= sum(v for k, v in after.items() if k.startswith(("info", "monitor"))) - sum(
-        v for k, v in before.items() if k.startswith(("info", "monitor")))
+    mine = ("info", "monitor", "echo")  # this function's own calls
+    total = sum(v for k, v in after.items() if not k.startswith(mine)) - sum(
+        v for k, v in before.items() if not k.startswith(mine))
     return dict(sent), total
 
 
