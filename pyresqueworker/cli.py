@@ -14,7 +14,7 @@ from typing import Any, Optional
 import click
 
 from ._version import __version__
-from .config import WorkerConfig
+from .config import MAX_ASYNC_SLOTS, MAX_CONNECTIONS, WorkerConfig
 from .connection import ConfigError, TLSFiles
 from .history import parse_duration
 from .log import setup_logging
@@ -63,8 +63,17 @@ def _env(*names: str) -> list[str]:
               help="Key of the client certificate.")
 @click.option("--namespace", default="resque:", envvar="PYRESQUE_NAMESPACE",
               help="Key prefix shared with Ruby ('{resque}:' for Redis Cluster).")
-@click.option("--concurrency", "-c", default=1, type=click.IntRange(1, 1000),
-              envvar="PYRESQUE_CONCURRENCY", help="Job slots (threads) per process.")
+@click.option("--concurrency", "-c", default=1, type=click.IntRange(1, MAX_ASYNC_SLOTS),
+              envvar="PYRESQUE_CONCURRENCY",
+              help="Job slots per process (threads mode: at most 1000).")
+@click.option("--execution", type=click.Choice(["auto", "threads", "asyncio"]), default="auto",
+              envvar="PYRESQUE_EXECUTION",
+              help="Slots as threads, or as tasks on one event loop (auto: asyncio when every "
+                   "handler is async def).")
+@click.option("--connections", type=click.IntRange(1, MAX_CONNECTIONS), default=None,
+              envvar="PYRESQUE_CONNECTIONS",
+              help="asyncio mode: connections the slots' claims share  [default: 2-8 by "
+                   "concurrency]")
 @click.option("--processes", "-p", default=1, type=click.IntRange(1, 256),
               envvar="PYRESQUE_PROCESSES", help="Worker processes under one supervisor.")
 @click.option("--interval", default=1.0, type=click.FloatRange(0), envvar=_env(

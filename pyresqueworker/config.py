@@ -8,7 +8,11 @@ from typing import Optional
 from .connection import TLSFiles
 from .queues import QueueSpec
 
-__all__ = ["WorkerConfig"]
+__all__ = ["MAX_ASYNC_SLOTS", "MAX_CONNECTIONS", "MAX_THREAD_SLOTS", "WorkerConfig"]
+
+MAX_THREAD_SLOTS = 1000  # --concurrency in thread mode: one thread (and connection) per slot
+MAX_ASYNC_SLOTS = 20000  # --concurrency in asyncio mode: one task per slot
+MAX_CONNECTIONS = 56  # --connections: claim connections; a process opens at most 7 more
 
 
 @dataclass
@@ -26,6 +30,11 @@ class WorkerConfig:
     namespace: str = "resque:"
     concurrency: int = 1
     processes: int = 1
+    # "threads": a thread per slot; "asyncio": every slot a task on one event loop (sync
+    # handlers in a thread pool); "auto": asyncio when every registered handler is async def.
+    execution: str = "auto"
+    # asyncio mode: connections the slots' claims share (None: 2 to 8 by concurrency).
+    connections: Optional[int] = None
     # Longest an idle slot blocks before re-checking every queue; with several queues the wait
     # is capped at 0.1 s so the queues it is not watching are still picked up quickly.
     interval: float = 1.0
@@ -58,6 +67,20 @@ class WorkerConfig:
         problems = []
         if self.concurrency < 1:
             problems.append("--concurrency must be at least 1")
+        if self.execution not in ("auto", "threads", "asyncio"):
+            problems.append("--execution must be 'auto', 'threads' or 'asyncio'")
+        elif self.concurrency > MAX_ASYNC_SLOTS:
+            problems.append(f"--concurrency must be at most {MAX_ASYNC_SLOTS}")
+        elif self.concurrency > MAX_THREAD_SLOTS and self.execution == "threads":
+            problems.append(f"--concurrency above {MAX_THREAD_SLOTS} needs --execution asyncio "
+                            "(threads mode runs one thread and one connection per slot)")
+        if self.execution == "asyncio" and self.fork_per_job:
+            problems.append("--fork-per-job cannot be combined with --execution asyncio (a "
+                            "forked child per job is thread mode's isolation)")
+        if self.execution == "asyncio" and self.fetch != "claim":
+            problems.append("--fetch blpop cannot be combined with --execution asyncio")
+        if self.connections is not None and not 1 <= self.connections <= MAX_CONNECTIONS:
+            problems.append(f"--connections must be between 1 and {MAX_CONNECTIONS}")
         if self.processes < 1:
             problems.append("--processes must be at least 1")
         if self.connect_timeout < 0:

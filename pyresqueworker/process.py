@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import wire
+from .aio_runtime import AsyncRuntime, choose_execution
 from .config import WorkerConfig
 from .connection import ConnectionFactory, describe, redact_url
 from .doorbell import WATCH_TIMEOUT, Doorbell
@@ -37,6 +38,7 @@ from .redis_errors import REDIS_ERRORS
 from .registry import Registry
 from .signals import SignalHandling, kill_pid
 from .slot import Slot, failure_for
+from .slot_view import SlotView
 from .startup import WorkerError, is_cluster_node, retry_start_up
 from .supervisor import RECYCLE_EXIT
 
@@ -79,7 +81,9 @@ class WorkerProcess(SignalHandling):
             str(wire.WorkerId.build(self.hostname, self.pid, spec.id_queues, slot=i))
             for i in range(config.concurrency)
         ]
-        self.slots: list[Slot] = []
+        self.execution = choose_execution(config, registry)  # "threads" or "asyncio"
+        self.runtime: Optional[AsyncRuntime] = None
+        self.slots: list[SlotView] = []
         self._expanded: list[tuple[str, int]] = spec.expand()
         self._expanded_at = 0.0
         self._is_dynamic = spec.dynamic
@@ -169,7 +173,7 @@ class WorkerProcess(SignalHandling):
                 self._loop = loop
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def job_finished(self, slot: Slot) -> None:
+    def job_finished(self, slot: SlotView) -> None:
         self.jobs_done += 1  # under the GIL; an off-by-one across slots does not matter here
         if self.config.max_jobs is not None and self.jobs_done >= self.config.max_jobs:
             self.recycle(f"processed {self.jobs_done} jobs (--max-jobs)")
@@ -220,10 +224,16 @@ class WorkerProcess(SignalHandling):
             "workers": self.worker_ids[0] + (f" (+{len(self.worker_ids) - 1} slots)"
                                              if len(self.worker_ids) > 1 else ""),
             "queues": str(self.config.queues), "redis": describe(self.conn),
-            "fetch": self.config.fetch})
-        self.slots = [Slot(self, i, wid) for i, wid in enumerate(self.worker_ids)]
-        for slot in self.slots:
-            slot.start()
+            "fetch": self.config.fetch, "execution": self.execution})
+        if self.execution == "asyncio":
+            self.runtime = AsyncRuntime(self)
+            self.slots = list(self.runtime.slots)
+            self.runtime.start()
+        else:
+            threads = [Slot(self, i, wid) for i, wid in enumerate(self.worker_ids)]
+            self.slots = list(threads)
+            for thread in threads:
+                thread.start()
         self.housekeeper.update_title()
         if self.config.scheduler:
             self._start_scheduler()
@@ -244,6 +254,8 @@ class WorkerProcess(SignalHandling):
     def _replace_dead_slots(self) -> None:
         """A slot thread never ends while the process runs; if one did (a bug), its worker id
         gets a fresh thread, so no id stays registered with nobody behind it."""
+        if self.runtime is not None:  # the runtime restarts its own tasks and sees the drain
+            return
         for index, slot in enumerate(self.slots):
             if slot.is_alive() or self.stopping.is_set():
                 continue
@@ -307,13 +319,15 @@ class WorkerProcess(SignalHandling):
                 break
             time.sleep(0.05)
         self.handle_signals()  # log the signal that cut the wait short
-        abandoned: list[Slot] = []
+        abandoned: list[SlotView] = []
         try:
             abandoned = self._retrying(self._give_back_running_jobs)
         finally:
             for slot in self.slots:
                 if slot not in abandoned:  # an abandoned slot is still inside job code
                     slot.join(timeout=1.0)
+            if self.runtime is not None:  # cancels the abandoned jobs' tasks, ends the loop
+                self.runtime.join(timeout=2.0)
             self._retrying(self._unregister)
             self._write_history()
             if self._scheduler_thread is not None:
@@ -355,9 +369,9 @@ class WorkerProcess(SignalHandling):
                     ) from None
                 time.sleep(backoff.next_delay())
 
-    def _give_back_running_jobs(self) -> list[Slot]:
+    def _give_back_running_jobs(self) -> list[SlotView]:
         """Requeue (default) or fail the jobs still running at the deadline; returns the slots."""
-        abandoned: list[Slot] = []
+        abandoned: list[SlotView] = []
         for slot in self.slots:
             job = slot.abandon()
             if job is None:

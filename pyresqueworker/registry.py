@@ -213,6 +213,11 @@ class Registry:
         found = self._handlers.get(class_name)
         return found.queue if found is not None else None
 
+    @property
+    def has_middleware(self) -> bool:
+        """Whether any middleware is registered (asyncio mode then runs jobs in threads)."""
+        return bool(self._middleware)
+
     def __contains__(self, class_name: object) -> bool:
         return class_name in self._handlers
 

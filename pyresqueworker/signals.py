@@ -21,7 +21,7 @@ from .log import logger
 
 if TYPE_CHECKING:
     from .config import WorkerConfig
-    from .slot import Slot
+    from .slot_view import SlotView
 
 __all__ = ["SignalHandling", "kill_pid"]
 
@@ -38,7 +38,7 @@ class SignalHandling:
     """The signal part of :class:`~pyresqueworker.process.WorkerProcess`."""
 
     config: WorkerConfig
-    slots: list[Slot]
+    slots: list[SlotView]
     stopping: threading.Event
     paused: threading.Event
     wake: threading.Event
