@@ -148,7 +148,9 @@ end
 -- where it is: the caller moves it with LMOVE into this slot's raw list (one command that
 -- also brings it the bytes), checks it and writes the worker key (see Claimer.take_held).
 local function head_is_big(key, len)
-  return redis.call('MEMORY', 'USAGE', key, 'SAMPLES', 1) > BIG * len
+  -- (pcall: a Redis-protocol server without MEMORY, such as the demo's, has no such cliff)
+  local usage = redis.pcall('MEMORY', 'USAGE', key, 'SAMPLES', 1)
+  return type(usage) == 'number' and usage > BIG * len
 end
 
 local SCAN = 16  -- how deep a queue is searched past capped jobs

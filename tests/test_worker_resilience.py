@@ -105,13 +105,14 @@ def test_a_slot_thread_that_ends_is_replaced_and_stays_registered(
         return original(self)
 
     monkeypatch.setattr(Slot, "_turn", ends_once)
+    enqueue(r, "wake")  # an idle slot sleeps until a job comes: this one wakes it
     wait_until(lambda: worker.slots[0] is not doomed and worker.slots[0].is_alive(),
                "a replacement slot")
     monkeypatch.setattr(Slot, "_turn", original)
     assert worker.slots[0].worker_id == doomed.worker_id
     assert any("slot thread ended unexpectedly" in rec.getMessage() for rec in caplog.records)
     enqueue(r, *(f"w{i}" for i in range(10)))
-    wait_until(lambda: r.scard(DONE) == 10, "jobs done by the new slot")
+    wait_until(lambda: r.scard(DONE) == 11, "jobs done by the new slot")
     registered = {m.decode() for m in r.smembers(NS + "workers")}
     assert set(worker.worker_ids) <= registered
 
