@@ -50,11 +50,11 @@ class Finish(NamedTuple):
 NO_FINISH = Finish("0")
 SUCCESS = Finish("1")
 
-# The claim script's KEYS: 1 the worker key, 2 a key deleted with the completion (the worker
-# key itself when there is none), then the queues in the order to try. Its ARGV: 1 finish
-# mode, 2 failure entry, 3 run_at, 4 call sequence, 5 worker id, 6 namespace, 7 "1" when this
-# slot may hold a raw key, 8 "pop" or "adopt" (ARGV 9 is then the item), then the queues'
-# names as JSON strings. Few arguments on purpose: each one costs Redis time on every call.
+# The claim script's KEYS: the worker key, the queues in the order to try, then (only when
+# flag 4 is "c") a key to delete with the completion. ARGV: 1 flags (finish mode "0"-"3"; "1"
+# when this slot may hold a raw list; "p" pop or "a" adopt; "c" or "-"), 2 run_at, 3 call
+# sequence, 4 namespace, then the queues' names as JSON strings, then the failure entry (finish
+# modes 2 and 3) and the adopted item. Few arguments on purpose: each costs Redis time per call.
 CLAIM_SCRIPT = r"""
 -- UTF-8 validity at C speed (no per-byte Lua loop): replace every well-formed sequence (no
 -- overlongs, no surrogates) with an ASCII letter, so removals cannot join neighbours, then
@@ -72,29 +72,36 @@ local function utf8_ok(s)
   return not string.find(s, '[\128-\255]')
 end
 
-local NK, NA = 2, 9
+local flags, ns = ARGV[1], ARGV[4]
+local finish, mode = string.sub(flags, 1, 1), string.sub(flags, 3, 3)
+local has_cleanup = string.sub(flags, 4, 4) == 'c'
+local wkey = KEYS[1]
+local wid = string.sub(wkey, #ns + 8)  -- the worker key is <ns>worker:<id>
+local n = #KEYS - 1 - (has_cleanup and 1 or 0)
+local NA = 4
+local extra = NA + n + 1  -- the optional arguments after the queue names
+local entry = ''
+if finish == '2' or finish == '3' then entry = ARGV[extra]; extra = extra + 1 end
 local BIG = 4096
-local wkey, wid, ns = KEYS[1], ARGV[5], ARGV[6]
 local own = ns .. 'pyresque:'
 local rawkey = own .. 'raw:' .. wid
 -- Remember which call ran last, so a caller whose reply was lost can tell what happened
 -- (for a day: a worker killed and then pruned by Ruby, which knows nothing of this key,
 -- must not leave it behind for ever).
-redis.call('SET', own .. 'seq:' .. wid, ARGV[4], 'EX', 86400)
+redis.call('SET', own .. 'seq:' .. wid, ARGV[3], 'EX', 86400)
 -- Paused queues and concurrency caps are opt-in: one EXISTS says whether either is in use,
 -- so a deployment that uses neither pays one cheap command for both.
 local capskey, pausedkey = own .. 'concurrency', own .. 'paused-queues'
 local special = redis.call('EXISTS', capskey, pausedkey) > 0
 local has_caps = special and redis.call('EXISTS', capskey) == 1
 local check_paused = special and redis.call('EXISTS', pausedkey) == 1
-local finish = ARGV[1]
 if finish ~= '0' and redis.call('DEL', wkey) == 1 then
-  if ARGV[7] == '1' then redis.call('DEL', rawkey) end
+  if string.sub(flags, 2, 2) == '1' then redis.call('DEL', rawkey) end
   -- (Without caps no entry is written; one left from before caps were dropped is removed
   -- the first time this slot finishes a job once caps exist again.)
   if has_caps then redis.call('HDEL', own .. 'running-capped', wid) end
-  if KEYS[2] ~= wkey then redis.call('DEL', KEYS[2]) end
-  if finish ~= '1' then redis.call('RPUSH', ns .. 'failed', ARGV[2]) end
+  if has_cleanup then redis.call('DEL', KEYS[#KEYS]) end
+  if finish ~= '1' then redis.call('RPUSH', ns .. 'failed', entry) end
   if finish == '2' then
     redis.call('INCRBY', ns .. 'stat:failed', 1)
     redis.call('INCRBY', ns .. 'stat:failed:' .. wid, 1)
@@ -105,7 +112,6 @@ if finish ~= '0' and redis.call('DEL', wkey) == 1 then
   end
 end
 
-local n = #KEYS - NK
 if n == 0 then return {0} end
 
 -- The class a queued item runs as: ActiveJob's job_class inside its wrapper, else "class".
@@ -165,7 +171,7 @@ local function take(key)
   for j, candidate in ipairs(items) do
     if allowed(class_of(candidate)) then
       if j == 1 then return redis.call('LPOP', key) end
-      local tombstone = 'pyresque-tombstone:' .. wid .. ':' .. ARGV[4]
+      local tombstone = 'pyresque-tombstone:' .. wid .. ':' .. ARGV[3]
       redis.call('LSET', key, j - 1, tombstone)
       redis.call('LREM', key, 1, tombstone)
       return candidate
@@ -175,8 +181,8 @@ local function take(key)
 end
 
 local item, qi
-if ARGV[8] == 'adopt' then
-  item, qi = ARGV[NA], 1
+if mode == 'a' then
+  item, qi = ARGV[extra], 1
 else
   local pause = redis.call('GET', ns .. 'pause-all-workers')
   if pause and string.match(string.lower(pause), '^%s*(.-)%s*$') == 'true' then
@@ -186,14 +192,14 @@ else
     local paused = check_paused
       and redis.call('SISMEMBER', pausedkey, cjson.decode(ARGV[NA + i])) == 1
     if not paused then
-      item = take(KEYS[NK + i])
+      item = take(KEYS[1 + i])
       if item then qi = i; break end
     end
   end
   if not item then return {0} end
 end
 local queue_json = ARGV[NA + qi]
-local head = '{"queue":' .. queue_json .. ',"run_at":"' .. ARGV[3] .. '","payload":'
+local head = '{"queue":' .. queue_json .. ',"run_at":"' .. ARGV[2] .. '","payload":'
 if item == true then
   -- Written first, so a worker killed before it took the item leaves a key that recovery
   -- understands (a job being taken, none held: the item is still queued, or in the raw list).
@@ -340,7 +346,6 @@ class Claimer:
         self.worker_key = keys.worker(worker_id)
         self.raw_key = keys.raw_payload(worker_id)
         self.seq_key = keys.claim_seq(worker_id)
-        self._fixed_args = [worker_id, keys.ns]
         self._seq = 0
         # The sequence number of a call whose reply never came (connection lost mid-call).
         self._unanswered: Optional[int] = None
@@ -369,15 +374,21 @@ class Claimer:
         """The next claim call (finish the previous job, then take from ``queues``)."""
         self._seq += 1
         parts = [self._queue_parts(q) for q in queues]
-        keys = [self.worker_key, finish.cleanup or self.worker_key, *(p[0] for p in parts)]
-        args = [finish.mode, finish.entry, run_at, str(self._seq), *self._fixed_args,
-                "1" if self._holds_raw else "0", "pop" if adopted is None else "adopt",
-                adopted if adopted is not None else "", *(p[1] for p in parts)]
+        keys = [self.worker_key, *(p[0] for p in parts)]
+        flags = (finish.mode + ("1" if self._holds_raw else "0") + ("p" if adopted is None else "a")
+                 + ("c" if finish.cleanup else "-"))
+        args: list[Any] = [flags, run_at, str(self._seq), self.keys.ns, *(p[1] for p in parts)]
+        if finish.cleanup:
+            keys.append(finish.cleanup)
+        if finish.mode in ("2", "3"):
+            args.append(finish.entry)
+        if adopted is not None:
+            args.append(adopted)
         return ClaimCall(keys, args, tuple(queues))
 
     def lost(self, call: ClaimCall) -> None:
         """The reply to ``call`` never came; the next :meth:`claim` finds out what ran."""
-        self._unanswered = int(call.args[3])
+        self._unanswered = int(call.args[2])
 
     def settle(self, call: ClaimCall, reply: Any) -> Claimed | HeldLarge | str | None:
         """What the reply to ``call`` means for this slot."""
