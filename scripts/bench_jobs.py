@@ -1,11 +1,13 @@
 """The benchmark's jobs and per-framework adapters, for ``scripts/bench.py``.
 
-Every framework runs the same three jobs: ``noop`` (does nothing), ``sleep`` (``sleep_s``
-seconds) and ``mark`` (appends ``time.time()`` to the Redis list ``bench:<tag>``; ``end`` marks
-are stamped after their sleep, the others before). The bench brackets a workload with a
-``start`` and an ``end`` mark, so every framework is timed the same way — from the first job
-starting to the last one finishing — without worker start-up, and without any per-job Redis
-work beyond what the framework itself does.
+Every framework runs the same jobs: ``noop`` (does nothing), ``payload`` (one string
+argument, ignored), ``sleep`` (``sleep_s`` seconds) and ``mark`` (appends ``time.time()`` to
+the Redis list ``bench:<tag>``; ``end`` marks are stamped after their sleep, the others before).
+The bench brackets a workload with a ``start`` and an ``end`` mark, so every framework is timed
+the same way — from the first job starting to the last one finishing — without worker
+start-up, and without any per-job Redis work beyond what the framework itself does. ``asleep``
+and ``amark`` are the ``async def`` versions, for our worker's ``--execution asyncio``.
+Sidekiq (Ruby) lives in ``bench_sidekiq``.
 
 Run as a script it is a peer worker: ``python bench_jobs.py rq|dramatiq|arq --redis URL``.
 Our worker loads it with ``--app`` and ``BENCH_FRAMEWORK=pyresque`` to register the jobs.
@@ -30,16 +32,19 @@ from typing import Any
 import redis
 
 __all__ = [
-    "FRAMEWORKS", "PEERS", "Item", "Pusher", "available", "enqueue", "enqueue_rate", "worker_argv",
+    "FRAMEWORKS", "PEERS", "PYTHON_PEERS", "Item", "Pusher", "available", "enqueue",
+    "enqueue_rate", "worker_argv", "worker_env",
 ]
 
 QUEUE = "bench"
-PEERS = ("rq", "dramatiq", "arq")
+PYTHON_PEERS = ("rq", "dramatiq", "arq")
+PEERS = (*PYTHON_PEERS, "sidekiq")
 FRAMEWORKS = ("pyresque", *PEERS)
 # (job kind, args): ("noop", ()), ("sleep", (seconds,)), ("mark", (tag, sleep seconds)).
 Item = tuple[str, tuple[Any, ...]]
 
-_OURS_CLASS = {"noop": "BenchNoop", "sleep": "BenchSleep", "mark": "BenchMark"}
+_OURS_CLASS = {"noop": "BenchNoop", "sleep": "BenchSleep", "mark": "BenchMark",
+               "payload": "BenchPayload", "asleep": "BenchAsyncSleep", "amark": "BenchAsyncMark"}
 _local = threading.local()
 
 
@@ -50,12 +55,18 @@ def _conn() -> redis.Redis:
     # timestamp keeps connection set-up out of the measured time.
     conn = getattr(_local, "conn", None)
     if conn is None:
-        conn = _local.conn = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
+        # Named bench-*: the connection counts of the bench leave it out.
+        conn = _local.conn = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"],
+                                                  client_name="bench-mark")
     return conn
 
 
 def noop() -> None:
     """The no-op job."""
+
+
+def payload(data: str) -> None:
+    """A no-op job that carries ``data`` (the payload-size drain)."""
 
 
 def sleep(seconds: float) -> None:
@@ -73,10 +84,29 @@ def mark(tag: str, sleep_s: float) -> None:
     _conn().rpush(f"bench:{tag}", repr(when))
 
 
+async def asleep(seconds: float) -> None:
+    """The I/O-bound job as a coroutine (``await asyncio.sleep``)."""
+    await asyncio.sleep(seconds)
+
+
+async def amark(tag: str, sleep_s: float) -> None:
+    """``mark`` as a coroutine; the stamp itself is one short blocking RPUSH."""
+    when = time.time()
+    if sleep_s:
+        await asyncio.sleep(sleep_s)
+        if tag == "end":
+            when = time.time()
+    _conn().rpush(f"bench:{tag}", repr(when))
+
+
 # -- the jobs (arq: coroutines) ----------------------------------------------------------------
 
 async def arq_noop(ctx: dict[str, Any]) -> None:
     """arq's no-op job."""
+
+
+async def arq_payload(ctx: dict[str, Any], data: str) -> None:
+    """arq's payload job."""
 
 
 async def arq_sleep(ctx: dict[str, Any], seconds: float) -> None:
@@ -97,9 +127,9 @@ async def arq_mark(ctx: dict[str, Any], tag: str, sleep_s: float) -> None:
 def _register_ours() -> None:
     from pyresqueworker import job
 
-    job(_OURS_CLASS["noop"])(noop)
-    job(_OURS_CLASS["sleep"])(sleep)
-    job(_OURS_CLASS["mark"])(mark)
+    for kind, fn in (("noop", noop), ("sleep", sleep), ("mark", mark), ("payload", payload),
+                     ("asleep", asleep), ("amark", amark)):
+        job(_OURS_CLASS[kind])(fn)
 
 
 if os.environ.get("BENCH_FRAMEWORK") == "pyresque":
@@ -110,6 +140,10 @@ if os.environ.get("BENCH_FRAMEWORK") == "pyresque":
 
 def available(framework: str) -> str | None:
     """None if ``framework`` can be benchmarked here, else why not."""
+    if framework == "sidekiq":
+        import bench_sidekiq
+
+        return bench_sidekiq.available()
     modules = {"pyresque": ["pyresqueworker"], "rq": ["rq"], "arq": ["arq"],
                "dramatiq": ["dramatiq", "redis"]}[framework]
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
@@ -119,20 +153,25 @@ def available(framework: str) -> str | None:
 
 
 def worker_argv(framework: str, url: str, *, concurrency: int | None = None, processes: int = 1,
-                burst: bool = True, poll: float | None = None,
-                extra: tuple[str, ...] = ()) -> list[str]:
+                burst: bool = True, poll: float | None = None, extra: tuple[str, ...] = (),
+                queues: Sequence[str] = (), log_level: str = "warning") -> list[str]:
     """The command that runs one worker of ``framework`` on the ``bench`` queue.
 
     ``concurrency`` None keeps the framework's default (ours 1 slot, dramatiq 8 threads, arq
-    10 jobs; RQ's SimpleWorker always runs one job at a time).
+    10 jobs, Sidekiq its default; RQ's SimpleWorker always runs one job at a time).
+    ``queues`` and ``log_level`` are ours only.
     """
     here = os.path.abspath(__file__)
+    if framework == "sidekiq":
+        import bench_sidekiq
+
+        return bench_sidekiq.worker_argv(concurrency)
     if framework == "pyresque":
         # Exactly what the pyresque-work console script runs, with this interpreter.
         entry = "import sys; from pyresqueworker.cli import work_main; work_main(sys.argv[1:])"
-        argv = [sys.executable, "-c", entry, "--queues", QUEUE, "--app", here, "--redis", url,
-                "--concurrency", str(concurrency or 1), "--processes", str(processes),
-                "--log-level", "warning", *extra]
+        argv = [sys.executable, "-c", entry, "--queues", ",".join(queues or [QUEUE]),
+                "--app", here, "--redis", url, "--concurrency", str(concurrency or 1),
+                "--processes", str(processes), "--log-level", log_level, *extra]
         return [*argv, "--exit-on-complete"] if burst else argv
     argv = [sys.executable, here, framework, "--redis", url]
     if concurrency is not None:
@@ -144,23 +183,40 @@ def worker_argv(framework: str, url: str, *, concurrency: int | None = None, pro
     return argv
 
 
+def worker_env(framework: str, url: str) -> dict[str, str]:
+    """Environment a worker of ``framework`` needs besides ``BENCH_REDIS_URL``."""
+    if framework == "sidekiq":
+        import bench_sidekiq
+
+        return bench_sidekiq.worker_env(url)
+    return {}
+
+
 def enqueue(framework: str, url: str, items: Sequence[Item]) -> None:
     """Queue ``items`` in order, each framework with its own client API."""
-    if framework == "pyresque":
+    # Batches of at most ~16 MB: a 1 MB payload goes 16 jobs to a pipeline, not 1,000.
+    biggest = max((len(a) for _, args in items for a in args if isinstance(a, str)), default=0)
+    batch = max(1, min(1000, 16_000_000 // max(biggest, 1)))
+    if framework == "sidekiq":
+        import bench_sidekiq
+
+        bench_sidekiq.enqueue(url, items)
+    elif framework == "pyresque":
         from pyresqueworker import Client
 
         client = Client(url=url)
         try:
-            client.enqueue_many(QUEUE, [(_OURS_CLASS[kind], args) for kind, args in items])
+            client.enqueue_many(QUEUE, [(_OURS_CLASS[kind], args) for kind, args in items],
+                                batch=batch)
         finally:
             client.close()
     elif framework == "rq":
         from rq import Queue
 
         queue = Queue(QUEUE, connection=redis.Redis.from_url(url))
-        for start in range(0, len(items), 1000):
+        for start in range(0, len(items), batch):
             queue.enqueue_many([Queue.prepare_data(f"bench_jobs.{kind}", args)
-                                for kind, args in items[start:start + 1000]])
+                                for kind, args in items[start:start + batch]])
     elif framework == "dramatiq":
         broker = _dramatiq_broker(url)
         for kind, args in items:
@@ -326,7 +382,7 @@ def _run_dramatiq(url: str, threads: int | None) -> None:
 
     broker = _dramatiq_broker(url)
     dramatiq.set_broker(broker)
-    jobs: list[Any] = [noop, sleep, mark]
+    jobs: list[Any] = [noop, sleep, mark, payload]
     for fn in jobs:
         dramatiq.actor(actor_name=f"bench_{fn.__name__}", queue_name=QUEUE, broker=broker)(fn)
     stop = threading.Event()
@@ -343,7 +399,7 @@ def _run_arq(url: str, burst: bool, max_jobs: int | None, poll: float | None) ->
     from arq.worker import Worker, func
 
     functions = [func(arq_noop, name="noop"), func(arq_sleep, name="sleep"),
-                 func(arq_mark, name="mark")]
+                 func(arq_mark, name="mark"), func(arq_payload, name="payload")]
     # Only what the workload sets is passed: everything else is arq's default.
     options: dict[str, Any] = {} if poll is None else {"poll_delay": poll}
     if max_jobs is not None:
@@ -356,7 +412,7 @@ def _run_arq(url: str, burst: bool, max_jobs: int | None, poll: float | None) ->
 def main(argv: Sequence[str] | None = None) -> None:
     """Run one peer worker on the ``bench`` queue until it is empty (burst) or SIGTERM."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("framework", choices=PEERS)
+    parser.add_argument("framework", choices=PYTHON_PEERS)
     parser.add_argument("--redis", required=True)
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--burst", action="store_true")
