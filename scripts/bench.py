@@ -84,7 +84,9 @@ def run(settings: Settings, url: str, pinning: Pinning) -> tuple[dict[str, Any],
     if "idle" in only:
         bench.notes.append("idle: value = Redis commands/s including those run inside Lua "
                            "scripts (INFO commandstats); top-level/s counts an EVALSHA as one "
-                           "(MONITOR, in a second window of the same length)")
+                           "(MONITOR, in a second window of the same length); commandstats "
+                           "counts a blocking command when it returns, MONITOR when it is sent: "
+                           "the target takes the larger")
     rows = bench.rows
     results = {"machine": info, "settings": asdict(settings), "notes": bench.notes,
                "rows": [{**asdict(r), "median": {m: r.median(m) for m in r.samples}}

@@ -135,6 +135,16 @@ def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
     return a / b if a is not None and b else None
 
 
+def _idle_total(rows: list[Row], system: str) -> Optional[float]:
+    """Commands/s of an idle row, the larger of its two counts: commandstats counts a blocking
+    command when it returns (one that outlives the window is missed), MONITOR when it starts."""
+    stats = _med(rows, "idle", system, "cmds/s")
+    top, inner = (_med(rows, "idle", system, "cmds/s", m)
+                  for m in ("top_level_per_s", "inner_per_s"))
+    seen = top + inner if top is not None and inner is not None else None
+    return max((v for v in (stats, seen) if v is not None), default=None)
+
+
 def targets(rows: list[Row], settings: Settings) -> list[dict[str, Any]]:
     """The issues' targets with the measured medians and whether each is met."""
     def best(systems: list[System]) -> Optional[float]:
@@ -188,9 +198,8 @@ def targets(rows: list[Row], settings: Settings) -> list[dict[str, Any]]:
         ("logging, drain at info / at warning",
          _ratio(_med(rows, "logging", LOGGING[0].label), _med(rows, "logging", LOGGING[1].label)),
          0.85, True),
-        ("idle 50x8x5, commands/s (incl. in scripts)",
-         _med(rows, "idle", "ours idle 50x8x5", "cmds/s") if "ours idle 50x8x5" in idle
-         else None, 250, False),
+        ("idle 50x8x5, commands/s (incl. in scripts)", _idle_total(rows, "ours idle 50x8x5")
+         if "ours idle 50x8x5" in idle else None, 250, False),
     ]
     return [{"target": name, "measured": value, "goal": (">= " if up else "<= ") + _fmt(goal),
              "met": None if value is None else (value >= goal if up else value <= goal)}
