@@ -64,6 +64,13 @@ class Slot(threading.Thread):
         being away (refused, cut, OOM, READONLY, a failover...) and any other error are
         logged once, backed off from with jitter, and retried; a pending completion is kept
         until Redis takes it."""
+        try:
+            self._loop()
+        finally:
+            if self.ring is not None:  # its watcher must not wait for an answer that won't come
+                self.ring.answer(False)
+
+    def _loop(self) -> None:
         process = self.process
         outage = Outage(self.name, book=process.outages,
                         on_recovered=process.metrics.reconnected)

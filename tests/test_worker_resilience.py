@@ -105,14 +105,23 @@ def test_a_slot_thread_that_ends_is_replaced_and_stays_registered(
         return original(self)
 
     monkeypatch.setattr(Slot, "_turn", ends_once)
-    enqueue(r, "wake")  # an idle slot sleeps until a job comes: this one wakes it
-    wait_until(lambda: worker.slots[0] is not doomed and worker.slots[0].is_alive(),
-               "a replacement slot")
+    wakes: list[str] = []
+
+    def replaced() -> bool:
+        if worker.slots[0] is not doomed and worker.slots[0].is_alive():
+            return True
+        # An idle slot sleeps until a job comes, and a ring wakes one slot of the two:
+        # keep queueing jobs until the doomed one has woken (and ended).
+        wakes.append(f"wake{len(wakes)}")
+        enqueue(r, wakes[-1])
+        return False
+
+    wait_until(replaced, "a replacement slot")
     monkeypatch.setattr(Slot, "_turn", original)
     assert worker.slots[0].worker_id == doomed.worker_id
     assert any("slot thread ended unexpectedly" in rec.getMessage() for rec in caplog.records)
     enqueue(r, *(f"w{i}" for i in range(10)))
-    wait_until(lambda: r.scard(DONE) == 11, "jobs done by the new slot")
+    wait_until(lambda: r.scard(DONE) == 10 + len(wakes), "jobs done by the new slot")
     registered = {m.decode() for m in r.smembers(NS + "workers")}
     assert set(worker.worker_ids) <= registered
 

@@ -6,6 +6,7 @@ is enough and adds no dependency; put a real server or a TLS proxy in front to e
 
 from __future__ import annotations
 
+import signal
 import socket
 import socketserver
 import threading
@@ -70,6 +71,11 @@ def serve(client: Client, *, host: str = "127.0.0.1", port: int = 5040,
     shown_host = f"[{host}]" if ":" in host else host
     logger.info("dashboard on http://%s:%d/ (redis namespace %s)", shown_host,
                 server.server_port, client.keys.ns)
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C and TERM both stop it, even when started with SIGINT ignored (a shell's
+        # background job, a supervisor): Python keeps an inherited SIG_IGN otherwise.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
