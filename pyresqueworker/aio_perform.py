@@ -11,19 +11,22 @@ in its thread), while the slot's task awaits it: sync handlers keep their thread
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import threading
 import time
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Optional
 
-from .failure import exception_message, exception_name
-from .fetch import SUCCESS, Finish
-from .hooks import DontPerform, Handler, run_failure_hooks, running_job
+from .hooks import (
+    DontPerform,
+    Handler,
+    enter_around,
+    leave_around,
+    run_failure_hooks,
+    running_job,
+)
 from .isolation import JobResult, JobTimeout
 from .job import Job, JobCall
-from .registry import UnknownJobClass
-from .slot import failure_for
+from .job_outcome import failed, succeeded
 
 if TYPE_CHECKING:
     from .aio_slot import AioSlot
@@ -46,16 +49,8 @@ async def perform(slot: AioSlot, job: Job) -> JobResult:
             performed = await slot.runtime.in_job_thread(_run_in_thread, slot, job, call,
                                                          timeout)
     except BaseException as exc:  # Ruby's ``rescue Object``; a cancel at shutdown ends here too
-        if isinstance(exc, UnknownJobClass):
-            process.note_unknown_class(exc.class_name)
-        outcome = "timeout" if isinstance(exc, JobTimeout) else "failure"
-        return JobResult(Finish("2", failure_for(job, exc)), outcome,
-                         f"{exception_name(exc)}: {exception_message(exc)}",
-                         slot.retrier.may_retry(job, call, exc))
-    finish = SUCCESS
-    if slot.retrier.policy(job, call) is not None:  # done retrying: drop the counter
-        finish = Finish("1", cleanup=slot.retrier.counter_key(job) or "")
-    return JobResult(finish, "success" if performed else "skipped")
+        return failed(process, slot.retrier, job, call, exc)
+    return succeeded(slot.retrier, job, call, performed)
 
 
 async def run_limited(awaitable: Any, limit: Optional[float]) -> Any:
@@ -122,38 +117,18 @@ async def _invoke(handler: Handler, owner: Any, call: JobCall, limit: Optional[f
 
 
 async def _around(handler: Handler, owner: Any, call: JobCall, limit: Optional[float]) -> bool:
-    """Nest the around hooks (generators yielding once) like ``contextlib.ExitStack``."""
+    """The around hooks as :class:`~pyresqueworker.hooks.HookRun` nests them, awaiting the
+    handler at the innermost point."""
     entered: list[tuple[str, Generator[Any, None, Any]]] = []
     error: Optional[BaseException] = None
     performed = False
     try:
-        for name in handler.around_hooks:
-            gen = getattr(owner, name)(*call.args, **call.kwargs)
-            try:
-                next(gen)
-            except StopIteration:
-                break  # did not yield: neither the inner hooks nor perform run
-            entered.append((name, gen))
-        else:
+        if enter_around(handler, owner, call, entered):
             await _invoke(handler, owner, call, limit)
             performed = True
     except BaseException as exc:
         error = exc
-    for name, gen in reversed(entered):
-        try:
-            if error is None:
-                next(gen)
-            else:
-                gen.throw(error)
-        except StopIteration:
-            error = None  # finished normally, or swallowed the error as a with-block may
-            continue
-        except BaseException as exc:
-            error = exc
-            continue
-        error = RuntimeError(f"around hook {name} yielded more than once")
-    if error is not None:
-        raise error
+    leave_around(entered, error)
     return performed
 
 
@@ -177,12 +152,3 @@ def _run_in_thread(slot: AioSlot, job: Job, call: JobCall, limit: Optional[float
     finally:
         with slot.lock:
             slot.deadline = slot.thread_ident = None
-
-
-def interrupt(thread_ident: int, timeout: float) -> None:
-    """Raise JobTimeout in a pool thread running an overdue sync job (at its next bytecode)."""
-    message = f"job exceeded its timeout of {timeout:g}s"
-    overdue = type("JobTimeout", (JobTimeout,), {
-        "__init__": lambda exc: JobTimeout.__init__(exc, message)})
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_ident),
-                                               ctypes.py_object(overdue))

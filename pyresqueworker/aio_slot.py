@@ -12,32 +12,26 @@ signals, shutdown) an :class:`AioSlot` looks like a thread slot: ``worker_id``, 
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
 import time
 from typing import TYPE_CHECKING, Optional, Union
 
 from . import wire
 from .aio_doorbell import Ring
-from .aio_perform import interrupt, perform
+from .aio_perform import perform
 from .fetch import NO_FINISH, PAUSED, Claimed, Claimer, Finish, HeldLarge
-from .job import Job
-from .log import log_fields, logger
+from .job_outcome import JobTracking, interrupt_thread, report, retry_or_fail
 from .outage import Outage
-from .redis_errors import REDIS_ERRORS
 from .retrying import Retrier
-from .slot import _make_job, failure_for
 
 if TYPE_CHECKING:
     from .aio_runtime import AsyncRuntime
 
 __all__ = ["AioSlot"]
 
-_IDLE, _RUNNING, _FINISHING, _ABANDONED = "idle", "running", "finishing", "abandoned"
 _Claim = Optional[Union[Claimed, HeldLarge, str]]
 
 
-class AioSlot:
+class AioSlot(JobTracking):
     """A Resque worker id whose jobs run as one task at a time on the runtime's loop."""
 
     child: Optional[int] = None  # no forked children in asyncio mode (for USR1 and shutdown)
@@ -50,10 +44,7 @@ class AioSlot:
         process = self.process
         self.claimer = Claimer(runtime.sync_client, process.keys, worker_id)
         self.retrier = Retrier(runtime.sync_client, process.keys, process.registry, worker_id)
-        self.lock = threading.Lock()  # the state is read by the main and housekeeping threads
-        self.state = _IDLE
-        self.job: Optional[Job] = None
-        self.job_started = 0.0
+        self._init_tracking()
         self.status = "waiting"  # or "paused" (pause-all-workers), for the process title
         self.finish: Finish = NO_FINISH  # the last job's completion, sent with the next claim
         self.held: Optional[tuple[str, str]] = None  # a large claimed item still to check
@@ -72,13 +63,6 @@ class AioSlot:
     def join(self, timeout: Optional[float] = None) -> None:
         """Nothing to join per slot: :meth:`AsyncRuntime.join` ends every task at once."""
 
-    def abandon(self) -> Optional[Job]:
-        """Called at the shutdown deadline: returns the job if it was still running."""
-        with self.lock:
-            if self.state != _RUNNING:
-                return None
-            self.state = _ABANDONED
-            return self.job
 
     def interrupt_if_overdue(self, now: float) -> None:
         """Watchdog for a sync job in a pool thread (async jobs are cancelled by a timer)."""
@@ -88,7 +72,7 @@ class AioSlot:
             if self.deadline is None or now < self.deadline or self.thread_ident is None:
                 return
             self.deadline = None
-            interrupt(self.thread_ident, self.timeout)
+            interrupt_thread(self.thread_ident, self.timeout)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -202,50 +186,21 @@ class AioSlot:
         try:
             return await self._execute(claimed)
         except Exception as exc:
-            logger.exception("internal error around a job; failing it", extra={
-                "worker": self.worker_id, "queue": claimed.queue})
-            with self.lock:
-                if self.state == _ABANDONED:
-                    return None
-                self.job, self.state = None, _IDLE
-            return Finish("2", failure_for(_make_job(claimed, self.worker_id), exc))
+            return self._internal_error(claimed, exc)
 
     async def _execute(self, claimed: Claimed) -> Optional[Finish]:
-        job = _make_job(claimed, self.worker_id)
-        with self.lock:
-            self.job, self.state, self.job_started = job, _RUNNING, time.time()
+        job = self._start_job(claimed)
         process = self.process
-        process.metrics.job_started(job)
         started = time.perf_counter()
         result = await perform(self, job)
         duration_ms = (time.perf_counter() - started) * 1000.0
-        with self.lock:
-            if self.state == _ABANDONED:
-                return None
-            self.state = _FINISHING
+        if not self._job_ran():
+            return None
         finish, outcome = result.finish, result.outcome
         if result.retryable and finish.mode == "2":
-            settled = await self.runtime.in_redis_thread(self._retry_or_fail, job, finish)
+            settled = await self.runtime.in_redis_thread(
+                retry_or_fail, self.retrier, self.worker_id, job, finish)
             finish, outcome = (NO_FINISH, "retried") if settled is None else (settled, outcome)
-        if process.history is not None:
-            process.history.add(job, outcome, duration_ms, result.error)
-        process.metrics.job_finished(job, outcome, duration_ms / 1000.0)
-        if logger.isEnabledFor(logging.INFO):
-            extra = {"worker": self.worker_id, "queue": job.queue, "class": job.class_name,
-                     "duration_ms": round(duration_ms, 3), "outcome": outcome}
-            if result.error is not None:
-                extra["error"] = result.error
-            log_fields(logging.WARNING if result.error else logging.INFO, "job done", extra)
-        with self.lock:
-            self.job, self.state = None, _IDLE
-        process.job_finished(self)
+        report(process, self.worker_id, job, outcome, duration_ms, result.error)
+        self._job_done()
         return finish
-
-    def _retry_or_fail(self, job: Job, failure: Finish) -> Optional[Finish]:
-        """Schedule a retry if the job's policy allows (see :mod:`.retrying`); sync."""
-        try:
-            return self.retrier.settle(job, failure)
-        except REDIS_ERRORS as exc:
-            logger.warning("could not schedule a retry, failing the job", extra={
-                "worker": self.worker_id, "class": job.class_name, "error": str(exc)})
-            return failure

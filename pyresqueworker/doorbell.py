@@ -104,10 +104,10 @@ class Doorbell:
         return len(self._wanted) > len(self._watched)
 
     def _watch(self, queues: Sequence[str]) -> None:
-        """Start a watcher for each queue not yet watched (up to :data:`MAX_WATCHED`); retire
-        those of queues no longer wanted (a glob's queue that went away)."""
+        """Start a watcher for each queue not yet watched (up to :data:`MAX_WATCHED`), or whose
+        watcher ended; retire those of queues no longer wanted (a glob's queue that went away)."""
         wanted = set(queues)
-        if wanted == self._wanted:
+        if wanted == self._wanted and len(self._watched) >= min(len(wanted), MAX_WATCHED):
             return
         with self._cond:
             self._wanted = wanted

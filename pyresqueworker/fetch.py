@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Optional
 
 import redis
@@ -29,7 +29,7 @@ from .wire import DecodeError, Keys, dumps, loads
 
 __all__ = [
     "BEING_TAKEN", "CLAIM", "NO_FINISH", "PAUSED", "REDIS_ERRORS", "SUCCESS", "ClaimCall",
-    "Claimed", "Claimer", "Finish", "HeldLarge", "parse_worker_value", "payload_is_valid",
+    "Claimed", "Claimer", "Finish", "HeldLarge", "checked_payload", "parse_worker_value",
     "read_raw",
 ]
 
@@ -263,15 +263,17 @@ BEING_TAKEN = b',"payload":"payload being checked"}'
 _HELD = 3  # claim reply: a large item was moved to the raw list, for the caller to check
 
 
-def payload_is_valid(item: bytes) -> bool:
-    """What the claim script checks before it shows a payload in a worker key: a UTF-8 JSON
-    object that Ruby can decode (here with Python's C decoders, for large payloads)."""
+def checked_payload(item: bytes) -> Optional[dict[str, Any]]:
+    """The payload decoded, if it passes what the claim script checks before it shows a
+    payload in a worker key: a UTF-8 JSON object Ruby can decode (here with Python's C
+    decoders, for large payloads); else None."""
     if item.lstrip()[:1] != b"{":
-        return False
+        return None
     try:
-        return isinstance(loads(item.decode("utf-8")), dict)
+        payload = loads(item.decode("utf-8"))
     except (UnicodeDecodeError, DecodeError, RecursionError):
-        return False
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 @dataclass(frozen=True)
@@ -279,12 +281,14 @@ class Claimed:
     """A job the claim script moved into this slot's worker key.
 
     ``valid`` means the worker key shows the payload; otherwise the payload is in the slot's
-    raw list (not a UTF-8 JSON object, or over 1 MB) and Python decides.
+    raw list (not a UTF-8 JSON object, or over 1 MB) and Python decides. ``payload`` is the
+    decoded payload when the worker already decoded it (a large item it checked).
     """
 
     queue: str
     raw: bytes
     valid: bool
+    payload: Optional[dict[str, Any]] = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -465,7 +469,8 @@ class Claimer:
             command(self.conn, "DEL", self.worker_key)
             return None
         head = f'{{"queue":{name_json},"run_at":"{run_at}","payload":'.encode()
-        valid = payload_is_valid(item)
+        payload = checked_payload(item)
+        valid = payload is not None
         with self.conn.pipeline(transaction=False) as pipe:
             # In this order: a kill between the two leaves the job in both keys, never none.
             if valid:
@@ -476,7 +481,7 @@ class Claimer:
                 pipe.set(self.worker_key, head + note.encode())
             pipe.execute()
         self._holds_raw = not valid
-        return Claimed(queue, item, valid)
+        return Claimed(queue, item, valid, payload)
 
     def adopt(self, queue: str, item: bytes, finish: Finish, run_at: str) -> Claimed:
         """Write a job popped outside the script (``--fetch blpop``) to the worker key."""

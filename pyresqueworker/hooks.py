@@ -26,6 +26,8 @@ __all__ = [
     "RunAsync",
     "build_handler",
     "current_job",
+    "enter_around",
+    "leave_around",
     "run_failure_hooks",
 ]
 
@@ -201,36 +203,49 @@ class HookRun:
 
     def _around(self, owner: Any) -> None:
         """Nest the around hooks like ``contextlib.ExitStack``: the first one is outermost."""
-        args, kwargs = self.call.args, self.call.kwargs
         entered: list[tuple[str, Generator[Any, None, Any]]] = []
         error: Optional[BaseException] = None
         try:
-            for name in self.handler.around_hooks:
-                gen = getattr(owner, name)(*args, **kwargs)
-                try:
-                    next(gen)
-                except StopIteration:
-                    break  # did not yield: neither the inner hooks nor perform run
-                entered.append((name, gen))
-            else:
+            if enter_around(self.handler, owner, self.call, entered):
                 self._invoke(owner)
         except BaseException as exc:
             error = exc
-        for name, gen in reversed(entered):
-            try:
-                if error is None:
-                    next(gen)
-                else:
-                    gen.throw(error)
-            except StopIteration:
-                error = None  # finished normally, or swallowed the error as a with-block may
-                continue
-            except BaseException as exc:
-                error = exc
-                continue
-            error = RuntimeError(f"around hook {name} yielded more than once")
-        if error is not None:
-            raise error
+        leave_around(entered, error)
+
+
+def enter_around(handler: Handler, owner: Any, call: JobCall,
+                 entered: list[tuple[str, Generator[Any, None, Any]]]) -> bool:
+    """Run each around hook to its ``yield``, outermost first, adding it to ``entered``;
+    False if one did not yield (then neither the inner hooks nor perform run)."""
+    for name in handler.around_hooks:
+        gen = getattr(owner, name)(*call.args, **call.kwargs)
+        try:
+            next(gen)
+        except StopIteration:
+            return False
+        entered.append((name, gen))
+    return True
+
+
+def leave_around(entered: list[tuple[str, Generator[Any, None, Any]]],
+                 error: Optional[BaseException]) -> None:
+    """Resume the entered around hooks innermost first, passing ``error`` in as a with-block
+    would (a hook may swallow it); raise what is left."""
+    for name, gen in reversed(entered):
+        try:
+            if error is None:
+                next(gen)
+            else:
+                gen.throw(error)
+        except StopIteration:
+            error = None  # finished normally, or swallowed the error as a with-block may
+            continue
+        except BaseException as exc:
+            error = exc
+            continue
+        error = RuntimeError(f"around hook {name} yielded more than once")
+    if error is not None:
+        raise error
 
 
 def run_failure_hooks(handler: Handler, owner: Any, exc: BaseException, call: JobCall) -> None:

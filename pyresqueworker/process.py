@@ -29,6 +29,7 @@ from .failure import DIRTY_EXIT
 from .fetch import Claimer, Finish
 from .history import HistoryBuffer, HistorySettings
 from .housekeeping import Housekeeper, set_proctitle
+from .job_outcome import failure_for
 from .log import logger
 from .metrics import NULL_METRICS, Metrics
 from .outage import Backoff, OutageBook
@@ -37,7 +38,7 @@ from .prune import Pruner
 from .redis_errors import REDIS_ERRORS
 from .registry import Registry
 from .signals import SignalHandling, kill_pid
-from .slot import Slot, failure_for
+from .slot import Slot
 from .slot_view import SlotView
 from .startup import WorkerError, is_cluster_node, retry_start_up
 from .supervisor import RECYCLE_EXIT
@@ -160,7 +161,7 @@ class WorkerProcess(SignalHandling):
             self._expanded_at = time.monotonic()
         return spec.order(self._expanded, spec.weighted, self.rng)
 
-    def wait_timeout(self, queue_count: int) -> float:
+    def wait_timeout(self) -> float:
         """How long a paused slot, or a ``--fetch blpop`` wait, waits before looking again."""
         return self.config.interval or 1.0
 

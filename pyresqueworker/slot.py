@@ -1,14 +1,12 @@
 """One job slot: one Resque worker id, one Redis connection, one thread.
 
 The loop is: claim (finishing the previous job in the same call) → run → repeat. When every
-queue is empty it waits in a blocking doorbell (see :mod:`pyresqueworker.fetch`).
+queue is empty it sleeps until a queue watcher rings (see :mod:`pyresqueworker.doorbell`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import logging
 import threading
 import time
 from collections.abc import Coroutine
@@ -16,13 +14,19 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from . import wire
 from .doorbell import Ring
-from .failure import exception_message, exception_name, ruby_backtrace
-from .fetch import NO_FINISH, PAUSED, REDIS_ERRORS, SUCCESS, Claimed, Claimer, Finish
+from .fetch import NO_FINISH, PAUSED, REDIS_ERRORS, Claimed, Claimer, Finish
 from .isolation import JobResult, JobTimeout, run_forked
 from .job import Job, JobCall
-from .log import log_fields, logger
+from .job_outcome import (
+    JobTracking,
+    failed,
+    failure_for,
+    interrupt_thread,
+    report,
+    retry_or_fail,
+    succeeded,
+)
 from .outage import Outage
-from .registry import UnknownJobClass
 from .retrying import Retrier
 
 if TYPE_CHECKING:
@@ -30,11 +34,10 @@ if TYPE_CHECKING:
 
 __all__ = ["REDIS_ERRORS", "Slot"]
 
-_IDLE, _RUNNING, _FINISHING, _ABANDONED = "idle", "running", "finishing", "abandoned"
 SAFETY_POLL = 60.0  # seconds a sleeping slot waits for a ring before claiming anyway
 
 
-class Slot(threading.Thread):
+class Slot(JobTracking, threading.Thread):
     """A thread that works jobs as one Resque worker."""
 
     def __init__(self, process: WorkerProcess, index: int, worker_id: str) -> None:
@@ -45,10 +48,7 @@ class Slot(threading.Thread):
         self.conn = process.new_connection()  # connects on first use, in this thread
         self.claimer = Claimer(self.conn, process.keys, worker_id)
         self.retrier = Retrier(self.conn, process.keys, process.registry, worker_id)
-        self.lock = threading.Lock()
-        self.state = _IDLE
-        self.job: Optional[Job] = None
-        self.job_started = 0.0
+        self._init_tracking()
         self.deadline: Optional[float] = None  # monotonic time a sync job must end by
         self.timeout = 0.0  # the running job's timeout, for messages
         self.child: Optional[int] = None  # pid of the job's child with --fork-per-job
@@ -132,13 +132,7 @@ class Slot(threading.Thread):
         try:
             return self._execute(claimed)
         except Exception as exc:
-            logger.exception("internal error around a job; failing it", extra={
-                "worker": self.worker_id, "queue": claimed.queue})
-            with self.lock:
-                if self.state == _ABANDONED:
-                    return None
-                self.job, self.state = None, _IDLE
-            return Finish("2", failure_for(_make_job(claimed, self.worker_id), exc))
+            return self._internal_error(claimed, exc)
 
     def _flush(self, finish: Finish) -> Finish:
         """Send a pending completion on its own (before waiting, pausing or stopping)."""
@@ -151,7 +145,7 @@ class Slot(threading.Thread):
     def _blpop(self, queues: list[str]) -> Claimed | None:
         if not queues:
             return None
-        popped = self.claimer.blpop(queues, self.process.wait_timeout(len(queues)))
+        popped = self.claimer.blpop(queues, self.process.wait_timeout())
         if popped is None:
             return None
         return self.claimer.adopt(popped[0], popped[1], NO_FINISH, wire.run_at())
@@ -160,7 +154,7 @@ class Slot(threading.Thread):
         process = self.process
         self.status = "paused" if paused else "waiting"
         if paused or not queues or process.config.fetch == "blpop":
-            process.wake.wait(process.wait_timeout(len(queues)))
+            process.wake.wait(process.wait_timeout())
             return
         # Asleep until a queue watcher rings (see doorbell.py); the poll is a safety net, or
         # --interval when some queues of a large glob are not watched.
@@ -170,11 +164,8 @@ class Slot(threading.Thread):
     # -- one job --------------------------------------------------------------------------
 
     def _execute(self, claimed: Claimed) -> Optional[Finish]:
-        job = _make_job(claimed, self.worker_id)
-        with self.lock:
-            self.job, self.state, self.job_started = job, _RUNNING, time.time()
+        job = self._start_job(claimed)
         process = self.process
-        process.metrics.job_started(job)
         started = time.perf_counter()
         if process.config.fork_per_job:
             result = run_forked(
@@ -184,38 +175,15 @@ class Slot(threading.Thread):
         else:
             result = self._perform(job)
         duration_ms = (time.perf_counter() - started) * 1000.0
-        with self.lock:
-            if self.state == _ABANDONED:
-                return None
-            self.state = _FINISHING
+        if not self._job_ran():
+            return None
         finish, outcome = result.finish, result.outcome
         if result.retryable and finish.mode == "2":
-            settled = self._retry_or_fail(job, finish)
+            settled = retry_or_fail(self.retrier, self.worker_id, job, finish)
             finish, outcome = (NO_FINISH, "retried") if settled is None else (settled, outcome)
-        if process.history is not None:
-            process.history.add(job, outcome, duration_ms, result.error)
-        process.metrics.job_finished(job, outcome, duration_ms / 1000.0)
-        if logger.isEnabledFor(logging.INFO):
-            extra = {"worker": self.worker_id, "queue": job.queue, "class": job.class_name,
-                     "duration_ms": round(duration_ms, 3), "outcome": outcome}
-            if result.error is not None:
-                extra["error"] = result.error
-            log_fields(logging.WARNING if result.error else logging.INFO, "job done", extra)
-        with self.lock:
-            self.job, self.state = None, _IDLE
-        process.job_finished(self)
+        report(process, self.worker_id, job, outcome, duration_ms, result.error)
+        self._job_done()
         return finish
-
-    def _retry_or_fail(self, job: Job, failure: Finish) -> Optional[Finish]:
-        """Schedule a retry if the job's policy allows (see :mod:`.retrying`)."""
-        try:
-            return self.retrier.settle(job, failure)
-        except REDIS_ERRORS as exc:
-            # The job is still in this slot's worker key: failing it keeps it, retrying later
-            # would need Redis now. It ends in the failed list, where it can be retried.
-            logger.warning("could not schedule a retry, failing the job", extra={
-                "worker": self.worker_id, "class": job.class_name, "error": str(exc)})
-            return failure
 
     def _perform(self, job: Job) -> JobResult:
         """Decode, dispatch and run one job; every error becomes a failure entry."""
@@ -232,17 +200,8 @@ class Slot(threading.Thread):
                 with self.lock:  # from here on the watchdog leaves this thread alone
                     self.deadline = None
         except BaseException as exc:  # Ruby's ``rescue Object``: SystemExit included
-            if isinstance(exc, UnknownJobClass):
-                self.process.note_unknown_class(exc.class_name)
-            # "timeout" as with --fork-per-job, so logs, metrics and history name it alike.
-            outcome = "timeout" if isinstance(exc, JobTimeout) else "failure"
-            return JobResult(Finish("2", failure_for(job, exc)), outcome,
-                             f"{exception_name(exc)}: {exception_message(exc)}",
-                             self.retrier.may_retry(job, call, exc))
-        finish = SUCCESS
-        if self.retrier.policy(job, call) is not None:  # done retrying: drop the counter
-            finish = Finish("1", cleanup=self.retrier.counter_key(job) or "")
-        return JobResult(finish, "success" if performed else "skipped")
+            return failed(self.process, self.retrier, job, call, exc)
+        return succeeded(self.retrier, job, call, performed)
 
     def _timeout_for(self, job: Job, class_name: Optional[str] = None) -> Optional[float]:
         name = class_name if class_name is not None else job.class_name
@@ -277,50 +236,5 @@ class Slot(threading.Thread):
             if self.deadline is None or now < self.deadline or self.ident is None:
                 return
             self.deadline = None
-            message = f"job exceeded its timeout of {self.timeout:g}s"
-            # The C API raises a class, not an instance: give it the message through a subclass.
-            overdue = type("JobTimeout", (JobTimeout,), {
-                "__init__": lambda exc: JobTimeout.__init__(exc, message)})
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(self.ident), ctypes.py_object(overdue)
-            )
+            interrupt_thread(self.ident, self.timeout)
 
-    def abandon(self) -> Optional[Job]:
-        """Called at the shutdown deadline: returns the job if it was still running."""
-        with self.lock:
-            if self.state != _RUNNING:
-                return None
-            self.state = _ABANDONED
-            return self.job
-
-
-def _make_job(claimed: Claimed, worker_id: str) -> Job:
-    job = Job(queue=claimed.queue, raw=claimed.raw, worker_id=worker_id)
-    try:
-        payload = wire.loads(claimed.raw)
-    except wire.DecodeError as exc:
-        job.decode_error = str(exc)
-        return job
-    if isinstance(payload, dict):
-        job.payload = payload
-    else:
-        job.decode_error = "payload is not a JSON object"
-    return job
-
-
-def failure_for(job: Job, exc: Optional[BaseException], name: Optional[str] = None,
-                message: Optional[str] = None) -> str:
-    """The failure entry for ``job``; the payload is embedded byte for byte when it is JSON.
-
-    ``name`` and ``message`` describe a failure with no exception (a dirty exit, a timeout).
-    """
-    return wire.failure_entry(
-        failed_at_text=wire.failed_at(),
-        payload=job.raw_text if job.payload is None else None,
-        raw_payload=None if job.payload is None else job.raw.decode("utf-8"),
-        exception=name or (exception_name(exc) if exc else "RuntimeError"),
-        error=message or (exception_message(exc) if exc else ""),
-        backtrace=ruby_backtrace(exc.__traceback__) if exc and exc.__traceback__ else [],
-        worker=job.worker_id,
-        queue=job.queue,
-    )

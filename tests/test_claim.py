@@ -309,15 +309,15 @@ def test_a_take_cut_by_a_lost_connection_resumes_without_finishing_twice(
     item = big_payload()
     r.rpush(keys.queue("high"), b'{"class":"First","args":[]}', item)
     claimer.claim(["high"], NO_FINISH, RUN_AT)
-    real_check = fetch.payload_is_valid
+    real_check = fetch.checked_payload
 
-    def cut(payload: bytes) -> bool:  # LMOVE done, then the connection goes
+    def cut(payload: bytes) -> None:  # LMOVE done, then the connection goes
         raise redis.ConnectionError("connection cut")
 
-    monkeypatch.setattr(fetch, "payload_is_valid", cut)
+    monkeypatch.setattr(fetch, "checked_payload", cut)
     with pytest.raises(redis.ConnectionError):
         claimer.claim(["high"], SUCCESS, RUN_AT)
-    monkeypatch.setattr(fetch, "payload_is_valid", real_check)
+    monkeypatch.setattr(fetch, "checked_payload", real_check)
     assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", item, True)
     assert int(r.get(keys.stat("processed")) or 0) == 1  # the first job counted once
     assert not r.exists(keys.raw_payload(WID), keys.queue("high"))
