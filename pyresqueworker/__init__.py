@@ -7,6 +7,7 @@ Register handlers by Resque class name, enqueue from Python or Ruby, and run
 from __future__ import annotations
 
 from ._version import __version__
+from .aio_client import AsyncClient
 from .client import Client, NoClassError, NoQueueError, WorkerInfo
 from .config import WorkerConfig
 from .job import Job, JobCall
@@ -25,6 +26,7 @@ from .retry import Retry
 from .runner import WorkerError, run_worker
 
 __all__ = [
+    "AsyncClient",
     "Client",
     "DontPerform",
     "Job",

@@ -6,8 +6,6 @@ Everything written here is what Ruby Resque would write for the same call (spec 
 
 from __future__ import annotations
 
-import itertools
-import uuid
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -16,47 +14,23 @@ import redis
 from redis import Redis
 
 from . import wire
+from .client_core import REGISTERED_QUEUE, ClientCore
+from .commands import Op, T, run
 from .connection import connect, describe, pinned_to_namespace
+from .enqueue_ops import NoClassError, NoQueueError
 from .failed_queue import FailedQueue, Raw
-from .inspection import (
-    WorkerInfo,
-    as_text,
-    is_pause_value,
-    read_heartbeats,
-    read_info,
-    read_queue_names,
-    read_workers,
-)
+from .inspection import WorkerInfo, redis_id
 from .registry import default_registry
-from .resp import LuaScript
 from .retry import Retry
 
 if TYPE_CHECKING:
     from .delayed import DelayedQueue, When
     from .schedules import ScheduleStore
-    from .unique import UniqueJobs
 
 __all__ = ["Client", "NoClassError", "NoQueueError", "WorkerInfo"]
 
-# Resque.push's two writes as one command (spec §4).
-_PUSH = LuaScript(
-    "redis.call('SADD', KEYS[1], ARGV[1]) return redis.call('RPUSH', KEYS[2], ARGV[2])"
-)
 
-#: The default ``queue_for``: the queue of a handler registered with ``@job`` in this process,
-#: so ``enqueue("Jobs::Archive", ...)`` finds ``@job("Jobs::Archive", queue="files")``.
-_REGISTERED_QUEUE = default_registry.queue_for
-
-
-class NoQueueError(ValueError):
-    """No queue was given and none could be inferred for the class (Ruby: ``NoQueueError``)."""
-
-
-class NoClassError(ValueError):
-    """A job without a class name (Ruby: ``NoClassError``)."""
-
-
-class Client:
+class Client(ClientCore):
     """A Resque client on one Redis: the Python counterpart of Ruby's ``Resque`` module.
 
     ``redis``: a ``redis.Redis``, a ``redis.cluster.RedisCluster``, or a URL (the same as
@@ -72,7 +46,7 @@ class Client:
         *,
         url: Optional[str] = None,
         namespace: str = wire.DEFAULT_NAMESPACE,
-        queue_for: Optional[Callable[[str], Optional[str]]] = _REGISTERED_QUEUE,
+        queue_for: Optional[Callable[[str], Optional[str]]] = REGISTERED_QUEUE,
     ) -> None:
         if isinstance(redis, str):  # Client("redis://..."), as redis.Redis.from_url users write
             if url is not None:
@@ -83,9 +57,11 @@ class Client:
             # A redis.cluster.RedisCluster: our keys share one slot (see pinned_to_namespace).
             redis, self._owns_connection = pinned_to_namespace(redis, namespace), True
         self.redis: Redis = connect(url) if redis is None else redis
-        self.keys = wire.Keys(namespace)
-        self.queue_for = queue_for
+        super().__init__(namespace, queue_for)
         self.failed_queue = FailedQueue(self.redis, self.keys)
+
+    def _run(self, op: Op[T], pipeline: Optional[redis.client.Pipeline] = None) -> T:
+        return run(self.redis, op, pipeline)
 
     def __repr__(self) -> str:
         # describe() names host, port and db only: never a password.
@@ -107,20 +83,8 @@ class Client:
         and ``queue_for`` knows none. ``pipeline``, ``retry``, ``job_id``: see
         :meth:`enqueue_to`.
         """
-        queue = self.queue_or_raise(class_name, queue)
-        return self.enqueue_to(queue, class_name, *args, pipeline=pipeline, retry=retry,
-                               job_id=job_id)
-
-    def queue_or_raise(self, class_name: str, queue: Optional[str]) -> str:
-        """``queue``, else the class's registered queue; :class:`NoQueueError` if neither."""
-        if queue is None:
-            queue = self.queue_for(class_name) if self.queue_for is not None else None
-            if not queue:
-                raise NoQueueError(
-                    f"Jobs must be placed onto a queue. No queue could be inferred for class "
-                    f"{class_name!r}: pass queue=... or register the class with a queue"
-                )
-        return queue
+        return self._run(self._enqueue_op(class_name, args, queue, retry, job_id,
+                                          pipeline is not None), pipeline)
 
     def enqueue_to(self, queue: str, class_name: str, *args: Any,
                    pipeline: Optional[redis.client.Pipeline] = None,
@@ -139,20 +103,8 @@ class Client:
         travels in the payload as a ``"retry"`` field, which Ruby workers ignore. ``job_id``
         is stored as the payload's ``"id"``, by which job history finds the job's runs.
         """
-        self.validate(queue, class_name)
-        item = wire.encode_job(class_name, args)
-        extra: dict[str, Any] = {}
-        if job_id is not None:
-            extra["id"] = job_id
-        if retry is not None:
-            extra["retry"] = retry.to_json()
-        item = wire.with_fields(item, extra)
-        if pipeline is not None:
-            pipeline.sadd(self.keys.queues, queue)
-            pipeline.rpush(self.keys.queue(queue), item)
-            return item
-        _PUSH(self.redis, [self.keys.queues, self.keys.queue(queue)], [queue, item])
-        return item
+        op = self._enqueue_to_op(queue, class_name, args, retry, job_id, pipeline is not None)
+        return self._run(op, pipeline)
 
     def enqueue_many(
         self, queue: str, jobs: Iterable[tuple[str, Sequence[Any]]], *, batch: int = 1000,
@@ -165,26 +117,7 @@ class Client:
         are already queued. With ``pipeline`` every batch is queued on the caller's pipeline
         (all or nothing with ``transaction=True``).
         """
-        if batch < 1:
-            raise ValueError("batch must be at least 1")
-        self.validate(queue, "-")
-        queue_key = self.keys.queue(queue)
-        pushed = 0
-        iterator = iter(jobs)
-        while True:
-            chunk = list(itertools.islice(iterator, batch))
-            if not chunk:
-                return pushed
-            items = []
-            for class_name, args in chunk:
-                self.validate(queue, class_name)
-                items.append(wire.encode_job(class_name, args))
-            pipe = pipeline if pipeline is not None else self.redis.pipeline(transaction=False)
-            pipe.sadd(self.keys.queues, queue)
-            pipe.rpush(queue_key, *items)
-            if pipeline is None:
-                pipe.execute()
-            pushed += len(items)
+        return self._run(self._enqueue_many_op(queue, jobs, batch), pipeline)
 
     # -- delayed jobs (resque-scheduler's format; see pyresqueworker.delayed) -------------
 
@@ -209,14 +142,15 @@ class Client:
         """Run ``class_name(*args)`` at ``when`` (aware datetime or epoch seconds), as
         resque-scheduler's ``Resque.enqueue_at``; returns the timestamp, or ``None`` if it was
         due already and went straight to its queue."""
-        return self.delayed.enqueue_at(when, class_name, *args, queue=queue, pipeline=pipeline)
+        return self._run(self._enqueue_at_op(when, class_name, args, queue,
+                                             pipeline is not None), pipeline)
 
     def enqueue_in(self, seconds: float | timedelta, class_name: str, *args: Any,
                    queue: Optional[str] = None,
                    pipeline: Optional[redis.client.Pipeline] = None) -> Optional[int]:
         """``Resque.enqueue_in``: run the job ``seconds`` from now."""
-        return self.delayed.enqueue_in(seconds, class_name, *args, queue=queue,
-                                       pipeline=pipeline)
+        return self._run(self._enqueue_in_op(seconds, class_name, args, queue,
+                                             pipeline is not None), pipeline)
 
     # -- unique jobs (see pyresqueworker.unique) ------------------------------------------
 
@@ -228,44 +162,37 @@ class Client:
         or after 24 hours. ``pipeline``: queued on the caller's pipeline (returns True; the
         pipeline's result for it is 1 or 0).
         """
-        return self._unique.enqueue(queue, class_name, args, pipeline=pipeline)
+        return self._run(self._unique_op(class_name, args, queue), pipeline)
 
     def enqueue_unique_by_key(self, class_name: str, key: Any, *args: Any,
                               queue: Optional[str] = None,
                               pipeline: Optional[redis.client.Pipeline] = None) -> bool:
         """As :meth:`enqueue_unique`, unique by ``key`` (any JSON value) instead of the args."""
-        return self._unique.enqueue(queue, class_name, args, by_key=key, keyed=True,
-                                    pipeline=pipeline)
+        return self._run(self._unique_op(class_name, args, queue, key=key, keyed=True), pipeline)
 
     def enqueue_unique_at(self, when: When, class_name: str, *args: Any,
                           queue: Optional[str] = None, key: Any = None,
                           pipeline: Optional[redis.client.Pipeline] = None) -> bool:
         """Schedule (resque-scheduler's format) unless one of its kind is queued or scheduled;
         unique by ``key`` when given, else by the args."""
-        return self._unique.enqueue(queue, class_name, args, by_key=key, keyed=key is not None,
-                                    when=when, pipeline=pipeline)
+        op = self._unique_op(class_name, args, queue, key=key, keyed=key is not None, when=when)
+        return self._run(op, pipeline)
 
     def enqueue_unique_in(self, seconds: float | timedelta, class_name: str, *args: Any,
                           queue: Optional[str] = None, key: Any = None,
                           pipeline: Optional[redis.client.Pipeline] = None) -> bool:
         """:meth:`enqueue_unique_at` ``seconds`` from now."""
-        delay = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
-        return self.enqueue_unique_at(self._unique.clock() + delay, class_name, *args,
-                                      queue=queue, key=key, pipeline=pipeline)
-
-    @property
-    def _unique(self) -> UniqueJobs:
-        from .unique import UniqueJobs
-
-        return UniqueJobs(self)
+        op = self._unique_op(class_name, args, queue, key=key, keyed=key is not None,
+                             delay=seconds)
+        return self._run(op, pipeline)
 
     def remove_delayed(self, class_name: str, *args: Any, queue: Optional[str] = None) -> int:
         """``Resque.remove_delayed``: unschedule matching jobs; returns how many."""
-        return self.delayed.remove_delayed(class_name, *args, queue=queue)
+        return self._run(self._remove_delayed_op(class_name, args, queue)) or 0
 
     def delayed_count(self) -> int:
         """``Resque.count_all_scheduled_jobs``."""
-        return self.delayed.delayed_count()
+        return self._run(self._delayed_count_op())
 
     def dequeue(self, class_name: str, *args: Any, queue: str) -> int:
         """``Resque.dequeue`` / ``Job.destroy``: remove queued jobs; returns how many.
@@ -273,23 +200,7 @@ class Client:
         With args, removes every item byte-equal to Ruby's encoding (``LREM 0``). Without
         args, removes every job of the class whatever its args, as Ruby does.
         """
-        key = self.keys.queue(queue)
-        if args:
-            return int(self.redis.lrem(key, 0, wire.encode_job(class_name, args)))
-        matching: set[Raw] = set()
-        for raw in self.redis.lrange(key, 0, -1):
-            try:
-                payload = wire.loads(raw)
-            except wire.DecodeError:
-                continue
-            if isinstance(payload, dict) and payload.get("class") == class_name:
-                matching.add(raw)
-        if not matching:
-            return 0
-        pipe = self.redis.pipeline(transaction=False)
-        for raw in matching:
-            pipe.lrem(key, 0, raw)  # type: ignore[arg-type]  # bytes are fine at runtime
-        return sum(int(n) for n in pipe.execute())
+        return self._run(self._dequeue_op(class_name, args, queue))
 
     def enqueue_active_job(
         self,
@@ -311,41 +222,18 @@ class Client:
         which Rails 6.1 and 7.0 also run: they ignore the extra key. ``pipeline``: see
         :meth:`enqueue_to`.
         """
-        from .activejob import JOB_WRAPPER, job_data, serialize_arguments
-
-        if not job_class:
-            raise NoClassError("an ActiveJob job needs a job class")
-        job_id = job_id or str(uuid.uuid4())
-        data = job_data(
-            job_class,
-            serialize_arguments(args, kwargs),
-            queue_name=queue,
-            job_id=job_id,
-            priority=priority,
-            locale=locale,
-            timezone=timezone,
-        )
-        self.enqueue_to(queue, JOB_WRAPPER, data, pipeline=pipeline)
-        return job_id
-
-    @staticmethod
-    def validate(queue: str, class_name: str) -> None:
-        if not isinstance(queue, str) or not queue:
-            raise NoQueueError("Jobs must be placed onto a queue (got an empty queue name)")
-        if not isinstance(class_name, str) or not class_name:
-            raise NoClassError("Jobs must be given a class.")
+        return self._run(self._active_job_op(job_class, args, kwargs, queue, job_id, priority,
+                                             locale, timezone, pipeline is not None), pipeline)
 
     # -- queues ---------------------------------------------------------------------------
 
     def size(self, queue: str) -> int:
         """Jobs waiting in ``queue`` (``LLEN``)."""
-        return int(self.redis.llen(self.keys.queue(queue)))
+        return self._run(self._size_op(queue))
 
     def peek_raw(self, queue: str, start: int = 0, count: int = 1) -> list[Raw]:
         """Items ``start .. start+count-1`` of ``queue`` exactly as stored."""
-        if count <= 0:
-            return []
-        return list(self.redis.lrange(self.keys.queue(queue), start, start + count - 1))
+        return self._run(self._peek_raw_op(queue, start, count))
 
     def peek(self, queue: str, start: int = 0, count: int = 1) -> list[dict[str, Any]]:
         """Decoded items ``start .. start+count-1`` of ``queue`` (``Resque.peek``).
@@ -353,71 +241,62 @@ class Client:
         Raises :class:`wire.DecodeError` for an item that is not a JSON object, as Ruby does;
         use :meth:`peek_raw` to look at such items.
         """
-        decoded = []
-        for offset, raw in enumerate(self.peek_raw(queue, start, count)):
-            value = wire.loads(raw)
-            if not isinstance(value, dict):
-                raise wire.DecodeError(f"item {start + offset} of {queue!r} is not a JSON object")
-            decoded.append(value)
-        return decoded
+        return self._run(self._peek_op(queue, start, count))
 
     def queues(self) -> list[str]:
         """Every queue, sorted: the ``queues`` set (Ruby's ``Resque.queues``, which
         ``Resque.enqueue`` fills) and any ``queue:<name>`` list, so jobs pushed by hand with
         ``RPUSH`` are seen too."""
-        return read_queue_names(self.redis, self.keys)
+        return self._run(self._queues_op())
 
     def remove_queue(self, queue: str) -> None:
         """``Resque.remove_queue``: one pipeline, ``SREM queues <q>`` and ``DEL queue:<q>``."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.srem(self.keys.queues, queue)
-        pipe.delete(self.keys.queue(queue))
-        pipe.execute()
+        self._run(self._remove_queue_op(queue))
 
     # -- pausing ----------------------------------------------------------------------------
 
     def pause_queue(self, queue: str) -> None:
         """Stop this package's workers taking jobs from ``queue`` (Ruby workers ignore this)."""
-        self.redis.sadd(self.keys.paused_queues, queue)
+        self._run(self._command_op("SADD", self.keys.paused_queues, queue))
 
     def unpause_queue(self, queue: str) -> None:
         """Let workers take jobs from ``queue`` again."""
-        self.redis.srem(self.keys.paused_queues, queue)
+        self._run(self._command_op("SREM", self.keys.paused_queues, queue))
 
     def paused_queues(self) -> list[str]:
         """Queues paused with :meth:`pause_queue`, sorted."""
-        return sorted(as_text(name) or "" for name in self.redis.smembers(self.keys.paused_queues))
+        return self._run(self._paused_queues_op())
 
     def pause_all(self) -> None:
         """Resque's global pause: every Ruby and Python worker stops taking jobs."""
-        self.redis.set(self.keys.pause_all, "true")
+        self._run(self._command_op("SET", self.keys.pause_all, "true"))
 
     def unpause_all(self) -> None:
         """Lift the global pause."""
-        self.redis.delete(self.keys.pause_all)
+        self._run(self._command_op("DEL", self.keys.pause_all))
 
     def all_paused(self) -> bool:
         """Whether the global pause is on, read as Ruby's ``paused?`` does (strip, downcase)."""
-        return is_pause_value(self.redis.get(self.keys.pause_all))
+        return self._run(self._all_paused_op())
 
     # -- workers and stats (spec §7, §9; see pyresqueworker.inspection) ------------------
 
     def workers(self) -> list[WorkerInfo]:
         """Every registered worker Ruby could parse (others are skipped), sorted by id."""
-        return read_workers(self.redis, self.keys)
+        return self._run(self._workers_op())
 
     def working(self) -> list[WorkerInfo]:
         """The workers whose ``worker:<id>`` key holds a job (``Resque.working``)."""
-        return [worker for worker in self.workers() if worker.state == "working"]
+        return self._run(self._working_op())
 
     def heartbeats(self) -> dict[str, str]:
         """``workers:heartbeat`` as ``{worker id: time text}``, dead workers included."""
-        return read_heartbeats(self.redis, self.keys)
+        return self._run(self._heartbeats_op())
 
     def info(self) -> dict[str, Any]:
         """The fields of ``Resque.info``: pending, processed, queues, workers, working, failed,
         servers and environment."""
-        return read_info(self.redis, self.keys)
+        return self._run(self._info_op(redis_id(self.redis)))
 
     # -- the failed list (spec §10), see failed_queue.py ------------------------------------
 

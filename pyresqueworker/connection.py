@@ -13,6 +13,7 @@ from typing import Any, Optional
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import redis
+import redis.asyncio
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import SSLConnection, parse_url
 from redis.retry import Retry
@@ -31,7 +32,8 @@ from .wire import has_hash_tag as wire_has_hash_tag
 
 __all__ = [
     "DEFAULT_URL", "WORKER_PERMISSIONS", "ConfigError", "ConnectionFactory", "TLSFiles",
-    "connect", "describe", "explain_error", "pinned_to_namespace", "redact_url", "resolve_url",
+    "connect", "connect_async", "describe", "explain_error", "pinned_to_namespace", "redact_url",
+    "resolve_url",
 ]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -151,16 +153,22 @@ class ConnectionFactory:
         self._sentinels = hosts
         return {**kwargs, "service": unquote(path[0])}
 
-    def connect(self, **options: Any) -> redis.Redis:
-        """A ``redis.Redis`` client; ``single_connection_client=True`` for one socket."""
+    def _client_kwargs(self, options: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The connection keyword arguments for ``options``, and whether TLS is on: one
+        source for the blocking and the asyncio clients."""
         options.setdefault("decode_responses", False)
         options.setdefault("health_check_interval", 30)
-        options.setdefault("retry", Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10))
-        single = options.pop("single_connection_client", False)
         kwargs = {**self._kwargs, **options}
-        secure = self.scheme.startswith("rediss") or kwargs.pop("ssl", False)
+        secure = bool(self.scheme.startswith("rediss") or kwargs.pop("ssl", False))
         if self.tls is not None and secure:
             kwargs.update(self.tls.options())
+        return kwargs, secure
+
+    def connect(self, **options: Any) -> redis.Redis:
+        """A ``redis.Redis`` client; ``single_connection_client=True`` for one socket."""
+        options.setdefault("retry", Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10))
+        single = options.pop("single_connection_client", False)
+        kwargs, secure = self._client_kwargs(options)
         pool_class = _LazyPool if single else redis.ConnectionPool
         if self.scheme == "unix":
             pool = pool_class(**kwargs)
@@ -178,6 +186,40 @@ class ConnectionFactory:
                 connection_class=LocatedSSLConnection if secure else LocatedConnection,
                 locator=self.locator, host=first[0], port=first[1], **kwargs)
         return redis.Redis(connection_pool=pool, single_connection_client=single)
+
+    def connect_async(self, **options: Any) -> redis.asyncio.Redis:
+        """A ``redis.asyncio.Redis`` for the same URL, credentials and TLS files.
+
+        Sentinel URLs ask the Sentinels for the master on every connect (redis-py's asyncio
+        Sentinel support); ``redis+cluster://`` is refused (pass a client pinned with
+        :func:`pinned_to_namespace` to the blocking :class:`~pyresqueworker.client.Client`
+        instead).
+        """
+        from redis.asyncio import connection as aio_connection
+        from redis.asyncio.retry import Retry as AsyncRetry
+        from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+        if self.is_cluster:
+            raise ConfigError(f"{redact_url(self.url)!r}: the asyncio client does not "
+                              "support redis+cluster:// URLs")
+        options.setdefault("retry", AsyncRetry(ExponentialWithJitterBackoff(base=0.01, cap=1.0),
+                                               10))
+        kwargs, secure = self._client_kwargs(options)
+        if self.scheme == "unix":
+            kwargs["connection_class"] = aio_connection.UnixDomainSocketConnection
+            return redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(**kwargs))
+        service = kwargs.pop("service", None)
+        if service is not None:
+            socket_options = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
+            sentinel = AsyncSentinel(self._sentinels,
+                                     sentinel_kwargs={**self._sentinel_options, **socket_options})
+            client: redis.asyncio.Redis = sentinel.master_for(service, ssl=secure, **kwargs)
+            return client
+        host, port = self.locator_seed()
+        pool = redis.asyncio.ConnectionPool(
+            connection_class=aio_connection.SSLConnection if secure else aio_connection.Connection,
+            host=host, port=port, **kwargs)
+        return redis.asyncio.Redis(connection_pool=pool)
 
     def locator_seed(self) -> Address:
         if isinstance(self.locator, NodeLocator):
@@ -278,7 +320,15 @@ def connect(
     return ConnectionFactory(url, tls=tls).connect(**options)
 
 
-def describe(client: redis.Redis) -> str:
+def connect_async(
+    url: Optional[str] = None, *, tls: Optional[TLSFiles] = None, **options: Any
+) -> redis.asyncio.Redis:
+    """A ``redis.asyncio.Redis`` for the URLs :func:`connect` takes, except
+    ``redis+cluster://`` (see :meth:`ConnectionFactory.connect_async`)."""
+    return ConnectionFactory(url, tls=tls).connect_async(**options)
+
+
+def describe(client: redis.Redis | redis.asyncio.Redis) -> str:
     """Where a client points, without credentials, for log lines and errors."""
     pool = client.connection_pool
     kwargs = pool.connection_kwargs

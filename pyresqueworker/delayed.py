@@ -19,11 +19,16 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union, overload
 from redis.client import Pipeline
 
 from . import wire
+from .commands import Op, call, cmd, run, send
+from .enqueue_ops import push, resolve_queue, schedule, validate
 
 if TYPE_CHECKING:
     from .client import Client
+    from .client_core import ClientCore
 
-__all__ = ["PUSH_OR_SCHEDULE_LUA", "DelayedQueue", "When", "as_bytes", "epoch_seconds"]
+__all__ = [
+    "PUSH_OR_SCHEDULE_LUA", "DelayedOps", "DelayedQueue", "When", "as_bytes", "epoch_seconds",
+]
 
 #: A moment: an aware ``datetime`` or epoch seconds.
 When = Union[datetime, int, float]
@@ -86,6 +91,99 @@ def _timestamp_of(member: object) -> Optional[int]:
         return None
 
 
+class DelayedOps:
+    """The delayed-job operations (see :mod:`pyresqueworker.commands`) for one namespace,
+    run by :class:`DelayedQueue` here and by the asyncio client's twin."""
+
+    def __init__(self, client: ClientCore, *, clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.keys = client.keys
+        self.clock = clock
+
+    def enqueue_at(self, when: When, class_name: str, args: Sequence[Any],
+                   queue: Optional[str], piped: bool) -> Op[Optional[int]]:
+        """See :meth:`DelayedQueue.enqueue_at`."""
+        timestamp = epoch_seconds(when)
+        queue = self.queue(class_name, queue)
+        if timestamp <= math.floor(self.clock()):
+            yield from push(self.keys, queue, wire.encode_job(class_name, args), piped)
+            return None
+        yield from schedule(self.keys, timestamp,
+                            wire.encode_delayed_item(class_name, args, queue))
+        return timestamp
+
+    def enqueue_in(self, seconds: Union[float, timedelta], class_name: str, args: Sequence[Any],
+                   queue: Optional[str], piped: bool) -> Op[Optional[int]]:
+        """See :meth:`DelayedQueue.enqueue_in`."""
+        delay = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
+        return self.enqueue_at(self.clock() + delay, class_name, args, queue, piped)
+
+    def remove_delayed(self, class_name: str, args: Sequence[Any], queue: Optional[str],
+                       piped: bool) -> Op[Optional[int]]:
+        """See :meth:`DelayedQueue.remove_delayed`."""
+        item = wire.encode_delayed_item(class_name, args, self.queue(class_name, queue))
+        set_key = self.keys.timestamps(item)
+        members = sorted(as_bytes(m) for m in (yield from call("SMEMBERS", set_key)))
+        removals = []
+        for member in members:
+            removals += [cmd("LREM", self.keys.ns.encode() + member, 0, item),
+                         cmd("SREM", set_key, member)]
+        replies = (yield from send(*removals, write=True)) if removals else []
+        if piped:
+            return None
+        return sum(int(count) for count in replies[0::2])
+
+    def scheduled_at(self, class_name: str, args: Sequence[Any],
+                     queue: Optional[str]) -> Op[list[int]]:
+        """See :meth:`DelayedQueue.scheduled_at`."""
+        item = wire.encode_delayed_item(class_name, args, self.queue(class_name, queue))
+        found = (_timestamp_of(m) for m in (yield from call("SMEMBERS",
+                                                             self.keys.timestamps(item))))
+        return sorted(ts for ts in found if ts is not None)
+
+    def delayed_count(self) -> Op[int]:
+        """See :meth:`DelayedQueue.delayed_count`."""
+        timestamps = yield from call("ZRANGE", self.keys.delayed_schedule, 0, -1)
+        if not timestamps:
+            return 0
+        sizes = yield from send(*(cmd("LLEN", self.keys.ns.encode() + b"delayed:" + as_bytes(ts))
+                                  for ts in timestamps))
+        return sum(int(n) for n in sizes)
+
+    def delayed_timestamps(self, start: int, count: Optional[int]) -> Op[list[int]]:
+        """See :meth:`DelayedQueue.delayed_timestamps`."""
+        if count is not None and count <= 0:
+            return []
+        stop = -1 if count is None else start + count - 1
+        found = yield from call("ZRANGE", self.keys.delayed_schedule, start, stop)
+        return [int(as_bytes(ts)) for ts in found]
+
+    def delayed_at(self, timestamp: When, start: int,
+                   count: Optional[int]) -> Op[list[dict[str, Any]]]:
+        """See :meth:`DelayedQueue.delayed_at`."""
+        if count is not None and count <= 0:
+            return []
+        stop = -1 if count is None else start + count - 1
+        key = self.keys.delayed(epoch_seconds(timestamp))
+        decoded = []
+        for raw in (yield from call("LRANGE", key, start, stop)):
+            value = wire.loads(raw)
+            if not isinstance(value, dict):
+                raise wire.DecodeError(f"an item of {key!r} is not a JSON object")
+            decoded.append(value)
+        return decoded
+
+    def delayed_size(self, timestamp: When) -> Op[int]:
+        """See :meth:`DelayedQueue.delayed_size`."""
+        return int((yield from call("LLEN", self.keys.delayed(epoch_seconds(timestamp)))))
+
+    def queue(self, class_name: str, queue: Optional[str]) -> str:
+        """The explicit queue, else the class's registered one (Ruby's ``queue_from_class``)."""
+        queue = resolve_queue(self.client.queue_for, class_name, queue)
+        validate(queue, class_name)
+        return queue
+
+
 class DelayedQueue:
     """Delayed jobs on a client's Redis and namespace, in resque-scheduler's format.
 
@@ -99,7 +197,11 @@ class DelayedQueue:
         self.client = client
         self.redis = client.redis
         self.keys = client.keys
-        self.clock = clock
+        self.ops = DelayedOps(client, clock=clock)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.ops.clock
 
     # -- writing (spec §15.1) -------------------------------------------------------------
 
@@ -119,21 +221,8 @@ class DelayedQueue:
         Raises :class:`~pyresqueworker.client.NoQueueError` /
         :class:`~pyresqueworker.client.NoClassError` as ``Resque.enqueue`` does.
         """
-        timestamp = epoch_seconds(when)
-        queue = self._queue(class_name, queue)
-        if timestamp <= math.floor(self.clock()):
-            self._push_now(queue, class_name, args, pipeline)
-            return None
-        item = wire.encode_delayed_item(class_name, args, queue)
-        # Ruby sends these three commands separately; a MULTI writes the same keys and values
-        # and never leaves a list entry that the schedule zset does not point at.
-        pipe = pipeline if pipeline is not None else self.redis.pipeline(transaction=True)
-        pipe.rpush(self.keys.delayed(timestamp), item)
-        pipe.sadd(self.keys.timestamps(item), self.keys.delayed_member(timestamp))
-        pipe.zadd(self.keys.delayed_schedule, {str(timestamp): timestamp})
-        if pipeline is None:
-            pipe.execute()
-        return timestamp
+        op = self.ops.enqueue_at(when, class_name, args, queue, pipeline is not None)
+        return run(self.redis, op, pipeline)
 
     def enqueue_in(
         self,
@@ -144,20 +233,8 @@ class DelayedQueue:
         pipeline: Optional[Pipeline] = None,
     ) -> Optional[int]:
         """``Resque.enqueue_in_with_queue``: :meth:`enqueue_at` ``seconds`` from now."""
-        delay = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
-        return self.enqueue_at(
-            self.clock() + delay, class_name, *args, queue=queue, pipeline=pipeline
-        )
-
-    def _push_now(
-        self, queue: str, class_name: str, args: Sequence[Any], pipeline: Optional[Pipeline]
-    ) -> None:
-        if pipeline is None:
-            self.client.enqueue_to(queue, class_name, *args)
-            return
-        self.client.validate(queue, class_name)
-        pipeline.sadd(self.keys.queues, queue)
-        pipeline.rpush(self.keys.queue(queue), wire.encode_job(class_name, args))
+        op = self.ops.enqueue_in(seconds, class_name, args, queue, pipeline is not None)
+        return run(self.redis, op, pipeline)
 
     # -- removing (spec §15.2) ------------------------------------------------------------
 
@@ -186,27 +263,14 @@ class DelayedQueue:
         replies in the pipeline's results and this returns ``None``. Emptied timestamps stay
         in the schedule until a scheduler cleans them up, as with Ruby.
         """
-        item = wire.encode_delayed_item(class_name, args, self._queue(class_name, queue))
-        set_key = self.keys.timestamps(item)
-        members = sorted(as_bytes(m) for m in self.redis.smembers(set_key))
-        pipe = pipeline if pipeline is not None else self.redis.pipeline(transaction=False)
-        for member in members:
-            pipe.lrem(self.keys.ns.encode() + member, 0, item)
-            pipe.srem(set_key, member)
-        if pipeline is not None:
-            return None
-        if not members:
-            return 0
-        replies = pipe.execute()
-        return sum(int(count) for count in replies[0::2])
+        op = self.ops.remove_delayed(class_name, args, queue, pipeline is not None)
+        return run(self.redis, op, pipeline)
 
     # -- reading (spec §15.2) -------------------------------------------------------------
 
     def scheduled_at(self, class_name: str, *args: Any, queue: Optional[str] = None) -> list[int]:
         """``Resque.scheduled_at``: the timestamps this exact job is scheduled at, sorted."""
-        item = wire.encode_delayed_item(class_name, args, self._queue(class_name, queue))
-        found = (_timestamp_of(m) for m in self.redis.smembers(self.keys.timestamps(item)))
-        return sorted(ts for ts in found if ts is not None)
+        return run(self.redis, self.ops.scheduled_at(class_name, args, queue))
 
     def is_delayed(self, class_name: str, *args: Any, queue: Optional[str] = None) -> bool:
         """``Resque.delayed?``: whether this exact job is scheduled at all."""
@@ -214,24 +278,14 @@ class DelayedQueue:
 
     def delayed_count(self) -> int:
         """``Resque.count_all_scheduled_jobs``: the sum of ``LLEN delayed:<ts>``."""
-        timestamps = self.redis.zrange(self.keys.delayed_schedule, 0, -1)
-        if not timestamps:
-            return 0
-        pipe = self.redis.pipeline(transaction=False)
-        for ts in timestamps:
-            pipe.llen(self.keys.ns.encode() + b"delayed:" + as_bytes(ts))
-        return sum(int(n) for n in pipe.execute())
+        return run(self.redis, self.ops.delayed_count())
 
     def delayed_timestamps(self, start: int = 0, count: Optional[int] = None) -> list[int]:
         """``Resque.delayed_queue_peek``: scheduled timestamps, oldest first.
 
         ``count=None`` lists all from ``start``.
         """
-        if count is not None and count <= 0:
-            return []
-        stop = -1 if count is None else start + count - 1
-        found = self.redis.zrange(self.keys.delayed_schedule, start, stop)
-        return [int(as_bytes(ts)) for ts in found]
+        return run(self.redis, self.ops.delayed_timestamps(start, count))
 
     def delayed_at(
         self, timestamp: When, start: int = 0, count: Optional[int] = None
@@ -240,34 +294,8 @@ class DelayedQueue:
 
         Raises :class:`~pyresqueworker.wire.DecodeError` for an item that is not a JSON object.
         """
-        if count is not None and count <= 0:
-            return []
-        stop = -1 if count is None else start + count - 1
-        key = self.keys.delayed(epoch_seconds(timestamp))
-        decoded = []
-        for raw in self.redis.lrange(key, start, stop):
-            value = wire.loads(raw)
-            if not isinstance(value, dict):
-                raise wire.DecodeError(f"an item of {key!r} is not a JSON object")
-            decoded.append(value)
-        return decoded
+        return run(self.redis, self.ops.delayed_at(timestamp, start, count))
 
     def delayed_size(self, timestamp: When) -> int:
         """``Resque.delayed_timestamp_size``: items filed under ``timestamp``."""
-        return int(self.redis.llen(self.keys.delayed(epoch_seconds(timestamp))))
-
-    # -- helpers --------------------------------------------------------------------------
-
-    def _queue(self, class_name: str, queue: Optional[str]) -> str:
-        """The explicit queue, else the class's registered one (Ruby's ``queue_from_class``)."""
-        from .client import NoQueueError
-
-        if queue is None and self.client.queue_for is not None:
-            queue = self.client.queue_for(class_name)
-        if not queue:
-            raise NoQueueError(
-                f"Jobs must be placed onto a queue. No queue could be inferred for class "
-                f"{class_name!r}: pass queue=... or register the class with a queue"
-            )
-        self.client.validate(queue, class_name)
-        return queue
+        return run(self.redis, self.ops.delayed_size(timestamp))

@@ -14,10 +14,12 @@ from typing import Any, Optional
 from redis import Redis
 
 from . import wire
-from .failed_queue import Raw, decode_entry
+from .commands import Op, call, cmd, run, send
+from .failed_ops import Raw, decode_entry
 
 __all__ = [
-    "WorkerInfo", "as_text", "read_heartbeats", "read_info", "read_queue_names", "read_workers",
+    "WorkerInfo", "as_text", "heartbeats_op", "info_op", "queue_names_op", "read_heartbeats",
+    "read_info", "read_queue_names", "read_workers", "redis_id", "workers_op",
 ]
 
 # Worker ids per pipelined MGET round when reading ``workers``; each id costs four keys.
@@ -77,23 +79,26 @@ def _parse_worker_id(raw: Raw) -> Optional[wire.WorkerId]:
     return wire.WorkerId(worker_id.host, worker_id.pid, tuple(queues))
 
 
-
-
 def read_workers(redis: Redis, keys: wire.Keys) -> list[WorkerInfo]:
-    """Every registered worker Ruby could parse (others are skipped), sorted by id.
+    """Every registered worker Ruby could parse (others are skipped), sorted by id."""
+    return run(redis, workers_op(keys))
+
+
+def workers_op(keys: wire.Keys) -> Op[list[WorkerInfo]]:
+    """The operation behind :func:`read_workers` (see :mod:`pyresqueworker.commands`).
 
     Two round trips whatever the number of workers: ``SMEMBERS``, then one pipeline of
     ``MGET``s and an ``HMGET`` of the heartbeats.
     """
     ids = []
-    for raw in redis.smembers(keys.workers):
+    for raw in (yield from call("SMEMBERS", keys.workers)):
         parsed = _parse_worker_id(raw)
         if parsed is not None:
             ids.append((as_text(raw) or "", parsed))
     if not ids:
         return []
     ids.sort(key=lambda pair: pair[0])
-    pipe = redis.pipeline(transaction=False)
+    calls = []
     for offset in range(0, len(ids), _WORKER_BATCH):
         batch: list[str] = []
         for text, _ in ids[offset : offset + _WORKER_BATCH]:
@@ -103,11 +108,10 @@ def read_workers(redis: Redis, keys: wire.Keys) -> list[WorkerInfo]:
                 keys.stat("processed", text),
                 keys.stat("failed", text),
             ]
-        pipe.mget(batch)
-    pipe.hmget(keys.heartbeats, [text for text, _ in ids])
-    pipe.get(keys.pause_all)
-    pipe.smembers(keys.paused_workers)
-    *batches, heartbeats, pause_all, paused_ids = pipe.execute()
+        calls.append(cmd("MGET", *batch))
+    calls += [cmd("HMGET", keys.heartbeats, *(text for text, _ in ids)),
+              cmd("GET", keys.pause_all), cmd("SMEMBERS", keys.paused_workers)]
+    *batches, heartbeats, pause_all, paused_ids = yield from send(*calls)
     all_paused = is_pause_value(pause_all)
     paused = {as_text(m) for m in paused_ids}
     values = [value for chunk in batches for value in chunk]
@@ -134,10 +138,13 @@ def read_workers(redis: Redis, keys: wire.Keys) -> list[WorkerInfo]:
 
 def read_heartbeats(redis: Redis, keys: wire.Keys) -> dict[str, str]:
     """``workers:heartbeat`` as ``{worker id: time text}``, dead workers included."""
-    return {
-        as_text(field) or "": as_text(value) or ""
-        for field, value in redis.hgetall(keys.heartbeats).items()
-    }
+    return run(redis, heartbeats_op(keys))
+
+
+def heartbeats_op(keys: wire.Keys) -> Op[dict[str, str]]:
+    """The operation behind :func:`read_heartbeats`."""
+    found = yield from call("HGETALL", keys.heartbeats)
+    return {as_text(field) or "": as_text(value) or "" for field, value in found.items()}
 
 
 def is_pause_value(value: Optional[Raw]) -> bool:
@@ -151,13 +158,24 @@ def read_queue_names(redis: Redis, keys: wire.Keys) -> list[str]:
     ``Resque.queues`` use) and every ``queue:<name>`` list, since a job pushed by hand
     (``redis-cli RPUSH resque:queue:low ...``) is waiting all the same without the set
     knowing its queue. (One ``SCAN`` over the namespace's ``queue:`` keys.)"""
-    names = {as_text(name) or "" for name in redis.smembers(keys.queues)}
+    return run(redis, queue_names_op(keys))
+
+
+def queue_names_op(keys: wire.Keys) -> Op[list[str]]:
+    """The operation behind :func:`read_queue_names`."""
+    names = {as_text(name) or "" for name in (yield from call("SMEMBERS", keys.queues))}
     prefix = keys.queue("")
-    for key in redis.scan_iter(match=_glob_escape(prefix) + "*", count=1000, _type="list"):
-        name = (as_text(key) or "")[len(prefix):]
-        if name and ":" not in name:
-            names.add(name)
-    return sorted(names)
+    pattern = _glob_escape(prefix) + "*"
+    cursor = 0
+    while True:
+        cursor, found = yield from call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000,
+                                        "TYPE", "list")
+        for key in found:
+            name = (as_text(key) or "")[len(prefix):]
+            if name and ":" not in name:
+                names.add(name)
+        if int(cursor) == 0:
+            return sorted(names)
 
 
 def _glob_escape(text: str) -> str:
@@ -168,14 +186,16 @@ def read_info(redis: Redis, keys: wire.Keys) -> dict[str, Any]:
     """The fields of ``Resque.info``: pending, processed, queues, workers, working, failed,
     servers and environment. Queues are those of :func:`read_queue_names`, so jobs pushed
     without the ``queues`` set count as pending too."""
-    queue_names = read_queue_names(redis, keys)
-    pipe = redis.pipeline(transaction=False)
-    pipe.get(keys.stat("processed"))
-    pipe.llen(keys.failed)
-    for name in queue_names:
-        pipe.llen(keys.queue(name))
-    processed, failed, *sizes = pipe.execute()
-    workers = read_workers(redis, keys)
+    return run(redis, info_op(keys, redis_id(redis)))
+
+
+def info_op(keys: wire.Keys, server: str) -> Op[dict[str, Any]]:
+    """The operation behind :func:`read_info`; ``server`` is :func:`redis_id`'s text."""
+    queue_names = yield from queue_names_op(keys)
+    processed, failed, *sizes = yield from send(
+        cmd("GET", keys.stat("processed")), cmd("LLEN", keys.failed),
+        *(cmd("LLEN", keys.queue(name)) for name in queue_names))
+    workers = yield from workers_op(keys)
     return {
         "pending": sum(int(size) for size in sizes),
         "processed": _ruby_to_i(processed),
@@ -183,15 +203,16 @@ def read_info(redis: Redis, keys: wire.Keys) -> dict[str, Any]:
         "workers": len(workers),
         "working": sum(1 for worker in workers if worker.state == "working"),
         "failed": int(failed),
-        "servers": [_redis_id(redis)],
+        "servers": [server],
         "environment": os.environ.get("RAILS_ENV")
         or os.environ.get("RACK_ENV")
         or "development",
     }
 
 
-def _redis_id(redis: Redis) -> str:
-    # redis-rb's Client#id: "redis://<host:port or socket path>/<db>", never credentials.
+def redis_id(redis: Any) -> str:
+    """redis-rb's ``Client#id``, ``redis://<host:port or socket path>/<db>``, never
+    credentials; for a blocking or an asyncio client."""
     kwargs = redis.connection_pool.connection_kwargs
     host, port = kwargs.get("host", "127.0.0.1"), kwargs.get("port", 6379)
     location = kwargs.get("path") or f"{host}:{port}"

@@ -130,3 +130,14 @@ class LuaScript:
         except redis.exceptions.NoScriptError:
             conn.script_load(self.source)
             return send("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    async def acall(self, conn: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """The same call on a ``redis.asyncio.Redis``."""
+        if conn.connection_pool not in self._loaded:
+            await conn.script_load(self.source)
+            self._loaded.add(conn.connection_pool)
+        try:
+            return await conn.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            await conn.script_load(self.source)
+            return await conn.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)

@@ -18,7 +18,9 @@ from typing import Any, Callable, Optional
 from redis.client import Pipeline
 
 from . import wire
+from .commands import Batch, Op, ScriptCall, run
 from .delayed import PUSH_OR_SCHEDULE_LUA, When, epoch_seconds
+from .enqueue_ops import resolve_queue, validate
 from .resp import LuaScript
 
 __all__ = ["UNIQUE_TTL", "UniqueJobs", "unique_digest"]
@@ -29,12 +31,11 @@ UNIQUE_TTL = 24 * 3600
 # KEYS: 1 lock, 2 queues, 3 queue:<q>, 4 delayed_queue_schedule, 5 delayed:<ts>,
 #  6 timestamps:<item>
 # ARGV: 1 expiry, 2 queue name, 3 item, 4 timestamp ("0": push now), 5 "delayed:<ts>"
-_UNIQUE_PUSH_SOURCE = PUSH_OR_SCHEDULE_LUA + r"""
+_UNIQUE_PUSH = LuaScript(PUSH_OR_SCHEDULE_LUA + r"""
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 push_or_schedule(ARGV[4], ARGV[3], KEYS[2], KEYS[3], ARGV[2], KEYS[4], KEYS[5], KEYS[6], ARGV[5])
 return 1
-"""
-_UNIQUE_PUSH = LuaScript(_UNIQUE_PUSH_SOURCE)
+""")
 
 
 def unique_digest(class_name: str, args: Any, by_key: Any = None, *, keyed: bool = False) -> str:
@@ -49,7 +50,8 @@ def with_unique_key(encoded: str, digest: str) -> str:
 
 
 class UniqueJobs:
-    """``enqueue_unique*`` for a :class:`~pyresqueworker.client.Client`."""
+    """``enqueue_unique*`` for a :class:`~pyresqueworker.client.Client` (or, through
+    :meth:`op`, for the asyncio client)."""
 
     def __init__(self, client: Any, *, clock: Callable[[], float] = time.time) -> None:
         self.client = client
@@ -64,8 +66,14 @@ class UniqueJobs:
         Returns whether it was pushed. With ``pipeline`` the script is only queued on the
         caller's pipeline and this returns True: the pipeline's result for it says (1 or 0).
         """
-        queue = self.client.queue_or_raise(class_name, queue)
-        self.client.validate(queue, class_name)
+        op = self.op(queue, class_name, args, by_key=by_key, keyed=keyed, when=when)
+        return run(self.client.redis, op, pipeline)
+
+    def op(self, queue: Optional[str], class_name: str, args: tuple[Any, ...], *,
+           by_key: Any = None, keyed: bool = False, when: Optional[When] = None) -> Op[bool]:
+        """The operation behind :meth:`enqueue` (see :mod:`pyresqueworker.commands`)."""
+        queue = resolve_queue(self.client.queue_for, class_name, queue)
+        validate(queue, class_name)
         digest = unique_digest(class_name, list(args), by_key, keyed=keyed)
         keys = self.keys
         now = math.floor(self.clock())
@@ -79,7 +87,5 @@ class UniqueJobs:
         script_keys = [keys.unique(digest), keys.queues, keys.queue(queue),
                        keys.delayed_schedule, keys.delayed(timestamp), keys.timestamps(item)]
         script_args = [expiry, queue, item, str(timestamp), keys.delayed_member(timestamp)]
-        if pipeline is not None:
-            pipeline.eval(_UNIQUE_PUSH_SOURCE, len(script_keys), *script_keys, *script_args)
-            return True
-        return bool(_UNIQUE_PUSH(self.client.redis, script_keys, script_args))
+        replies = yield Batch([ScriptCall(_UNIQUE_PUSH, script_keys, script_args)], write=True)
+        return bool(replies[0]) if replies else True

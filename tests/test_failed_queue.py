@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import redis
@@ -127,27 +127,39 @@ def test_requeue_out_of_range(client: Client, r: redis.Redis) -> None:
         client.requeue(1)
 
 
+def on_command(monkeypatch: pytest.MonkeyPatch, r: redis.Redis, name: str,
+               replace: Callable[..., Any]) -> None:
+    """Route the client's ``name`` commands through ``replace(real, *args)``."""
+    real = r.execute_command
+
+    def patched(*args: Any, **options: Any) -> Any:
+        if args[0] == name:
+            return replace(real, *args, **options)
+        return real(*args, **options)
+
+    monkeypatch.setattr(r, "execute_command", patched)
+
+
 def test_requeue_never_overwrites_an_entry_that_changed(
     client: Client, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, second = entry("q", "First", []), entry("q", "Second", [])
     r.rpush(FAILED, first, second)
-    real_lindex = r.lindex
     reads = []
 
-    def stale_once(key: str, index: int) -> Any:
-        reads.append(index)
+    def stale_once(real: Callable[..., Any], *args: Any) -> Any:
+        reads.append(args)
+        result = real(*args)
         if len(reads) == 1:
             # Simulate a concurrent remove between our read and our write: index 0 now holds
             # "Second" but we read "First".
-            result = real_lindex(key, index)
-            r.lpop(FAILED)
-            return result
-        return real_lindex(key, index)
+            real("LPOP", FAILED)
+        return result
 
-    monkeypatch.setattr(r, "lindex", stale_once)
+    on_command(monkeypatch, r, "LINDEX", stale_once)
     client.requeue(0)
     assert len(reads) == 2  # the write was refused once, then redone on fresh bytes
+    monkeypatch.undo()
     assert r.lrange("resque:queue:q", 0, -1) == [b'{"class":"Second","args":[]}']
     assert json.loads(r.lrange(FAILED, 0, -1)[0])["payload"]["class"] == "Second"
 
@@ -156,9 +168,10 @@ def test_requeue_gives_up_when_the_entry_keeps_changing(
     client: Client, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     r.rpush(FAILED, entry("q", "Job", []))
-    monkeypatch.setattr(r, "lindex", lambda key, index: entry("q", "Stale", []).encode())
+    on_command(monkeypatch, r, "LINDEX", lambda real, *args: entry("q", "Stale", []).encode())
     with pytest.raises(FailedQueueBusyError):
         client.requeue(0)
+    monkeypatch.undo()
     assert r.exists("resque:queue:q") == 0
     assert r.lrange(FAILED, 0, -1) == [entry("q", "Job", []).encode()]
 
@@ -270,13 +283,13 @@ def test_clear_retried_never_removes_an_entry_that_moved(
     retried = entry("q", "A", [], retried_at="2024/01/15 09:51:00 UTC")
     keep = entry("q", "B", [])
     r.rpush(FAILED, retried, keep)
-    real_lrange = r.lrange
 
-    def lrange_then_concurrent_remove(key: str, start: int, end: int) -> Any:
-        result = real_lrange(key, start, end)
-        r.lpop(FAILED)  # another client removes entry 0: "B" moves to index 0
+    def lrange_then_concurrent_remove(real: Callable[..., Any], *args: Any) -> Any:
+        result = real(*args)
+        real("LPOP", FAILED)  # another client removes entry 0: "B" moves to index 0
         return result
 
-    monkeypatch.setattr(r, "lrange", lrange_then_concurrent_remove)
+    on_command(monkeypatch, r, "LRANGE", lrange_then_concurrent_remove)
     assert client.clear_retried() == 0  # index 0 no longer holds what was read
-    assert real_lrange(FAILED, 0, -1) == [keep.encode()]
+    monkeypatch.undo()
+    assert r.lrange(FAILED, 0, -1) == [keep.encode()]
