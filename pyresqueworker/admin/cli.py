@@ -47,7 +47,7 @@ ALL_PAUSED = "all workers are paused (pause-all-workers); `pyresque unpause` res
 @click.group("pyresque", cls=AdminGroup, invoke_without_command=True,
              context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Connection options may also follow the subcommand. Every command takes "
-                    "--json. Docs: the 'Admin CLI' section of the README.")
+                    "--json. Docs: docs/cli.md (the 'Admin CLI' page).")
 @connection_options()
 @json_option
 @click.version_option(__version__, "--version", prog_name="pyresqueworker")

@@ -1,0 +1,153 @@
+"""The documentation site: every page's Python runs, the nav holds every guide, nothing invented.
+
+``scripts/test`` builds the site with ``mkdocs build --strict`` (broken links, anchors and
+docstrings fail there); these tests check what the build cannot: that the code shown works,
+that the guides the project promises are in the nav, that the README's links land on pages
+and headings that exist, and that every command-line flag a page mentions is a real one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import redis
+import yaml
+from doc_blocks import ROOT, python_blocks, run_page
+
+DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.rglob("*.md"))
+RUNNABLE = [page for page in PAGES
+            if any(block.skip is None
+                   for block in python_blocks(page.read_text(encoding="utf-8")))]
+GITHUB_DOCS = "https://github.com/pyresqueworker/pyresqueworker/blob/main/docs/"
+# The guides issue 14 lists, and the pages that carry the rest of the old README.
+GUIDES = ("getting-started.md", "ruby.md", "worker.md", "reliability.md", "scheduling.md",
+          "cli.md", "dashboard.md", "metrics.md", "logging.md", "deployment.md",
+          "migrating.md", "client.md", "jobs.md", "job-features.md", "async-jobs.md",
+          "speed.md", "dependencies.md", "differences.md", "async-client.md",
+          "typed-jobs.md", "django.md", "fastapi.md")
+# Flags of other programs that pages show (pip, redis-cli, mkdocs, useradd, systemctl, ...).
+FOREIGN_FLAGS = {"--cluster", "--strict", "--site-dir", "--no-cache-dir", "--sentinel",
+                 "--create-home", "--uid", "--value"}
+
+
+def nav_files(nav: Any) -> Iterator[str]:
+    """Every page file named in a mkdocs ``nav`` (lists of ``{title: file or list}``)."""
+    if isinstance(nav, str):
+        yield nav
+    elif isinstance(nav, list):
+        for item in nav:
+            yield from nav_files(item)
+    elif isinstance(nav, dict):
+        for value in nav.values():
+            yield from nav_files(value)
+
+
+def mkdocs_nav() -> set[str]:
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    return set(nav_files(config["nav"]))
+
+
+def github_slug(heading: str) -> str:
+    """The anchor GitHub (and mkdocs' toc, for these headings) gives a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    text = re.sub(r"(?ms)^```.*?^```", "", page.read_text(encoding="utf-8"))
+    return {github_slug(line.lstrip("#")) for line in text.splitlines()
+            if re.match(r"#{1,6} ", line)}
+
+
+def real_flags() -> set[str]:
+    """Long options of every command this package installs, subcommands included."""
+    from pyresqueworker.admin.cli import main as admin
+    from pyresqueworker.cli import work
+    from pyresqueworker.demo import demo
+    from pyresqueworker.scheduler import main as scheduler
+
+    flags: set[str] = set()
+    commands: list[click.Command] = [work, admin, demo, scheduler]
+    while commands:
+        command = commands.pop()
+        for param in command.params:
+            for option in (*param.opts, *param.secondary_opts):
+                flags.add(option.split("=")[0])
+        if isinstance(command, click.Group):
+            commands.extend(command.commands.values())
+    bench = "".join(path.read_text(encoding="utf-8")
+                    for path in (ROOT / "scripts").glob("bench*.py"))
+    return flags | set(re.findall(r"""["'](--[a-z][a-z0-9-]*)["']""", bench))
+
+
+@pytest.mark.parametrize("page", RUNNABLE, ids=[str(p.relative_to(DOCS)) for p in RUNNABLE])
+def test_page_python_blocks_run_in_order_on_a_fresh_redis(page: Path, redis_url: str,
+                                                          r: redis.Redis) -> None:
+    result = run_page(page, redis_url)
+    assert result.returncode == 0, result.stderr
+
+
+def test_skipped_blocks_say_why_and_stay_the_exception() -> None:
+    blocks = [block for page in PAGES
+              for block in python_blocks(page.read_text(encoding="utf-8"))]
+    assert len(blocks) >= 20, len(blocks)
+    skipped = [block for block in blocks if block.skip is not None]
+    assert all(block.skip for block in skipped), skipped
+    assert len(skipped) * 4 <= len(blocks), [(block.section, block.line) for block in skipped]
+
+
+def test_every_guide_is_in_the_nav_and_every_page_too() -> None:
+    nav = mkdocs_nav()
+    missing = [guide for guide in GUIDES if guide not in nav]
+    assert not missing, missing
+    orphans = [str(page.relative_to(DOCS)) for page in PAGES
+               if str(page.relative_to(DOCS)) not in nav]
+    assert not orphans, orphans
+    assert all((DOCS / name).is_file() for name in nav), nav
+
+
+def test_readme_links_to_the_guides_and_each_link_lands() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(re.escape(GITHUB_DOCS) + r"([\w/.-]+)(?:#([\w-]+))?\)", text)
+    assert {name for name, _ in links} >= {"getting-started.md", "worker.md", "ruby.md",
+                                           "deployment.md", "migrating.md"}, links
+    for name, anchor in links:
+        page = DOCS / name
+        if name.endswith(".png"):
+            assert page.is_file(), name
+            continue
+        assert page.is_file() and name in mkdocs_nav(), name
+        assert not anchor or anchor in anchors(page), f"{name}#{anchor}"
+
+
+def test_every_flag_a_page_shows_exists() -> None:
+    known = real_flags() | FOREIGN_FLAGS
+    shown = {(flag, page.name) for page in [*PAGES, ROOT / "README.md"]
+             for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*",
+                                    page.read_text(encoding="utf-8"))}
+    invented = sorted(pair for pair in shown if pair[0] not in known)
+    assert not invented, invented
+
+
+def test_the_kubernetes_deployment_outwaits_the_shutdown_timeout() -> None:
+    text = (DOCS / "deployment.md").read_text(encoding="utf-8")
+    manifests = [document
+                 for block in re.findall(r"(?ms)^```yaml\n(.*?)^```", text)
+                 for document in yaml.safe_load_all(block) if document]
+    kinds = {manifest.get("kind") for manifest in manifests}
+    assert {"Deployment", "ScaledObject"} <= kinds, kinds
+    deployment = next(m for m in manifests if m.get("kind") == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    timeout = float(args[args.index("--shutdown-timeout") + 1])
+    assert pod["terminationGracePeriodSeconds"] > timeout
+    scaled = next(m for m in manifests if m.get("kind") == "ScaledObject")
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "redis"
+    assert trigger["metadata"]["listName"].startswith("resque:queue:")
