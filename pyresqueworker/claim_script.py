@@ -5,20 +5,23 @@ __all__ = ["CLAIM_SCRIPT", "REQUEUE_SCRIPT"]
 
 # The claim script's KEYS: the worker key, the queues in the order to try, then (only when
 # flag 4 is "c") a key to delete with the completion. ARGV: 1 flags (finish mode "0"-"3"; "1"
-# when this slot may hold a raw list; "p" pop or "a" adopt; "c" or "-"), 2 run_at, 3 call
-# sequence, 4 namespace, then the queues' names as JSON strings, then the failure entry (finish
+# when this slot may hold a raw list; "p" pop or "a" adopt; "c" or "-"; "e" to renew the
+# sequence key's expiry or "-"), 2 run_at, 3 call sequence, 4 namespace, then the queues' names as JSON strings, then the failure entry (finish
 # modes 2 and 3) and the adopted item. Few arguments on purpose: each costs Redis time per call.
 CLAIM_SCRIPT = r"""
 -- UTF-8 validity at C speed (no per-byte Lua loop): replace every well-formed sequence (no
 -- overlongs, no surrogates) with an ASCII letter, so removals cannot join neighbours, then
--- look for any byte still >= 0x80. Only small payloads get here (see BIG below).
-local UTF8_FORMS = {
-  '[\194-\223][\128-\191]',
-  '\224[\160-\191][\128-\191]', '[\225-\236\238\239][\128-\191][\128-\191]',
-  '\237[\128-\159][\128-\191]',
-  '\240[\144-\191][\128-\191][\128-\191]', '[\241-\243][\128-\191][\128-\191][\128-\191]',
-  '\244[\128-\143][\128-\191][\128-\191]',
-}
+-- look for any byte still >= 0x80. Only small payloads get here (see BIG below). The table
+-- is built only for a payload that is not plain ASCII (building it costs every call).
+local function utf8_forms()
+  return {
+    '[\194-\223][\128-\191]',
+    '\224[\160-\191][\128-\191]', '[\225-\236\238\239][\128-\191][\128-\191]',
+    '\237[\128-\159][\128-\191]',
+    '\240[\144-\191][\128-\191][\128-\191]', '[\241-\243][\128-\191][\128-\191][\128-\191]',
+    '\244[\128-\143][\128-\191][\128-\191]',
+  }
+end
 local function utf8_ok(s)
   -- ASCII only? string.byte pushes every byte from C and math.max scans them in C: several
   -- times faster than a Lua pattern (up to 4 KB: the stack limit; larger items rarely get here)
@@ -27,7 +30,7 @@ local function utf8_ok(s)
   elseif not string.find(s, '[\128-\255]') then
     return true
   end
-  for _, form in ipairs(UTF8_FORMS) do s = string.gsub(s, form, 'a') end
+  for _, form in ipairs(utf8_forms()) do s = string.gsub(s, form, 'a') end
   return not string.find(s, '[\128-\255]')
 end
 
@@ -47,11 +50,17 @@ local rawkey = own .. 'raw:' .. wid
 -- Remember which call ran last, so a caller whose reply was lost can tell what happened
 -- (for a day: a worker killed and then pruned by Ruby, which knows nothing of this key,
 -- must not leave it behind for ever).
-redis.call('SET', own .. 'seq:' .. wid, ARGV[3], 'EX', 86400)
--- Paused queues and concurrency caps are opt-in: one EXISTS says whether either is in use,
--- so a deployment that uses neither pays one cheap command for both.
+-- (The expiry is renewed when flag 5 is 'e', about hourly: KEEPTTL is the cheaper SET.)
+if string.sub(flags, 5, 5) == 'e' then
+  redis.call('SET', own .. 'seq:' .. wid, ARGV[3], 'EX', 86400)
+else
+  redis.call('SET', own .. 'seq:' .. wid, ARGV[3], 'KEEPTTL')
+end
+-- Paused queues, pausing every worker and concurrency caps are opt-in: one EXISTS says
+-- whether any is in use, so a deployment that uses none pays one cheap command for all three.
 local capskey, pausedkey = own .. 'concurrency', own .. 'paused-queues'
-local special = redis.call('EXISTS', capskey, pausedkey) > 0
+local pauseallkey = ns .. 'pause-all-workers'
+local special = redis.call('EXISTS', capskey, pausedkey, pauseallkey) > 0
 local has_caps = special and redis.call('EXISTS', capskey) == 1
 local check_paused = special and redis.call('EXISTS', pausedkey) == 1
 if finish ~= '0' and redis.call('DEL', wkey) == 1 then
@@ -110,8 +119,8 @@ end
 -- building the worker key from it costs milliseconds per megabyte while every other client
 -- of this Redis waits. The queue's memory per item tells, without reading the item, whether
 -- its head node is large (an item over 8 KB sits alone in its node). Such an item is left
--- where it is: the caller moves it with LMOVE into this slot's raw list (one command that
--- also brings it the bytes), checks it and writes the worker key (see Claimer.take_held).
+-- where it is: the caller reads it, checks it and takes it in the transaction that writes
+-- the worker key (see Claimer.take_held).
 local function head_is_big(key, len)
   -- (pcall: a Redis-protocol server without MEMORY, such as the demo's, has no such cliff)
   local usage = redis.pcall('MEMORY', 'USAGE', key, 'SAMPLES', 1)
@@ -143,7 +152,7 @@ local item, qi
 if mode == 'a' then
   item, qi = ARGV[extra], 1
 else
-  local pause = redis.call('GET', ns .. 'pause-all-workers')
+  local pause = special and redis.call('GET', pauseallkey)
   if pause and string.match(string.lower(pause), '^%s*(.-)%s*$') == 'true' then
     return {-1}
   end

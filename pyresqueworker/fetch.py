@@ -8,8 +8,8 @@ the worker key, bump the stats, and push the failure entry if it failed), so a b
 one round trip per job.
 
 A large payload never enters Lua (that would hold Redis for milliseconds per megabyte): the
-script moves it to the slot's raw list inside Redis and the worker checks it (see
-``hold_head`` in the script and :meth:`Claimer.take_held`).
+script only says the head is large, and the worker reads, checks and takes it (see
+:meth:`Claimer.take_held`).
 
 Waiting when every queue is empty is :mod:`pyresqueworker.doorbell`'s business.
 """
@@ -17,6 +17,7 @@ Waiting when every queue is empty is :mod:`pyresqueworker.doorbell`'s business.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Optional
@@ -54,7 +55,23 @@ SUCCESS = Finish("1")
 PAUSED = "paused"
 # The end of a worker key written while a large item is being taken (see take_held).
 BEING_TAKEN = b',"payload":"payload being checked"}'
+# The sequence key lives a day (see the script); renewing that hourly lets every other call
+# use the cheaper KEEPTTL.
+_RENEW_SEQ_EVERY = 3600.0
+class _Contended:
+    """_take_watching's answer when the queue changed between the read and the take."""
+
+
+_CONTENDED = _Contended()
+# After a contended take, this many large items are moved with LMOVE before watching again:
+# several slots draining one queue of large items would otherwise keep reading each other's.
+_SKIP_WATCHING_AFTER_CONTENTION = 16
 _HELD = 3  # claim reply: a large item was moved to the raw list, for the caller to check
+
+
+def _invalid_note(item: bytes) -> bytes:
+    """The worker key's payload (and closing brace) for an item that is not a JSON object."""
+    return f'"invalid payload ({len(item)} bytes)"}}'.encode()
 
 
 def checked_payload(item: bytes) -> Optional[dict[str, Any]]:
@@ -153,11 +170,14 @@ class Claimer:
         self.raw_key = keys.raw_payload(worker_id)
         self.seq_key = keys.claim_seq(worker_id)
         self._seq = 0
+        # When the sequence key's expiry was last renewed (monotonic; -inf: not yet).
+        self._seq_renewed = float("-inf")
         # The sequence number of a call whose reply never came (connection lost mid-call).
         self._unanswered: Optional[int] = None
         # Whether the raw list may exist (unknown at first: a previous life may have left one).
         self._holds_raw = True
         self._fast = FastCaller(conn)
+        self._skip_watching = 0  # large items still to take with LMOVE (see take_held)
         self._queue_keys: dict[str, str] = {}
         self._queue_json: dict[str, str] = {}
 
@@ -181,8 +201,11 @@ class Claimer:
         self._seq += 1
         parts = [self._queue_parts(q) for q in queues]
         keys = [self.worker_key, *(p[0] for p in parts)]
+        renew = time.monotonic() - self._seq_renewed > _RENEW_SEQ_EVERY
+        if renew:
+            self._seq_renewed = time.monotonic()
         flags = (finish.mode + ("1" if self._holds_raw else "0") + ("p" if adopted is None else "a")
-                 + ("c" if finish.cleanup else "-"))
+                 + ("c" if finish.cleanup else "-") + ("e" if renew else "-"))
         args: list[Any] = [flags, run_at, str(self._seq), self.keys.ns, *(p[1] for p in parts)]
         if finish.cleanup:
             keys.append(finish.cleanup)
@@ -195,6 +218,7 @@ class Claimer:
     def lost(self, call: ClaimCall) -> None:
         """The reply to ``call`` never came; the next :meth:`claim` finds out what ran."""
         self._unanswered = int(call.args[2])
+        self._seq_renewed = float("-inf")  # the renewal may not have run: renew next time
 
     def settle(self, call: ClaimCall, reply: Any) -> Claimed | HeldLarge | str | None:
         """What the reply to ``call`` means for this slot."""
@@ -245,24 +269,35 @@ class Claimer:
             raise
 
     def take_held(self, queue: str, run_at: str, resuming: bool = False) -> Claimed | None:
-        """Take the large head item of ``queue`` that the claim left for us: ``LMOVE`` it into
-        the raw list (atomic, and the reply brings the bytes without Lua), check it here
+        """Take the large head item of ``queue`` that the claim left for us, check it here
         (``bytes.decode`` and the JSON parser run in C, off Redis) and show it in the worker
         key if it is a UTF-8 JSON object, byte for byte as Ruby would write it.
+
+        Read where it is and removed in one transaction that fails if the queue changed
+        meanwhile (``WATCH``): Redis copies the megabyte once each way. When another client
+        changed the queue, or for a while after that, it is moved with ``LMOVE`` into the raw
+        list instead (a copy more, but nothing to lose to a race).
 
         ``resuming``: an earlier attempt may already have moved it. None when the queue was
         emptied meanwhile (another worker was faster).
         """
         key, name_json = self._queue_parts(queue)
+        head = f'{{"queue":{name_json},"run_at":"{run_at}","payload":'.encode()
         item = read_raw(self.conn, self.raw_key) if resuming else None
         if item is None:
+            if self._fast.pipelines and self._skip_watching == 0:
+                taken = self._take_watching(queue, key, head)
+                if not isinstance(taken, _Contended):
+                    return taken
+                self._skip_watching = _SKIP_WATCHING_AFTER_CONTENTION
+            elif self._skip_watching:
+                self._skip_watching -= 1
             moved = command(self.conn, "LMOVE", key, self.raw_key, "LEFT", "RIGHT")
             item = None if moved is None else bytes(moved)
         self._holds_raw = True
         if item is None:
             command(self.conn, "DEL", self.worker_key)
             return None
-        head = f'{{"queue":{name_json},"run_at":"{run_at}","payload":'.encode()
         payload = checked_payload(item)
         valid = payload is not None
         with self.conn.pipeline(transaction=False) as pipe:
@@ -271,9 +306,45 @@ class Claimer:
                 pipe.set(self.worker_key, head + item + b"}")
                 pipe.delete(self.raw_key)
             else:
-                note = f'"invalid payload ({len(item)} bytes)"}}'
-                pipe.set(self.worker_key, head + note.encode())
+                pipe.set(self.worker_key, head + _invalid_note(item))
             pipe.execute()
+        self._holds_raw = not valid
+        return Claimed(queue, item, valid, payload)
+
+    def _take_watching(self, queue: str, key: str, head: bytes) -> Claimed | _Contended | None:
+        """The head of ``key`` read with ``LINDEX`` under ``WATCH`` and taken with ``LTRIM`` in
+        the ``MULTI`` that writes the worker key; :data:`_CONTENDED` if the queue changed."""
+        fast = self._fast
+        try:
+            watched = fast.many([("WATCH", key), ("LINDEX", key, 0)])
+            fast.raise_for(watched[0])
+            got = fast.raise_for(watched[1])
+            if got is None:
+                for reply in fast.many([("UNWATCH",), ("DEL", self.worker_key)]):
+                    fast.raise_for(reply)
+                return None
+            item = bytes(got)
+            payload = checked_payload(item)
+            valid = payload is not None
+            commands: list[tuple[Any, ...]] = [("MULTI",), ("LTRIM", key, 1, -1)]
+            if valid:
+                commands.append(("SET", self.worker_key, head + item + b"}"))
+            else:  # kept byte for byte in the raw list, as the claim script does
+                commands += [("DEL", self.raw_key), ("RPUSH", self.raw_key, item),
+                             ("SET", self.worker_key, head + _invalid_note(item))]
+            replies = fast.many([*commands, ("EXEC",)])
+            for reply in replies[:-1]:
+                fast.raise_for(reply)  # a refused command (OOM, READONLY) aborts the EXEC
+            done = fast.raise_for(replies[-1])
+        except Exception:
+            # Whatever went wrong, no WATCH may outlive this call on the connection.
+            if fast.connection is not None:
+                fast.connection.disconnect()  # type: ignore[no-untyped-call]
+            raise
+        if done is None:
+            return _CONTENDED
+        for reply in done:
+            fast.raise_for(reply)
         self._holds_raw = not valid
         return Claimed(queue, item, valid, payload)
 

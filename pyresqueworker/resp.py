@@ -50,10 +50,28 @@ class FastCaller:
         self._reader: Optional[Any] = hiredis.Reader() if usable else None
         self._sock: Optional[socket.socket] = None
 
+    @property
+    def pipelines(self) -> bool:
+        """Whether :meth:`many` runs on this client's own connection (hiredis, one connection)."""
+        return self._reader is not None and self.connection is not None
+
     def __call__(self, *args: Any) -> Any:
-        connection, reader = self.connection, self._reader
-        if reader is None or connection is None:
+        if not self.pipelines:
             return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
+        reply = self._exchange([args])[0]
+        if isinstance(reply, hiredis.ReplyError):
+            raise _reply_error(self.connection, str(reply))
+        return reply
+
+    def many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write on this client's connection and read their replies
+        (one round trip; connection state such as WATCH holds across calls). An error reply
+        comes back as a ``hiredis.ReplyError`` in its place; only :attr:`pipelines` clients."""
+        return self._exchange(commands)
+
+    def _exchange(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        connection, reader = self.connection, self._reader
+        assert connection is not None and reader is not None
         if self._drop_if_stale is not None:
             self._drop_if_stale()
         sock = connection._sock
@@ -64,24 +82,31 @@ class FastCaller:
             reader = self._reader = hiredis.Reader()
             self._sock = sock
         assert sock is not None
+        replies: list[Any] = []
         try:
             if _PACK is not None:
-                sock.sendall(_PACK(args))
+                sock.sendall(b"".join(_PACK(args) for args in commands))
             else:
-                sock.sendall(b"".join(connection.pack_command(*args)))
-            reply = reader.gets()
-            while reply is False:
-                data = sock.recv(65536)
-                if not data:
-                    raise ConnectionError("Connection closed by server.")
-                reader.feed(data)
+                sock.sendall(b"".join(connection.pack_commands(commands)))
+            while len(replies) < len(commands):
                 reply = reader.gets()
+                while reply is False:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise ConnectionError("Connection closed by server.")
+                    reader.feed(data)
+                    reply = reader.gets()
+                replies.append(reply)
         except (OSError, ValueError) as exc:
             connection.disconnect()
             self._sock = None
             raise redis.exceptions.ConnectionError(f"Error while talking to Redis: {exc}") from None
+        return replies
+
+    def raise_for(self, reply: Any) -> Any:
+        """``reply`` from :meth:`many`, raised as the exception it is if it is an error."""
         if isinstance(reply, hiredis.ReplyError):
-            raise _reply_error(connection, str(reply))
+            raise _reply_error(self.connection, str(reply))
         return reply
 
 

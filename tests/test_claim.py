@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 
 import pytest
 import redis
+from claim_helpers import RUN_AT, WID, cut_reply, make
 
 from pyresqueworker import fetch
 from pyresqueworker.fetch import (
@@ -15,19 +15,9 @@ from pyresqueworker.fetch import (
     PAUSED,
     SUCCESS,
     Claimed,
-    Claimer,
     Finish,
     parse_worker_value,
 )
-from pyresqueworker.wire import Keys
-
-WID = "host:1:high,low"
-RUN_AT = "2024-01-15T09:50:00Z"
-
-
-def make(r: redis.Redis, namespace: str = "resque:") -> tuple[Claimer, Keys]:
-    keys = Keys(namespace)
-    return Claimer(r, keys, WID), keys
 
 
 def test_claim_moves_the_job_into_the_worker_key_in_resque_format(r: redis.Redis) -> None:
@@ -174,26 +164,13 @@ def test_requeue_puts_a_held_job_back_at_the_front(r: redis.Redis) -> None:
     assert r.lrange(keys.queue("high"), 0, -1) == [b'{"class":"A"}', b'{"class":"B"}']
 
 
-def _cut_reply(monkeypatch: pytest.MonkeyPatch, *, after_running: bool) -> None:
-    real = fetch._claim
-
-    def lossy(
-        conn: redis.Redis, keys: Sequence[str], args: Sequence[object], *rest: object
-    ) -> object:
-        if after_running:
-            real(conn, keys, args)
-        raise redis.ConnectionError("connection cut")
-
-    monkeypatch.setattr(fetch, "_claim", lossy)
-
-
 def test_a_reply_lost_after_the_call_ran_neither_loses_nor_refinishes(
     r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     claimer, keys = make(r)
     r.rpush(keys.queue("high"), b'{"class":"A"}', b'{"class":"B"}', b'{"class":"C"}')
     claimer.claim(["high"], NO_FINISH, RUN_AT)
-    _cut_reply(monkeypatch, after_running=True)
+    cut_reply(monkeypatch, after_running=True)
     with pytest.raises(redis.ConnectionError):
         claimer.claim(["high"], SUCCESS, RUN_AT)  # finished A, claimed B, reply lost
     monkeypatch.undo()
@@ -209,7 +186,7 @@ def test_a_call_that_never_ran_is_simply_sent_again(
     claimer, keys = make(r)
     r.rpush(keys.queue("high"), b'{"class":"A"}', b'{"class":"B"}')
     claimer.claim(["high"], NO_FINISH, RUN_AT)
-    _cut_reply(monkeypatch, after_running=False)
+    cut_reply(monkeypatch, after_running=False)
     with pytest.raises(redis.ConnectionError):
         claimer.claim(["high"], SUCCESS, RUN_AT)
     monkeypatch.undo()
@@ -221,7 +198,7 @@ def test_a_lost_reply_that_claimed_nothing_claims_afresh(
     r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     claimer, keys = make(r)
-    _cut_reply(monkeypatch, after_running=True)
+    cut_reply(monkeypatch, after_running=True)
     with pytest.raises(redis.ConnectionError):
         claimer.claim(["high"], NO_FINISH, RUN_AT)
     monkeypatch.undo()
@@ -246,107 +223,27 @@ def test_the_claim_sequence_key_expires_on_its_own(r: redis.Redis) -> None:
     assert 0 < r.ttl(keys.claim_seq(WID)) <= 86400
 
 
-def big_payload(size: int = 100_000) -> bytes:
-    return json.dumps({"class": "Big", "args": ["é" * (size // 2)]},
-                      ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def test_a_large_payload_is_checked_by_the_worker_and_shown_byte_for_byte(
-    r: redis.Redis,
-) -> None:
-    claimer, keys = make(r)
-    item = big_payload()
-    r.rpush(keys.queue("high"), item, b'{"class":"Next","args":[]}')
-    claimed = claimer.claim(["high"], SUCCESS, RUN_AT)
-    assert claimed == Claimed("high", item, True)
-    held = r.get(keys.worker(WID))
-    assert held is not None and held.endswith(b',"payload":' + item + b"}")
-    assert json.loads(held)["payload"]["class"] == "Big"
-    assert r.lrange(keys.queue("high"), 0, -1) == [b'{"class":"Next","args":[]}']
-
-
-def test_a_large_payload_that_is_not_utf8_json_goes_to_the_raw_key(r: redis.Redis) -> None:
-    claimer, keys = make(r)
-    item = b'{"class":"Big","args":["' + b"\xff" * 50_000 + b'"]}'
-    r.rpush(keys.queue("high"), item)
-    claimed = claimer.claim(["high"], NO_FINISH, RUN_AT)
-    assert claimed == Claimed("high", item, False)
-    assert r.lindex(keys.raw_payload(WID), 0) == item
-    assert json.loads(r.get(keys.worker(WID)) or b"")["payload"].startswith("invalid payload")
-
-
-def test_a_large_payload_never_enters_the_claim_script(r: redis.Redis) -> None:
-    """The script only says the head is large; the worker moves it with LMOVE."""
-    claimer, keys = make(r)
-    item = big_payload(200_000)
-    r.rpush(keys.queue("high"), item)
-    call = claimer.prepare(["high"], NO_FINISH, RUN_AT)
-    reply = fetch.CLAIM(r, call.keys, call.args)
-    assert claimer.settle(call, reply) == fetch.HeldLarge("high")
-    assert r.lrange(keys.queue("high"), 0, -1) == [item]
-    assert (r.get(keys.worker(WID)) or b"").endswith(fetch.BEING_TAKEN)
-    assert claimer.take_held("high", RUN_AT) == Claimed("high", item, True)
-    assert not r.exists(keys.raw_payload(WID), keys.queue("high"))
-
-
-def test_a_large_head_taken_by_another_worker_first_is_not_claimed_twice(
-    r: redis.Redis,
-) -> None:
-    claimer, keys = make(r)
-    item = big_payload()
-    r.rpush(keys.queue("high"), item)
-    call = claimer.prepare(["high"], NO_FINISH, RUN_AT)
-    assert claimer.settle(call, fetch.CLAIM(r, call.keys, call.args)) == fetch.HeldLarge("high")
-    r.lpop(keys.queue("high"))  # another worker took it meanwhile
-    assert claimer.take_held("high", RUN_AT) is None
-    assert not r.exists(keys.worker(WID))
-
-
-def test_a_take_cut_by_a_lost_connection_resumes_without_finishing_twice(
+def test_the_sequence_key_expiry_is_renewed_hourly_and_kept_between(
     r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     claimer, keys = make(r)
-    item = big_payload()
-    r.rpush(keys.queue("high"), b'{"class":"First","args":[]}', item)
-    claimer.claim(["high"], NO_FINISH, RUN_AT)
-    real_check = fetch.checked_payload
-
-    def cut(payload: bytes) -> None:  # LMOVE done, then the connection goes
-        raise redis.ConnectionError("connection cut")
-
-    monkeypatch.setattr(fetch, "checked_payload", cut)
-    with pytest.raises(redis.ConnectionError):
-        claimer.claim(["high"], SUCCESS, RUN_AT)
-    monkeypatch.setattr(fetch, "checked_payload", real_check)
-    assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", item, True)
-    assert int(r.get(keys.stat("processed")) or 0) == 1  # the first job counted once
-    assert not r.exists(keys.raw_payload(WID), keys.queue("high"))
+    seq = keys.claim_seq(WID)
+    claimer.claim(["q"], NO_FINISH, RUN_AT)
+    r.expire(seq, 500)  # as if renewed long ago
+    claimer.claim(["q"], NO_FINISH, RUN_AT)
+    assert 0 < r.ttl(seq) <= 500  # KEEPTTL: the cheaper SET between renewals
+    monkeypatch.setattr(fetch, "_RENEW_SEQ_EVERY", 0.0)
+    claimer.claim(["q"], NO_FINISH, RUN_AT)
+    assert r.ttl(seq) > 500
 
 
-def test_a_reply_lost_while_a_large_payload_was_held_still_gives_that_job(
+def test_a_lost_call_renews_the_sequence_expiry_on_the_next(
     r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     claimer, keys = make(r)
-    item = big_payload()
-    r.rpush(keys.queue("high"), item, b'{"class":"Next","args":[]}')
-    _cut_reply(monkeypatch, after_running=True)
+    cut_reply(monkeypatch, after_running=False)  # the very first call (the renewal) is lost
     with pytest.raises(redis.ConnectionError):
-        claimer.claim(["high"], NO_FINISH, RUN_AT)
+        claimer.claim(["q"], NO_FINISH, RUN_AT)
     monkeypatch.undo()
-    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", item, True)
-    assert r.lrange(keys.queue("high"), 0, -1) == [b'{"class":"Next","args":[]}']
-
-
-def test_a_mixed_queue_takes_small_and_large_items_in_order(r: redis.Redis) -> None:
-    claimer, keys = make(r)
-    items = [b'{"class":"S","args":[1]}', big_payload(), b'{"class":"S","args":[2]}',
-             b'\xff' * 9000, big_payload(50_000)]
-    r.rpush(keys.queue("high"), *items)
-    got = []
-    finish = NO_FINISH
-    while (claimed := claimer.claim(["high"], finish, RUN_AT)) is not None:
-        assert isinstance(claimed, Claimed)
-        got.append(claimed.raw)
-        finish = SUCCESS
-    assert got == items
-    assert not r.exists(keys.worker(WID), keys.raw_payload(WID))
+    claimer.claim(["q"], NO_FINISH, RUN_AT)
+    assert 0 < r.ttl(keys.claim_seq(WID)) <= 86400
