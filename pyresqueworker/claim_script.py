@@ -6,8 +6,9 @@ __all__ = ["CLAIM_SCRIPT", "REQUEUE_SCRIPT"]
 # The claim script's KEYS: the worker key, the queues in the order to try, then (only when
 # flag 4 is "c") a key to delete with the completion. ARGV: 1 flags (finish mode "0"-"3"; "1"
 # when this slot may hold a raw list; "p" pop or "a" adopt; "c" or "-"; "e" to renew the
-# sequence key's expiry or "-"), 2 run_at, 3 call sequence, 4 namespace, then the queues' names as JSON strings, then the failure entry (finish
-# modes 2 and 3) and the adopted item. Few arguments on purpose: each costs Redis time per call.
+# sequence key's expiry or "-"), 2 run_at, 3 call sequence, 4 namespace, then the queues'
+# names as JSON strings, then the failure entry (finish modes 2 and 3) and the adopted item.
+# Few arguments on purpose: each costs Redis time per call.
 CLAIM_SCRIPT = r"""
 -- UTF-8 validity at C speed (no per-byte Lua loop): replace every well-formed sequence (no
 -- overlongs, no surrogates) with an ASCII letter, so removals cannot join neighbours, then
