@@ -10,6 +10,8 @@ from ._version import __version__
 from .aio_client import AsyncClient
 from .client import Client, NoClassError, NoQueueError, WorkerInfo
 from .config import WorkerConfig
+from .defaults import configure, default_async_client, default_client
+from .handles import JobHandle
 from .job import Job, JobCall
 from .queues import QueueSpec
 from .registry import (
@@ -31,6 +33,7 @@ __all__ = [
     "DontPerform",
     "Job",
     "JobCall",
+    "JobHandle",
     "NoClassError",
     "NoQueueError",
     "PayloadError",
@@ -42,7 +45,10 @@ __all__ = [
     "WorkerError",
     "WorkerInfo",
     "__version__",
+    "configure",
     "current_job",
+    "default_async_client",
+    "default_client",
     "default_registry",
     "job",
     "middleware",

@@ -11,11 +11,13 @@ a few ``getattr`` calls and the call itself.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, cast, overload
 
 from .activejob import JOB_WRAPPER, decode_active_job
+from .handles import JobDecorator, JobHandle, P, Performer, R, body_of, handle_of, name_of
 from .hooks import (
     DontPerform,
     Handler,
@@ -48,7 +50,6 @@ __all__ = [
 
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])  # a bare ``@job``: the function or class itself
 Decoder = Callable[[Job], JobCall]
 Middleware = Callable[[Job, JobCall, Callable[[], Any]], Any]
 
@@ -104,10 +105,13 @@ class Registry:
         retry: Optional[Retry] = None,
         max_concurrency: Optional[int] = None,
         cron: Optional[str] = None,
-    ) -> Callable[[T], T]: ...
+    ) -> JobDecorator: ...
 
     @overload
-    def job(self, class_name: F) -> F: ...
+    def job(self, class_name: type[T]) -> type[T]: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def job(self, class_name: Callable[P, R]) -> JobHandle[P, R]: ...
 
     def job(
         self,
@@ -120,7 +124,8 @@ class Registry:
         max_concurrency: Optional[int] = None,
         cron: Optional[str] = None,
     ) -> Any:
-        """Decorator registering a function, ``async`` function or class; returns it unchanged.
+        """Decorator registering a function, ``async`` function or class; a function comes
+        back as its typed :class:`~pyresqueworker.handles.JobHandle`, a class unchanged.
 
         ``class_name`` is the Resque class name (default: the target's ``__name__``). Also
         usable bare, as ``@registry.job``. ``retry`` retries failures with backoff (see
@@ -129,16 +134,29 @@ class Registry:
         (standard five-field cron syntax, with no arguments, to ``queue``).
         """
         if class_name is not None and not isinstance(class_name, str):
-            self.register(class_name.__name__, class_name)
-            return class_name
+            return self._decorated(class_name, None)
 
-        def decorate(target: T) -> T:
-            name = class_name if class_name is not None else getattr(target, "__name__", "")
-            self.register(name, target, queue=queue, timeout=timeout, decoder=decoder,
-                          retry=retry, max_concurrency=max_concurrency, cron=cron)
-            return target
+        def decorate(target: Any) -> Any:
+            return self._decorated(target, class_name, queue=queue, timeout=timeout,
+                                   decoder=decoder, retry=retry,
+                                   max_concurrency=max_concurrency, cron=cron)
 
-        return decorate
+        return cast(JobDecorator, decorate)
+
+    def _decorated(self, target: Any, class_name: Optional[str], **options: Any) -> Any:
+        """Register ``target``; the class itself, or a function's handle."""
+        handler = self.register(class_name or name_of(target), target, **options)
+        return handler.target if inspect.isclass(handler.target) else handle_of(handler)
+
+    def handle_for(self, target: type[Performer[P, R]]) -> JobHandle[P, R]:
+        """The typed handle of a registered job class (a function too), with its registered
+        name and queue: ``mail = registry.handle_for(Mail)``; ``mail.enqueue(...)`` is then
+        checked against ``Mail.perform``. ``LookupError`` if it is not registered here."""
+        body = body_of(target)
+        for handler in self._handlers.values():
+            if handler.target is body:
+                return cast("JobHandle[P, R]", handle_of(handler))
+        raise LookupError(f"{body!r} is not registered here: decorate it with @job first")
 
     def register(
         self,
@@ -156,7 +174,9 @@ class Registry:
 
         Raises ``ValueError`` if the name is already taken by another target: two modules
         each registering a ``send_email`` by ``__name__`` is a bug worth hearing about.
+        A :class:`~pyresqueworker.handles.JobHandle` registers the function it wraps.
         """
+        target = body_of(target)
         handler = build_handler(class_name, target, queue, timeout)
         if max_concurrency is not None and (
             not isinstance(max_concurrency, int) or max_concurrency < 1

@@ -142,6 +142,17 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
+def default_client_url(redis_url: str) -> Iterator[str]:
+    """``pyresqueworker.configure()`` on the test Redis, so job handles enqueue there; back to
+    the environment's settings at teardown."""
+    from pyresqueworker import configure
+
+    configure(redis_url)
+    yield redis_url
+    configure()
+
+
+@pytest.fixture
 def fake_redis() -> redis.Redis:
     """An in-process fakeredis (with Lua) for pure unit tests."""
     import fakeredis

@@ -33,14 +33,14 @@ def run(reg: Registry, class_name: str, *args: Any, **kwargs: Any) -> bool:
 # -- registration forms -----------------------------------------------------------------
 
 
-def test_function_registered_under_its_name_and_returned_unchanged() -> None:
+def test_function_registered_under_its_name_and_returned_as_its_handle() -> None:
     reg = Registry()
     seen: list[Any] = []
 
     def archive(x: int, y: str) -> None:
         seen.append((x, y))
 
-    assert reg.job()(archive) is archive
+    assert reg.job()(archive).__wrapped__ is archive
     handler = reg.handler("archive")
     assert handler.target is archive and not handler.is_async and not handler.is_class
     assert run(reg, "archive", 1, "tar") is True
@@ -58,9 +58,9 @@ def test_bare_decorator_and_custom_name_queue_timeout() -> None:
     def archive() -> str:
         return "a"
 
-    assert reg.handler("plain").target is plain
+    assert reg.handler("plain").target is plain.__wrapped__
     handler = reg.handler("Jobs::Archive")
-    assert (handler.target, handler.queue, handler.timeout) == (archive, "files", 30)
+    assert (handler.target, handler.queue, handler.timeout) == (archive.__wrapped__, "files", 30)
     assert reg.queue_for("Jobs::Archive") == "files"
     assert reg.queue_for("plain") is None
     assert reg.queue_for("Nope") is None
@@ -544,5 +544,5 @@ def test_module_level_helpers_use_the_default_registry() -> None:
     @module.job("Tests::ModuleLevelHelper", queue="mlh")
     def helper() -> None: ...
 
-    assert module.default_registry.handler("Tests::ModuleLevelHelper").target is helper
+    assert module.default_registry.handler("Tests::ModuleLevelHelper").target is helper.__wrapped__
     assert module.default_registry.queue_for("Tests::ModuleLevelHelper") == "mlh"
