@@ -75,8 +75,10 @@ class AsyncClient(ClientCore):
     async def close(self) -> None:
         """Close the connection pool if this client created it from a URL."""
         if self._owns_connection:
-            aclose = getattr(self.redis, "aclose", None)  # redis-py >= 5.0.1; close() before
-            await (aclose() if aclose is not None else self.redis.close())
+            # The pool was made for this client (connect_async), which redis-py does not close
+            # with the client unless told. aclose(): redis-py >= 5.0.1; close() before.
+            aclose = getattr(self.redis, "aclose", None) or self.redis.close
+            await aclose(close_connection_pool=True)
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -71,6 +71,8 @@ class Client(ClientCore):
         """Close the connection pool if this client created it from a URL."""
         if self._owns_connection:
             self.redis.close()
+            # A pool passed to redis.Redis (as connect() does) is not closed with it.
+            self.redis.connection_pool.disconnect()
 
     # -- enqueue (spec §4) ----------------------------------------------------------------
 
@@ -126,7 +128,7 @@ class Client(ClientCore):
         """The delayed-job API: listing, ``scheduled_at``, ``is_delayed``, sizes."""
         from .delayed import DelayedQueue
 
-        return DelayedQueue(self)
+        return DelayedQueue(self, clock=self.clock)
 
     @property
     def schedules(self) -> ScheduleStore:

@@ -9,6 +9,7 @@ Each ``*_op`` method returns an operation; the blocking client runs it with
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -41,12 +42,17 @@ REGISTERED_QUEUE = default_registry.queue_for
 
 
 class ClientCore:
-    """The namespace, ``queue_for`` and the operations of a Resque client."""
+    """The namespace, ``queue_for`` and the operations of a Resque client.
+
+    ``clock`` (epoch seconds) is "now" for delayed, unique and ActiveJob enqueues: whether a
+    moment is past, ``enqueue_in``'s start, ``enqueued_at``. Tests may replace it.
+    """
 
     def __init__(self, namespace: str,
                  queue_for: Optional[Callable[[str], Optional[str]]]) -> None:
         self.keys = wire.Keys(namespace)
         self.queue_for = queue_for
+        self.clock: Callable[[], float] = time.time
         self._failed_ops = FailedOps(self.keys)
 
     def queue_or_raise(self, class_name: str, queue: Optional[str]) -> str:
@@ -83,16 +89,16 @@ class ClientCore:
 
     def _enqueue_at_op(self, when: When, class_name: str, args: Sequence[Any],
                        queue: Optional[str], piped: bool) -> Op[Optional[int]]:
-        return DelayedOps(self).enqueue_at(when, class_name, args, queue, piped)
+        return self._delayed().enqueue_at(when, class_name, args, queue, piped)
 
     def _enqueue_in_op(self, seconds: float | timedelta, class_name: str, args: Sequence[Any],
                        queue: Optional[str], piped: bool) -> Op[Optional[int]]:
-        return DelayedOps(self).enqueue_in(seconds, class_name, args, queue, piped)
+        return self._delayed().enqueue_in(seconds, class_name, args, queue, piped)
 
     def _unique_op(self, class_name: str, args: tuple[Any, ...], queue: Optional[str], *,
                    key: Any = None, keyed: bool = False, when: Optional[When] = None,
                    delay: Optional[float | timedelta] = None) -> Op[bool]:
-        unique = UniqueJobs(self)
+        unique = UniqueJobs(self, clock=self.clock)
         if delay is not None:
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
             when = unique.clock() + seconds
@@ -105,16 +111,20 @@ class ClientCore:
             raise NoClassError("an ActiveJob job needs a job class")
         job_id = job_id or str(uuid.uuid4())
         data = job_data(job_class, serialize_arguments(tuple(args), kwargs), queue_name=queue,
-                        job_id=job_id, priority=priority, locale=locale, timezone=timezone)
+                        job_id=job_id, priority=priority, locale=locale, timezone=timezone,
+                        enqueued_at=self.clock())
         yield from self._enqueue_to_op(queue, JOB_WRAPPER, [data], None, None, piped)
         return job_id
 
+    def _delayed(self) -> DelayedOps:
+        return DelayedOps(self, clock=self.clock)
+
     def _remove_delayed_op(self, class_name: str, args: Sequence[Any],
                            queue: Optional[str]) -> Op[Optional[int]]:
-        return DelayedOps(self).remove_delayed(class_name, args, queue, piped=False)
+        return self._delayed().remove_delayed(class_name, args, queue, piped=False)
 
     def _delayed_count_op(self) -> Op[int]:
-        return DelayedOps(self).delayed_count()
+        return self._delayed().delayed_count()
 
     def _dequeue_op(self, class_name: str, args: Sequence[Any], queue: str) -> Op[int]:
         return dequeue(self.keys, queue, class_name, args)

@@ -335,6 +335,9 @@ def describe(client: redis.Redis | redis.asyncio.Redis) -> str:
     locator = kwargs.get("locator")
     if isinstance(locator, SentinelLocator):
         return f"sentinel service {locator.service}"
+    service = getattr(pool, "service_name", None)  # redis.asyncio's Sentinel pool
+    if service:
+        return f"sentinel service {service}"
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     if isinstance(locator, NodeLocator) and len(locator.seeds) > 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import tempfile
@@ -12,7 +13,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from pyresqueworker.connection import ConfigError, TLSFiles, connect, describe, redact_url
+from pyresqueworker.connection import (
+    ConfigError,
+    TLSFiles,
+    connect,
+    connect_async,
+    describe,
+    redact_url,
+)
 from tests.conftest import RedisServer, free_port
 
 
@@ -40,8 +48,21 @@ def test_acl_user_and_password_from_the_url(tmp_path: Path) -> None:
             bad.ping()
         assert "wrong" not in str(info.value) and "s3cret" not in repr(bad)
         assert "s3cret" not in describe(client)
+        assert asyncio.run(ping_async(f"redis://worker:s3cret@127.0.0.1:{server.port}/0"))
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            asyncio.run(ping_async(f"redis://worker:wrong@127.0.0.1:{server.port}/0"))
     finally:
         server.stop()
+
+
+async def ping_async(url: str, tls: TLSFiles | None = None) -> bool:
+    """Connect with :func:`connect_async`, set and read a key back; True when it worked."""
+    client = connect_async(url, tls=tls)
+    try:
+        await client.set("async-key", b"v")
+        return bool(await client.get("async-key") == b"v")
+    finally:
+        await client.aclose(close_connection_pool=True)
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +102,16 @@ def test_tls_with_ca_and_client_certificate(tls_files: Path) -> None:
         untrusted = connect(f"rediss://127.0.0.1:{port}/0")
         with pytest.raises(redis.exceptions.ConnectionError):
             untrusted.ping()
+        assert asyncio.run(ping_async(f"rediss://127.0.0.1:{port}/0", tls=files))
+        with pytest.raises(redis.exceptions.ConnectionError):
+            asyncio.run(ping_async(f"rediss://127.0.0.1:{port}/0"))
     finally:
         server.stop()
 
 
-def test_sentinel_url_finds_the_master(redis_server: RedisServer, r: redis.Redis) -> None:
+@pytest.fixture
+def sentinel_port(redis_server: RedisServer) -> Iterator[int]:
+    """A Sentinel on a free port monitoring the session's Redis as ``mymaster``."""
     folder = Path(tempfile.mkdtemp(prefix="pyresque-sentinel-"))
     port = free_port()
     conf = folder / "sentinel.conf"
@@ -104,14 +130,30 @@ def test_sentinel_url_finds_the_master(redis_server: RedisServer, r: redis.Redis
             except redis.ConnectionError:
                 assert time.monotonic() < deadline, "sentinel did not start"
                 time.sleep(0.05)
-        client = connect(f"redis+sentinel://127.0.0.1:{port}/mymaster/0")
-        client.set("through-sentinel", b"yes")
-        assert r.get("through-sentinel") == b"yes"
-        assert describe(client) == "sentinel service mymaster"
+        yield port
     finally:
         process.terminate()
         process.wait(5)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_sentinel_url_finds_the_master(sentinel_port: int, r: redis.Redis) -> None:
+    client = connect(f"redis+sentinel://127.0.0.1:{sentinel_port}/mymaster/0")
+    client.set("through-sentinel", b"yes")
+    assert r.get("through-sentinel") == b"yes"
+    assert describe(client) == "sentinel service mymaster"
+
+
+def test_async_sentinel_url_finds_the_master(sentinel_port: int, r: redis.Redis) -> None:
+    url = f"redis+sentinel://127.0.0.1:{sentinel_port}/mymaster/0"
+    assert asyncio.run(ping_async(url))
+    assert r.get("async-key") == b"v"
+    assert describe(connect_async(url)) == "sentinel service mymaster"
+
+
+def test_async_cluster_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="cluster"):
+        connect_async("redis+cluster://127.0.0.1:7000/")
 
 
 def test_sentinel_url_without_a_service_is_a_config_error() -> None:
