@@ -104,7 +104,7 @@ def test_the_sdist_holds_everything_its_tests_need(built: Built) -> None:
                  "tests/apps/worker_jobs.py", "examples/ruby_client/resque_compat.rb",
                  "scripts/bench.py", "pyproject.toml", "README.md", "CHANGELOG.md"):
         assert name in built.sdist_files, name
-    for under in ("tests", "examples", "scripts", "pyresqueworker"):
+    for under in ("tests", "examples", "scripts", "deploy", "pyresqueworker"):
         missing = source_files(built.source, under) - built.sdist_files
         assert not missing, f"not in the sdist: {sorted(missing)}"
 
