@@ -119,6 +119,8 @@ def _env(*names: str) -> list[str]:
               help="Record every finished job for this long (e.g. 7d, 12h, 3600).")
 @click.option("--history-max", type=click.IntRange(1), default=100_000,
               envvar="PYRESQUE_HISTORY_MAX", help="Most history records kept (newest win).")
+@click.option("--time-series/--no-time-series", default=True, envvar="PYRESQUE_TIME_SERIES",
+              help="Sample counters and queues once a minute (fleet-wide) for dashboard charts.")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
               envvar="PYRESQUE_METRICS_PORT",
               help="Serve Prometheus metrics on this port at /metrics (needs prometheus-client).")

@@ -56,6 +56,7 @@ class WorkerConfig:
     periodic_grace: float = 60.0  # seconds a cron firing may be late and still be enqueued
     history: Optional[float] = None  # record finished jobs, kept this many seconds
     history_max: int = 100_000  # ... and at most this many records
+    time_series: bool = True  # sample counters and queues once a minute for the charts
     metrics_port: Optional[int] = None  # serve Prometheus metrics on this port
     metrics_host: str = "127.0.0.1"
     apps: list[str] = field(default_factory=list)

@@ -1,8 +1,9 @@
 """A worker process's housekeeping thread: heartbeats, prunes, titles, watchdog, memory.
 
 One thread per process, ticking every quarter second: it interrupts jobs past their timeout,
-keeps the process title current, writes buffered job history, fires cron schedules and checks
-memory once a second, writes the heartbeat of every slot in one pipeline (Redis ``TIME``),
+keeps the process title current, writes buffered job history; once a second it fires cron
+schedules, checks memory and offers to take the minute's time-series sample (one process of
+the fleet does); it writes the heartbeat of every slot in one pipeline (Redis ``TIME``),
 re-registers slots a Ruby prune removed, and prunes dead workers. It never dies while the
 worker lives: Redis outages back off, other errors are logged.
 """
@@ -18,6 +19,7 @@ from . import wire
 from ._version import __version__
 from .log import logger
 from .outage import Outage, is_redis_away, server_info
+from .timeseries import SeriesStore, SeriesWriter
 
 if TYPE_CHECKING:
     from .process import WorkerProcess
@@ -61,6 +63,9 @@ class Housekeeper:
         self._title = ""
         self._server = ""  # run_id of the Redis server the slots were registered with
         self._published_pause = False
+        self.series: Optional[SeriesWriter] = (
+            SeriesWriter(SeriesStore(process.conn, process.keys), process.worker_ids[0])
+            if process.config.time_series else None)
 
     def heartbeat(self, first: bool = False) -> None:
         """Every slot's heartbeat in one pipeline, from Redis ``TIME`` (Ruby's format)."""
@@ -132,6 +137,8 @@ class Housekeeper:
                     self.check_memory()
                     if p.periodic is not None:  # cron firings, once a second per process
                         p.periodic.tick()
+                    if self.series is not None:  # one SET NX a minute; one process samples
+                        self.series.tick()
                 if now >= next_beat:
                     self.heartbeat()
                     self.reregister_missing()

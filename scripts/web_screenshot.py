@@ -4,14 +4,16 @@ Starts a private redis-server, two ``pyresque-work`` processes running a small d
 that succeed, take a while, or fail), writes a busy Ruby worker and Ruby failures from the
 golden files, schedules and delayed jobs, then serves the dashboard and takes a 1280x800
 screenshot of the overview with headless Chromium (Debian's ``chromium`` + ``chromedriver``,
-driven by Selenium). Usage:
-``python scripts/web_screenshot.py [--out docs/dashboard.png] [--page /failed]``.
+driven by Selenium). The charts need hours of samples, so three weeks of them (made up, with a
+daily and weekly rhythm) are written first, ending at the counters the live workers go on from.
+Usage: ``python scripts/web_screenshot.py [--out docs/dashboard.png] [--page /failed]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import socket
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pyresqueworker import Client, wire  # noqa: E402
+from pyresqueworker.timeseries import DAY, MINUTE, Sample, SeriesStore  # noqa: E402
 from pyresqueworker.web import Dashboard, make_server  # noqa: E402
 from pyresqueworker.web.security import LOOPBACK_NAMES  # noqa: E402
 
@@ -113,6 +116,39 @@ def ruby_side(r: redis.Redis) -> None:
             r.set(key, value)
 
 
+def past_samples(client: Client, now: float, days: int = 21) -> None:
+    """Made-up samples for the last ``days``: the first of each day, and every minute of the
+    last three hours; the counters are left where the last sample ends."""
+    store = SeriesStore(client.redis, client.keys)
+    processed = failed = 0.0
+    first = int(now // DAY - days) * DAY
+    written_day = -1
+    for minute in range(first, int(now // MINUTE) * MINUTE, MINUTE):
+        hour = (minute % DAY) / 3600
+        weekday = (minute // DAY + 3) % 7  # 1970-01-01 was a Thursday
+        # Jobs per minute, about what the feed below runs live.
+        rate = (3000 + 2000 * math.sin((hour - 9) / 24 * 2 * math.pi)) * (
+            0.45 if weekday > 4 else 1)
+        if minute > now - 3 * 3600:
+            rate *= 1.3 + 0.5 * math.sin(minute / 1400) + 0.2 * math.sin(minute / 170)
+        ago = (now - minute) / 60
+        queues: dict[str, tuple[int, float | None]] = {}
+        if ago <= 180:
+            queues = {
+                "mail": (int(30 + 25 * math.sin(ago / 9)), None),
+                "images": (int(max(0.0, 90 * math.sin(ago / 23))), None),
+                "default": (int(ago % 40), 2.0 * (ago % 40)),
+                "low": (40, None),
+            }
+        if ago <= 180 or minute // DAY != written_day:
+            store.write(Sample(float(minute), int(processed), int(failed), queues))
+            written_day = minute // DAY
+        processed += rate
+        failed += rate * (0.02 + 0.03 * (math.sin(minute / 5000) > 0.8))
+    client.redis.set(client.keys.stat("processed"), int(processed))
+    client.redis.set(client.keys.stat("failed"), int(failed))
+
+
 def feed(client: Client, stop: threading.Event) -> None:
     """Keep jobs flowing so the overview has a throughput to show."""
     n = 0
@@ -135,13 +171,14 @@ def main() -> None:
     with redis_server() as url, tempfile.TemporaryDirectory() as app_dir:
         Path(app_dir, "demo_jobs.py").write_text(textwrap.dedent(DEMO_APP))
         env = {**os.environ, "REDIS_URL": url, "PYTHONPATH": app_dir}
+        client = Client(url=url)
+        past_samples(client, time.time())  # before the workers take their first sample
         work = shutil.which("pyresque-work") or "pyresque-work"
         workers = [subprocess.Popen(
             [work, "--queues", queues, "--app", "demo_jobs", "--concurrency", "2",
              "--history", "7d", "--interval", "0.1"], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for queues in ("critical,images=1,mail=1", "reports,archive")]
-        client = Client(url=url)
         stop = threading.Event()
         server = None
         try:

@@ -7,6 +7,7 @@ fail, succeed and record history). Each test clicks what a person would and then
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from web_helpers import (
     running_dashboard,
     seed_ruby_golden,
 )
-from worker_helpers import wait_failures, wait_started, wait_until
+from worker_helpers import wait_failures, wait_ran, wait_started, wait_until
 
 from pyresqueworker import Client, wire
 
@@ -238,3 +239,28 @@ def test_history_times_stay_on_one_line(browser: WebDriver, site: str, r: redis.
             "const range = document.createRange(); range.selectNodeContents(arguments[0]);"
             "return range.getClientRects().length;", cell)
         assert lines == 1, cell.text
+
+
+def test_charts_show_the_jobs_a_worker_ran(browser: WebDriver, site: str, r: redis.Redis,
+                                           client: Client, spawn_worker: Any) -> None:
+    spawn_worker("--queues", "charted")
+    wait_until(lambda: r.zcard(NS + "pyresque:series:minutes"), "the worker's first sample")
+    first = json.loads(r.zrange(NS + "pyresque:series:minutes", 0, 0)[0])
+    for n in range(4):
+        client.enqueue_to("charted", "Record", n)
+    client.enqueue_to("charted", "Boom", "charted")
+    wait_ran(r, 4)
+    wait_failures(r, 1)
+    processed = int(r.get(NS + "stat:processed") or 0) - first["p"]
+    failed = int(r.get(NS + "stat:failed") or 0) - first["f"]
+    assert processed >= 5 and failed >= 1
+    for page, heading in (("/", "Overview"), ("/charts?hours=1", "Charts")):
+        open_page(browser, site + page, heading)
+        svg = browser.find_element(By.CSS_SELECTOR, "#chart-jobs svg")
+        desc = svg.find_element(By.TAG_NAME, "desc").get_attribute("textContent")
+        assert f"{processed} processed, {failed} failed" in desc, desc
+        bars = svg.find_elements(By.CSS_SELECTOR, "g.bar rect.processed")
+        assert bars and all(float(bar.get_attribute("height")) > 0 for bar in bars)
+        assert svg.size["width"] > 300 and svg.size["height"] > 50  # drawn, not collapsed
+    assert browser.find_elements(By.CSS_SELECTOR, "#chart-depth svg polyline, "
+                                                  "#chart-depth p.empty")

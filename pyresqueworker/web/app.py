@@ -21,8 +21,10 @@ import redis
 from .. import _version
 from ..client import Client
 from ..connection import describe
+from ..history import History
 from ..log import logger
-from . import pages
+from ..timeseries import SeriesStore
+from . import chart_data, pages
 from .actions import ACTIONS, ActionError
 from .meter import ThroughputMeter
 from .security import (
@@ -116,6 +118,7 @@ class Dashboard:
         self.allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
         self.clock = clock
         self.meter = ThroughputMeter()
+        self.series = SeriesStore(client.redis, client.keys)
         self._flashes: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()
         self._flash_lock = threading.Lock()
         self.templates = jinja2.Environment(
@@ -201,7 +204,7 @@ class Dashboard:
         simple: dict[str, Callable[[Request], Response]] = {
             "/": self._overview, "/queues": self._queues, "/workers": self._workers,
             "/failed": self._failed, "/delayed": self._delayed, "/schedules": self._schedules,
-            "/history": self._history, "/stats": self._stats,
+            "/history": self._history, "/stats": self._stats, "/charts": self._charts,
         }
         if path in simple:
             return simple[path]
@@ -214,8 +217,16 @@ class Dashboard:
     # -- pages ------------------------------------------------------------------------------
 
     def _overview(self, request: Request) -> Response:
-        return self._page(request, "overview.html",
-                          pages.overview(self.client, self.meter, self.clock()))
+        now = self.clock()
+        data = pages.overview(self.client, self.meter, now)
+        data["jobs_chart"] = chart_data.jobs_chart(self.series, now, hours=1, wide=True)
+        return self._page(request, "overview.html", data)
+
+    def _charts(self, request: Request) -> Response:
+        hours = request.int_arg("hours", 3)
+        data = chart_data.charts_page(self.series, History(self.client.redis, self.client.keys),
+                                      self.clock(), hours if hours in chart_data.HOURS else 3)
+        return self._page(request, "charts.html", data)
 
     def _queues(self, request: Request) -> Response:
         return self._page(request, "queues.html", pages.queues(self.client, self.clock()))
