@@ -15,39 +15,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from . import wire
-from .activejob import recorded_enqueued_at
 from .inspection import is_pause_value, read_queue_names
 from .log import logger
+from .queue_head import HEAD_LIMIT, HEAD_SCRIPT, enqueued_at
 
 __all__ = ["HEAD_LIMIT", "RedisCollector", "enqueued_at"]
-
-HEAD_LIMIT = 64 * 1024  # bytes of a queue's oldest job read to find its enqueue time
-
-# The depth and, when it is small enough to be worth sending, the oldest job of one queue.
-_HEAD = """
-local depth = redis.call('LLEN', KEYS[1])
-if depth == 0 then return {0, false} end
-local head = redis.call('LINDEX', KEYS[1], 0)
-if string.len(head) > tonumber(ARGV[1]) then return {depth, false} end
-return {depth, head}
-"""
-
-
-def enqueued_at(raw: bytes) -> Optional[float]:
-    """When the job ``raw`` was enqueued (epoch seconds), if its payload says so.
-
-    ActiveJob's ``args[0].enqueued_at``, or a top-level ``enqueued_at`` (epoch seconds or a
-    time string). Plain Resque payloads (``{"class","args"}``) carry no time: ``None``.
-    """
-    try:
-        payload = wire.loads(raw)
-    except (wire.DecodeError, RecursionError):
-        return None
-    value = recorded_enqueued_at(payload)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return wire.parse_time(value)
-
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
@@ -132,7 +104,7 @@ class RedisCollector:
         queues = read_queue_names(self.conn, keys)  # the queues set and hand-pushed lists
         with self.conn.pipeline(transaction=False) as pipe:
             for queue in queues:
-                pipe.eval(_HEAD, 1, keys.queue(queue), self.head_limit)
+                pipe.eval(HEAD_SCRIPT, 1, keys.queue(queue), self.head_limit)
             heads: list[Any] = pipe.execute(raise_on_error=False) if queues else []
         for queue, reply in zip(queues, heads):
             if not isinstance(reply, list) or len(reply) != 2:

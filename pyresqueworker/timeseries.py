@@ -21,7 +21,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import redis
 
 from . import wire
-from .activejob import recorded_enqueued_at
+from .queue_head import HEAD_LIMIT, HEAD_SCRIPT, enqueued_at
 
 __all__ = [
     "DAY",
@@ -38,18 +38,7 @@ DAY = 86_400
 KEEP_MINUTES = 24 * 60  # minute samples kept: one day
 KEEP_DAYS = 8 * 7  # day samples kept: eight weeks
 MAX_QUEUES = 12  # queues recorded per sample, deepest first
-HEAD_LIMIT = 64 * 1024  # a head job larger than this is not sent back to find its age
 CLAIM_TTL = 3 * MINUTE
-
-# Depth, and the oldest job when it is small enough to be worth sending.
-_HEAD = """
-local depth = redis.call('LLEN', KEYS[1])
-if depth == 0 then return {0, false} end
-local head = redis.call('LINDEX', KEYS[1], 0)
-if string.len(head) > tonumber(ARGV[1]) then return {depth, false} end
-return {depth, head}
-"""
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -82,15 +71,7 @@ class Sample:
 
 def head_age(head: Any, now: float) -> Optional[float]:
     """Seconds since the job ``head`` (raw bytes) was enqueued, when its payload says."""
-    if not isinstance(head, (bytes, str)):
-        return None
-    try:
-        payload = wire.loads(head if isinstance(head, bytes) else head.encode())
-    except (wire.DecodeError, RecursionError):
-        return None
-    value = recorded_enqueued_at(payload)
-    at = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        else wire.parse_time(value)
+    at = enqueued_at(head)
     return None if at is None else max(0.0, now - at)
 
 
@@ -109,7 +90,7 @@ class SeriesStore:
         self.keys = keys
         self.minutes_key = keys.own("series:minutes")
         self.days_key = keys.own("series:days")
-        self._head = conn.register_script(_HEAD)
+        self._head = conn.register_script(HEAD_SCRIPT)
 
     def claim_key(self, minute: int) -> str:
         return self.keys.own(f"series:claim:{minute}")
