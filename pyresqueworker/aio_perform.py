@@ -11,6 +11,7 @@ in its thread), while the slot's task awaits it: sync handlers keep their thread
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Coroutine, Generator
@@ -46,8 +47,9 @@ async def perform(slot: AioSlot, job: Job) -> JobResult:
         if handler.is_async and not registry.has_middleware:
             performed = await _run_on_loop(handler, job, call, timeout)
         else:
-            performed = await slot.runtime.in_job_thread(_run_in_thread, slot, job, call,
-                                                         timeout)
+            # With this task's context (the job's span), as asyncio.to_thread passes it.
+            performed = await slot.runtime.in_job_thread(contextvars.copy_context().run,
+                                                         _run_in_thread, slot, job, call, timeout)
     except BaseException as exc:  # Ruby's ``rescue Object``; a cancel at shutdown ends here too
         return failed(process, slot.retrier, job, call, exc)
     return succeeded(slot.retrier, job, call, performed)

@@ -83,17 +83,18 @@ class AioSlot(JobTracking):
         outage = Outage(f"slot-{self.index}", book=process.outages,
                         on_recovered=process.metrics.reconnected)
         try:
-            while True:
-                try:
-                    if not await self._turn():
-                        return
-                    outage.succeeded()
-                except Exception as exc:
-                    if process.stopping.is_set() and (
-                        self.finish == NO_FINISH or time.monotonic() > process.stop_deadline
-                    ):
-                        return  # nothing owed to Redis, or no time left: recovery has the rest
-                    await asyncio.sleep(outage.failed(exc))
+            with process.tracing.worker_calls():  # this task's context: tasks it starts too
+                while True:
+                    try:
+                        if not await self._turn():
+                            return
+                        outage.succeeded()
+                    except Exception as exc:
+                        if process.stopping.is_set() and (
+                            self.finish == NO_FINISH or time.monotonic() > process.stop_deadline
+                        ):
+                            return  # nothing owed to Redis, or no time left: recovery has the rest
+                        await asyncio.sleep(outage.failed(exc))
         finally:
             self.ended = True
 
@@ -192,7 +193,10 @@ class AioSlot(JobTracking):
         job = self._start_job(claimed)
         process = self.process
         started = time.perf_counter()
-        result = await perform(self, job)
+        span = process.tracing.start(job)
+        with span:  # attached in this task's context only
+            result = await perform(self, job)
+        span.end(result, False)
         duration_ms = (time.perf_counter() - started) * 1000.0
         if not self._job_ran():
             return None

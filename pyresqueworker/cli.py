@@ -102,6 +102,10 @@ def _env(*names: str) -> list[str]:
               help="Seconds a job may run (handlers' timeout= wins); hard with --fork-per-job.")
 @click.option("--fork-per-job", is_flag=True, envvar="PYRESQUE_FORK_PER_JOB",
               help="Run each job in a forked child, as Resque does (isolation, hard timeouts).")
+@click.option("--tracing", type=click.Choice(["child", "link", "off"]), default="child",
+              envvar="PYRESQUE_TRACING",
+              help="OpenTelemetry span per job: child of the payload's traceparent, or a new "
+                   "trace linked to it (needs opentelemetry and a tracer provider).")
 @click.option("--max-jobs", type=click.IntRange(1), default=None, envvar="PYRESQUE_MAX_JOBS",
               help="Replace a worker process after this many jobs.")
 @click.option("--max-memory", "max_memory_mb", type=click.FloatRange(0, min_open=True),

@@ -19,7 +19,7 @@ from . import wire
 from .activejob import JOB_WRAPPER, job_data, serialize_arguments
 from .commands import Op, call, cmd, send
 from .delayed import DelayedOps, When
-from .enqueue_ops import NoClassError, dequeue, enqueue_many, push, resolve_queue, validate
+from .enqueue_ops import NoClassError, dequeue, resolve_queue, validate
 from .failed_ops import FailedOps, Raw
 from .inspection import (
     WorkerInfo,
@@ -32,6 +32,7 @@ from .inspection import (
 )
 from .registry import default_registry
 from .retry import Retry
+from .trace_enqueue import enqueue_many_traced, push_traced
 from .unique import UniqueJobs
 
 __all__ = ["REGISTERED_QUEUE", "ClientCore"]
@@ -75,8 +76,7 @@ class ClientCore:
         if retry is not None:
             extra["retry"] = retry.to_json()
         item = wire.with_fields(wire.encode_job(class_name, args), extra)
-        yield from push(self.keys, queue, item, piped)
-        return item
+        return (yield from push_traced(self.keys, queue, class_name, args, item, piped))
 
     def _enqueue_op(self, class_name: str, args: Sequence[Any], queue: Optional[str],
                     retry: Optional[Retry], job_id: Optional[str], piped: bool) -> Op[str]:
@@ -85,7 +85,7 @@ class ClientCore:
 
     def _enqueue_many_op(self, queue: str, jobs: Iterable[tuple[str, Sequence[Any]]],
                          batch: int) -> Op[int]:
-        return enqueue_many(self.keys, queue, jobs, batch)
+        return enqueue_many_traced(self.keys, queue, jobs, batch)
 
     def _enqueue_at_op(self, when: When, class_name: str, args: Sequence[Any],
                        queue: Optional[str], piped: bool) -> Op[Optional[int]]:

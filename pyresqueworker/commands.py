@@ -88,12 +88,18 @@ def cmd(*args: Any) -> Command:
 
 
 def run(conn: redis.Redis, op: Op[T], pipeline: Optional[redis.client.Pipeline] = None) -> T:
-    """Run ``op`` on ``conn``; its write batches go onto ``pipeline`` when given."""
+    """Run ``op`` on ``conn``; its write batches go onto ``pipeline`` when given. An error
+    sending a batch is raised inside ``op`` (its ``finally`` and ``with`` blocks run now,
+    where it stands), and from here unless ``op`` handles it."""
     replies: Any = None
+    error: Optional[BaseException] = None
     try:
         while True:
-            batch = op.send(replies)
-            replies = _send_sync(conn, batch, pipeline)
+            batch = op.send(replies) if error is None else op.throw(error)
+            try:
+                replies, error = _send_sync(conn, batch, pipeline), None
+            except BaseException as exc:
+                error = exc
     except StopIteration as done:
         result: T = done.value
         return result
@@ -130,12 +136,17 @@ def _pipeline_args(item: Call) -> tuple[Any, ...]:
 
 async def arun(conn: redis.asyncio.Redis, op: Op[T],
                pipeline: Optional[redis.asyncio.client.Pipeline] = None) -> T:
-    """Run ``op`` on an asyncio ``conn``; its write batches go onto ``pipeline`` when given."""
+    """Run ``op`` on an asyncio ``conn``; its write batches go onto ``pipeline`` when given
+    (errors as with :func:`run`: a cancel too is raised inside ``op``)."""
     replies: Any = None
+    error: Optional[BaseException] = None
     try:
         while True:
-            batch = op.send(replies)
-            replies = await _send_async(conn, batch, pipeline)
+            batch = op.send(replies) if error is None else op.throw(error)
+            try:
+                replies, error = await _send_async(conn, batch, pipeline), None
+            except BaseException as exc:
+                error = exc
     except StopIteration as done:
         result: T = done.value
         return result

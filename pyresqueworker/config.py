@@ -49,6 +49,10 @@ class WorkerConfig:
     max_recoveries: int = 3
     job_timeout: Optional[float] = None  # default for handlers without their own timeout=
     fork_per_job: bool = False  # Resque's isolation: each job in a forked child
+    # OpenTelemetry consumer spans per job (see pyresqueworker.tracing): "child" of the
+    # payload's traceparent, "link"ed to it from a new trace, or "off".
+    tracing: str = "child"
+    trace_worker_redis: bool = False  # let Redis instrumentation trace claims and completions
     max_jobs: Optional[int] = None  # recycle a worker process after this many jobs
     max_memory_mb: Optional[float] = None  # ... or once its resident memory passes this
     scheduler: bool = False  # also move due delayed jobs (resque-scheduler's master election)
@@ -103,6 +107,8 @@ class WorkerConfig:
             problems.append("--max-recoveries must be at least 1")
         if self.job_timeout is not None and self.job_timeout <= 0:
             problems.append("--job-timeout must be positive")
+        if self.tracing not in ("child", "link", "off"):
+            problems.append("--tracing must be 'child', 'link' or 'off'")
         if self.max_jobs is not None and self.max_jobs < 1:
             problems.append("--max-jobs must be at least 1")
         if self.max_memory_mb is not None and self.max_memory_mb <= 0:

@@ -20,7 +20,8 @@ from redis.client import Pipeline
 
 from . import wire
 from .commands import Op, call, cmd, run, send
-from .enqueue_ops import push, resolve_queue, schedule, validate
+from .enqueue_ops import resolve_queue, schedule, validate
+from .trace_enqueue import push_traced
 
 if TYPE_CHECKING:
     from .client import Client
@@ -106,7 +107,8 @@ class DelayedOps:
         timestamp = epoch_seconds(when)
         queue = self.queue(class_name, queue)
         if timestamp <= math.floor(self.clock()):
-            yield from push(self.keys, queue, wire.encode_job(class_name, args), piped)
+            yield from push_traced(self.keys, queue, class_name, args,
+                                   wire.encode_job(class_name, args), piped)
             return None
         yield from schedule(self.keys, timestamp,
                             wire.encode_delayed_item(class_name, args, queue))

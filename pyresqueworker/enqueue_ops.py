@@ -9,7 +9,7 @@ onto a caller's pipeline (queued, not executed), which changes what some of them
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable, Optional
 
 from . import wire
@@ -25,6 +25,9 @@ __all__ = [
 _PUSH = LuaScript(
     "redis.call('SADD', KEYS[1], ARGV[1]) return redis.call('RPUSH', KEYS[2], ARGV[2])"
 )
+
+
+_NO_FIELDS: Mapping[str, str] = {}
 
 
 class NoQueueError(ValueError):
@@ -70,9 +73,10 @@ def push(keys: wire.Keys, queue: str, item: str, piped: bool) -> Op[None]:
 
 
 def enqueue_many(keys: wire.Keys, queue: str, jobs: Iterable[tuple[str, Sequence[Any]]],
-                 batch: int) -> Op[int]:
+                 batch: int, fields: Mapping[str, str] = _NO_FIELDS) -> Op[int]:
     """Push ``(class_name, args)`` jobs in order, ``batch`` per pipeline (``SADD`` and one
-    variadic ``RPUSH``); returns how many."""
+    variadic ``RPUSH``); returns how many. ``fields`` are added to every job (the trace
+    context, see :mod:`pyresqueworker.trace_enqueue`)."""
     if batch < 1:
         raise ValueError("batch must be at least 1")
     validate(queue, "-")
@@ -85,7 +89,7 @@ def enqueue_many(keys: wire.Keys, queue: str, jobs: Iterable[tuple[str, Sequence
         items = []
         for class_name, args in chunk:
             validate(queue, class_name)
-            items.append(wire.encode_job(class_name, args))
+            items.append(wire.with_fields(wire.encode_job(class_name, args), fields))
         yield from send(cmd("SADD", keys.queues, queue), cmd("RPUSH", keys.queue(queue), *items),
                         write=True)
         pushed += len(items)

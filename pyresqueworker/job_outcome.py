@@ -19,6 +19,7 @@ from .job import Job, JobCall
 from .log import log_fields, logger
 from .registry import UnknownJobClass
 from .retrying import Retrier
+from .tracing import record_failure
 
 if TYPE_CHECKING:
     from .process import WorkerProcess
@@ -124,6 +125,7 @@ def failed(process: WorkerProcess, retrier: Retrier, job: Job, call: Optional[Jo
     """The result of a job that raised (anything: Ruby's ``rescue Object``)."""
     if isinstance(exc, UnknownJobClass):
         process.note_unknown_class(exc.class_name)
+    record_failure(exc)  # on the job's span, when it is traced
     # "timeout" as with --fork-per-job, so logs, metrics and history name it alike.
     outcome = "timeout" if isinstance(exc, JobTimeout) else "failure"
     return JobResult(Finish("2", failure_for(job, exc)), outcome,

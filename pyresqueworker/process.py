@@ -42,6 +42,7 @@ from .slot import Slot
 from .slot_view import SlotView
 from .startup import WorkerError, is_cluster_node, retry_start_up
 from .supervisor import RECYCLE_EXIT
+from .tracing import JobTracing
 
 T = TypeVar("T")
 
@@ -58,6 +59,7 @@ class WorkerProcess(SignalHandling):
         self.config = config
         self.registry = registry
         self.metrics = metrics or NULL_METRICS
+        self.tracing = JobTracing(config.tracing, config.trace_worker_redis)
         self.keys = wire.Keys(config.namespace)
         self.hostname = config.hostname or socket.gethostname()
         self.pid = os.getpid()
@@ -212,6 +214,10 @@ class WorkerProcess(SignalHandling):
 
     def run(self) -> int:
         """Start, work until stopped, shut down cleanly. Returns the exit code."""
+        with self.tracing.worker_calls():
+            return self._run()
+
+    def _run(self) -> int:
         set_proctitle("resque: Starting")
         self._install_signals()
         self.starting(lambda: self.housekeeper.heartbeat(first=True), "write heartbeats")
@@ -238,8 +244,8 @@ class WorkerProcess(SignalHandling):
         self.housekeeper.update_title()
         if self.config.scheduler:
             self._start_scheduler()
-        housekeeping = threading.Thread(target=self.housekeeper.run, name="housekeeping",
-                                        daemon=True)
+        housekeeping = threading.Thread(target=self.tracing.quietly(self.housekeeper.run),
+                                        name="housekeeping", daemon=True)
         housekeeping.start()
         while not self.stopping.is_set():
             self.handle_signals()

@@ -65,7 +65,8 @@ class Slot(JobTracking, threading.Thread):
         logged once, backed off from with jitter, and retried; a pending completion is kept
         until Redis takes it."""
         try:
-            self._loop()
+            with self.process.tracing.worker_calls():
+                self._loop()
         finally:
             if self.ring is not None:  # its watcher must not wait for an answer that won't come
                 self.ring.answer(False)
@@ -166,14 +167,18 @@ class Slot(JobTracking, threading.Thread):
     def _execute(self, claimed: Claimed) -> Optional[Finish]:
         job = self._start_job(claimed)
         process = self.process
+        forked = process.config.fork_per_job
         started = time.perf_counter()
-        if process.config.fork_per_job:
+        span = process.tracing.start(job)
+        if forked:
             result = run_forked(
-                lambda: self._perform(job), self._timeout_for(job),
+                lambda: span.in_child(self._perform, job), self._timeout_for(job),
                 lambda name, message: failure_for(job, None, name, message), self._track_child,
             )
         else:
-            result = self._perform(job)
+            with span:
+                result = self._perform(job)
+        span.end(result, forked)
         duration_ms = (time.perf_counter() - started) * 1000.0
         if not self._job_ran():
             return None
