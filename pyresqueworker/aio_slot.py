@@ -20,7 +20,7 @@ from .aio_doorbell import Ring
 from .aio_perform import perform
 from .fetch import NO_FINISH, PAUSED, Claimed, Claimer, Finish, HeldLarge
 from .job_outcome import JobTracking, interrupt_thread, report, retry_or_fail
-from .outage import Outage
+from .outage import Outage, gives_up_when_stopping
 from .retrying import Retrier
 
 if TYPE_CHECKING:
@@ -90,10 +90,10 @@ class AioSlot(JobTracking):
                             return
                         outage.succeeded()
                     except Exception as exc:
-                        if process.stopping.is_set() and (
-                            self.finish == NO_FINISH or time.monotonic() > process.stop_deadline
-                        ):
-                            return  # nothing owed to Redis, or no time left: recovery has the rest
+                        owes = self.finish != NO_FINISH
+                        if gives_up_when_stopping(process.stopping.is_set(), owes,
+                                                  process.stop_deadline):
+                            return
                         await asyncio.sleep(outage.failed(exc))
         finally:
             self.ended = True

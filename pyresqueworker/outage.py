@@ -39,6 +39,13 @@ class Backoff:
         self.failures = 0
 
 
+def gives_up_when_stopping(stopping: bool, owes_redis: bool, deadline: float) -> bool:
+    """Whether a slot whose Redis call failed stops retrying: only once the worker is stopping,
+    and then at once if it owes Redis nothing (no finished job to report), else when its
+    shutdown time is over (recovery takes what is left)."""
+    return stopping and (not owes_redis or time.monotonic() > deadline)
+
+
 def is_redis_away(exc: BaseException) -> bool:
     """A refused, cut or timed-out connection, or a transient error reply (OOM, READONLY...)."""
     return isinstance(exc, REDIS_ERRORS) or transient_code(exc) is not None

@@ -26,7 +26,7 @@ from .job_outcome import (
     retry_or_fail,
     succeeded,
 )
-from .outage import Outage
+from .outage import Outage, gives_up_when_stopping
 from .retrying import Retrier
 
 if TYPE_CHECKING:
@@ -81,10 +81,9 @@ class Slot(JobTracking, threading.Thread):
                     return
                 outage.succeeded()
             except Exception as exc:
-                if process.stopping.is_set() and (
-                    self.finish == NO_FINISH or time.monotonic() > process.stop_deadline
-                ):
-                    return  # nothing owed to Redis, or no time left: recovery has the rest
+                if gives_up_when_stopping(process.stopping.is_set(), self.finish != NO_FINISH,
+                                          process.stop_deadline):
+                    return
                 time.sleep(outage.failed(exc))  # not wake.wait: once stopping, wake stays set
 
     def _turn(self) -> bool:
