@@ -7,14 +7,11 @@ Register handlers by Resque class name, enqueue from Python or Ruby, and run
 from __future__ import annotations
 
 from ._version import __version__
-from .aio_client import AsyncClient
-from .client import Client, NoClassError, NoQueueError, WorkerInfo
-from .config import WorkerConfig
-from .defaults import configure, default_async_client, default_client
-from .handles import JobHandle
-from .job import Job, JobCall
-from .queues import QueueSpec
-from .registry import (
+from .client._aio_client import AsyncClient
+from .client._client import Client, NoClassError, NoQueueError, WorkerInfo
+from .client.defaults import configure, default_async_client, default_client
+from .jobs.handles import JobHandle
+from .jobs.registry import (
     DontPerform,
     PayloadError,
     Registry,
@@ -24,8 +21,11 @@ from .registry import (
     job,
     middleware,
 )
-from .retry import Retry
-from .runner import WorkerError, run_worker
+from .jobs.retry import Retry
+from .protocol.job import Job, JobCall
+from .protocol.queues import QueueSpec
+from .worker.config import WorkerConfig
+from .worker.runner import WorkerError, run_worker
 
 __all__ = [
     "AsyncClient",

@@ -166,7 +166,7 @@ def worker_argv(framework: str, url: str, *, concurrency: int | None = None, pro
         return bench_sidekiq.worker_argv(concurrency)
     if framework == "pyresque":
         # Exactly what the pyresque-work console script runs, with this interpreter.
-        entry = "import sys; from pyresqueworker.cli import work_main; work_main(sys.argv[1:])"
+        entry = "import sys; from pyresqueworker.cli.work import work_main; work_main(sys.argv[1:])"
         argv = [sys.executable, "-c", entry, "--queues", ",".join(queues or [QUEUE]),
                 "--app", here, "--redis", url, "--concurrency", str(concurrency or 1),
                 "--processes", str(processes), "--log-level", log_level, *extra]

@@ -278,6 +278,6 @@ def machine_info(url: str, settings: Settings) -> dict[str, Any]:
 def package_hash() -> str:
     """A hash of the package's source, to tell which code was measured."""
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "pyresqueworker").glob("*.py")):
+    for path in sorted((ROOT / "pyresqueworker").rglob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

@@ -19,7 +19,7 @@ from bench_proc import Worker, threads_of
 from bench_redis import count_clients, monitor_split
 from bench_workloads import Bench
 
-from pyresqueworker import wire
+from pyresqueworker.protocol import wire
 
 __all__ = ["ScaleBench", "size_label"]
 

@@ -23,8 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from web_screenshot import redis_server  # noqa: E402
 
-from pyresqueworker import Client, wire  # noqa: E402
-from pyresqueworker.timeseries import MINUTE, SeriesStore, SeriesWriter  # noqa: E402
+from pyresqueworker import Client  # noqa: E402
+from pyresqueworker.protocol import wire  # noqa: E402
+from pyresqueworker.worker.timeseries import MINUTE, SeriesStore, SeriesWriter  # noqa: E402
 
 
 def commandstats(conn: redis.Redis) -> dict[str, tuple[int, float]]:

@@ -34,15 +34,15 @@ from opentelemetry.sdk.trace.export import (  # noqa: E402
     SpanExportResult,
 )
 
-from pyresqueworker import wire  # noqa: E402
-from pyresqueworker.config import WorkerConfig  # noqa: E402
-from pyresqueworker.fetch import Finish  # noqa: E402
-from pyresqueworker.isolation import JobResult  # noqa: E402
-from pyresqueworker.job import Job  # noqa: E402
-from pyresqueworker.process import WorkerProcess  # noqa: E402
-from pyresqueworker.queues import QueueSpec  # noqa: E402
-from pyresqueworker.registry import Registry  # noqa: E402
-from pyresqueworker.tracing import JobTracing  # noqa: E402
+from pyresqueworker.jobs.registry import Registry  # noqa: E402
+from pyresqueworker.jobs.tracing import JobTracing  # noqa: E402
+from pyresqueworker.protocol import wire  # noqa: E402
+from pyresqueworker.protocol.job import Job  # noqa: E402
+from pyresqueworker.protocol.queues import QueueSpec  # noqa: E402
+from pyresqueworker.worker._claim import Finish  # noqa: E402
+from pyresqueworker.worker._process import WorkerProcess  # noqa: E402
+from pyresqueworker.worker.config import WorkerConfig  # noqa: E402
+from pyresqueworker.worker.isolation import JobResult  # noqa: E402
 
 PORT = 46391
 ITEM = wire.dumps({"class": "Noop", "args": [1],

@@ -17,9 +17,9 @@ from bench_common import BenchError, Metrics, Row, Settings, System
 from bench_proc import Worker
 from bench_redis import Counters, Pinning, Usage
 
-from pyresqueworker import wire
-from pyresqueworker.connection import connect
-from pyresqueworker.fetch import NO_FINISH, SUCCESS, Claimer
+from pyresqueworker.protocol import wire
+from pyresqueworker.protocol.connection import connect
+from pyresqueworker.worker._claim import NO_FINISH, SUCCESS, Claimer
 
 __all__ = ["FLOOR", "Bench"]
 

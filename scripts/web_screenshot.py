@@ -32,10 +32,11 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pyresqueworker import Client, wire  # noqa: E402
-from pyresqueworker.timeseries import DAY, MINUTE, Sample, SeriesStore  # noqa: E402
+from pyresqueworker import Client  # noqa: E402
+from pyresqueworker.protocol import wire  # noqa: E402
 from pyresqueworker.web import Dashboard, make_server  # noqa: E402
 from pyresqueworker.web.security import LOOPBACK_NAMES  # noqa: E402
+from pyresqueworker.worker.timeseries import DAY, MINUTE, Sample, SeriesStore  # noqa: E402
 
 DEMO_APP = '''
 import os, time, redis

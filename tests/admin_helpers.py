@@ -14,8 +14,8 @@ import redis
 from click.testing import CliRunner, Result
 from conftest import golden_state
 
-from pyresqueworker import wire
-from pyresqueworker.admin.cli import main
+from pyresqueworker.cli.admin.cli import main
+from pyresqueworker.protocol import wire
 
 ROOT = Path(__file__).resolve().parent.parent
 FAILED = "resque:failed"
@@ -42,12 +42,12 @@ def invoke_json(redis_url: str, *args: str) -> Any:
 
 def run_script(*args: str, redis_url: Optional[str] = None,
                module: bool = False) -> subprocess.CompletedProcess[str]:
-    """The installed ``pyresque`` script (or ``python -m pyresqueworker.admin.cli``) for real."""
+    """The installed ``pyresque`` script (or ``python -m pyresqueworker.cli.admin.cli``)."""
     env = {k: v for k, v in os.environ.items() if k not in _CONNECTION_ENV}
     if redis_url:
         env["REDIS_URL"] = redis_url
     beside = Path(sys.executable).with_name("pyresque")
-    command = ([sys.executable, "-m", "pyresqueworker.admin.cli"] if module
+    command = ([sys.executable, "-m", "pyresqueworker.cli.admin.cli"] if module
                else [str(beside) if beside.exists() else "pyresque"])
     return subprocess.run(command + list(args), env=env, cwd=str(ROOT), capture_output=True,
                           text=True, timeout=60, stdin=subprocess.DEVNULL)

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import pytest
 import redis
 
-from pyresqueworker import fetch
-from pyresqueworker.fetch import Claimer
-from pyresqueworker.wire import Keys
+from pyresqueworker.protocol.wire import Keys
+from pyresqueworker.worker import _claim as fetch
+from pyresqueworker.worker._claim import Claimer
 
 WID = "host:1:high,low"
 RUN_AT = "2024-01-15T09:50:00Z"

@@ -15,7 +15,7 @@ from conftest import GOLDEN
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyresqueworker.activejob import (
+from pyresqueworker.jobs.activejob import (
     JOB_WRAPPER,
     GlobalID,
     RubyModule,
@@ -27,9 +27,9 @@ from pyresqueworker.activejob import (
     serialize_arguments,
     wrapper_payload,
 )
-from pyresqueworker.job import Job, JobCall
-from pyresqueworker.registry import PayloadError, Registry, default_registry
-from pyresqueworker.wire import dumps, encode_job, loads
+from pyresqueworker.jobs.registry import PayloadError, Registry, default_registry
+from pyresqueworker.protocol.job import Job, JobCall
+from pyresqueworker.protocol.wire import dumps, encode_job, loads
 
 GOLDEN_RAW = (GOLDEN / "activejob-6.1-payload.json").read_bytes().strip()
 UTC = timezone.utc

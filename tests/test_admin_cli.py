@@ -23,9 +23,9 @@ from admin_helpers import (
 from conftest import GOLDEN, load_worker_state
 from worker_helpers import WorkerProc, wait_started
 
-from pyresqueworker import wire
-from pyresqueworker.activejob import JOB_WRAPPER
-from pyresqueworker.client import Client
+from pyresqueworker.client._client import Client
+from pyresqueworker.jobs.activejob import JOB_WRAPPER
+from pyresqueworker.protocol import wire
 
 SECRET = "s3cret-Pa55"
 Spawn = Callable[..., WorkerProc]

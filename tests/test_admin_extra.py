@@ -19,8 +19,8 @@ from admin_helpers import ROOT, invoke, invoke_json, one_error_line, server_now
 from conftest import free_port
 from worker_helpers import wait_until
 
-from pyresqueworker import wire
-from pyresqueworker.periodic import ScheduleStore
+from pyresqueworker.protocol import wire
+from pyresqueworker.worker.periodic import ScheduleStore
 
 SCHEDULE_KEYS = ["name", "cron", "class", "args", "queue", "description", "enabled", "source",
                  "last_enqueued_at", "next_run"]
@@ -155,7 +155,7 @@ def web_process(redis_url: str) -> Iterator[Any]:
                                                                           int]:
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pyresqueworker.admin.cli", "--redis", redis_url, "web",
+            [sys.executable, "-m", "pyresqueworker.cli.admin.cli", "--redis", redis_url, "web",
              "--port", str(port), *args], env={**os.environ, **(env or {})}, cwd=str(ROOT),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         started.append(proc)

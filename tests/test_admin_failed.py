@@ -22,10 +22,10 @@ from admin_helpers import (
 from conftest import RUBY_CLIENT
 from worker_helpers import wait_until
 
-from pyresqueworker import wire
-from pyresqueworker.activejob import JOB_WRAPPER
-from pyresqueworker.client import Client
-from pyresqueworker.failed_queue import FailureFilter
+from pyresqueworker.client._client import Client
+from pyresqueworker.client.failed_queue import FailureFilter
+from pyresqueworker.jobs.activejob import JOB_WRAPPER
+from pyresqueworker.protocol import wire
 
 RETRIED_AT = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \S+$")
 ROW_KEYS = ["index", "valid", "failed_at", "retried_at", "queue", "class", "args", "exception",

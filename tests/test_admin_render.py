@@ -9,8 +9,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from pyresqueworker.admin import render
-from pyresqueworker.admin.render import (
+from pyresqueworker.cli.admin import render
+from pyresqueworker.cli.admin.render import (
     ProgressLine,
     clean,
     display_width,

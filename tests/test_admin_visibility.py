@@ -16,8 +16,8 @@ from admin_helpers import ROOT, invoke, invoke_json, one_error_line
 from conftest import free_port
 from worker_helpers import wait_until
 
-from pyresqueworker import wire
-from pyresqueworker.client import Client
+from pyresqueworker.client._client import Client
+from pyresqueworker.protocol import wire
 
 WORKER = "box:4242:mail,low"
 
@@ -126,7 +126,7 @@ def test_web_hides_the_redis_password_from_ps(redis_url: str,
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RESQUE_PROCLINE_PREFIX"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pyresqueworker.admin.cli", "--redis", secret_url, "web",
+        [sys.executable, "-m", "pyresqueworker.cli.admin.cli", "--redis", secret_url, "web",
          "--port", str(port)], env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

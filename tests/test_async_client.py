@@ -13,10 +13,11 @@ import pytest
 import redis
 import redis.asyncio
 
-from pyresqueworker import AsyncClient, Client, wire
-from pyresqueworker.client import NoQueueError
-from pyresqueworker.failed_queue import FailureFilter
-from pyresqueworker.unique import unique_digest
+from pyresqueworker import AsyncClient, Client
+from pyresqueworker.client._client import NoQueueError
+from pyresqueworker.client._unique import unique_digest
+from pyresqueworker.client.failed_queue import FailureFilter
+from pyresqueworker.protocol import wire
 
 NOW = 1_700_000_000
 LATER = NOW + 3600

@@ -9,8 +9,8 @@ import pytest
 import redis
 from claim_helpers import RUN_AT, WID, cut_reply, make
 
-from pyresqueworker import fetch
-from pyresqueworker.fetch import (
+from pyresqueworker.worker import _claim as fetch
+from pyresqueworker.worker._claim import (
     NO_FINISH,
     PAUSED,
     SUCCESS,

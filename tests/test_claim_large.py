@@ -14,9 +14,9 @@ import pytest
 import redis
 from claim_helpers import RUN_AT, WID, cut_reply
 
-from pyresqueworker import fetch
-from pyresqueworker.fetch import NO_FINISH, SUCCESS, Claimed, Claimer
-from pyresqueworker.wire import Keys
+from pyresqueworker.protocol.wire import Keys
+from pyresqueworker.worker import _claim as fetch
+from pyresqueworker.worker._claim import NO_FINISH, SUCCESS, Claimed, Claimer
 
 
 @pytest.fixture(params=["watched", "moved"])

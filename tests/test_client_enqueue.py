@@ -12,7 +12,7 @@ import pytest
 import redis
 from conftest import GOLDEN
 
-from pyresqueworker.client import Client, NoClassError, NoQueueError
+from pyresqueworker.client._client import Client, NoClassError, NoQueueError
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ def test_dequeue_without_args_removes_every_job_of_the_class(
 
 
 def test_enqueue_active_job_matches_rails_payload(client: Client, r: redis.Redis) -> None:
-    from pyresqueworker.activejob import RubySymbol
+    from pyresqueworker.jobs.activejob import RubySymbol
 
     with open(GOLDEN / "activejob-6.1-payload.json", encoding="utf-8") as handle:
         golden_text = handle.read().strip()
@@ -282,7 +282,7 @@ def test_a_url_may_be_given_positionally(redis_url: str, r: redis.Redis) -> None
 def test_enqueue_finds_the_queue_of_a_handler_registered_in_this_process(
     r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pyresqueworker import registry
+    from pyresqueworker.jobs import registry
 
     fresh = registry.Registry()
     monkeypatch.setattr(registry.default_registry, "_handlers", fresh._handlers)

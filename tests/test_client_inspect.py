@@ -8,8 +8,8 @@ import pytest
 import redis
 from conftest import load_worker_state
 
-from pyresqueworker import wire
-from pyresqueworker.client import Client, WorkerInfo
+from pyresqueworker.client._client import Client, WorkerInfo
+from pyresqueworker.protocol import wire
 
 RUBY_ID = "vm:30579:high,low"
 GO_ID = "vm:30580-1:high,high,low"

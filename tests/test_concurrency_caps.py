@@ -6,8 +6,8 @@ import redis
 from worker_helpers import ran, wait_ran
 
 from pyresqueworker import Client
-from pyresqueworker.fetch import NO_FINISH, SUCCESS, Claimed, Claimer
-from pyresqueworker.wire import Keys
+from pyresqueworker.protocol.wire import Keys
+from pyresqueworker.worker._claim import NO_FINISH, SUCCESS, Claimed, Claimer
 
 RUN_AT = "2026/11/23 10:00:00 UTC"
 KEYS = Keys()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from pyresqueworker.connection import (
+from pyresqueworker.protocol.connection import (
     ConfigError,
     TLSFiles,
     connect,

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redis
 
-from pyresqueworker.client import Client, NoClassError, NoQueueError
-from pyresqueworker.delayed import DelayedQueue, epoch_seconds
+from pyresqueworker.client._client import Client, NoClassError, NoQueueError
+from pyresqueworker.client.delayed import DelayedQueue, epoch_seconds
 
 NOW = 1_705_312_200  # 2024-01-15 09:50:00 UTC
 LATER = NOW + 3600

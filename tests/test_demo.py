@@ -12,7 +12,7 @@ from typing import Optional
 import pytest
 import redis
 
-from pyresqueworker.demo import DEMO_NAMESPACE
+from pyresqueworker.cli.demo import DEMO_NAMESPACE
 
 
 def run_demo(*args: str, path: Optional[str] = None) -> subprocess.CompletedProcess[str]:
@@ -22,7 +22,7 @@ def run_demo(*args: str, path: Optional[str] = None) -> subprocess.CompletedProc
         env.pop(name, None)
     if path is not None:
         env["PATH"] = path
-    return subprocess.run([sys.executable, "-m", "pyresqueworker.demo", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "pyresqueworker.cli.demo", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -24,8 +24,8 @@ from click.testing import CliRunner
 from worker_helpers import APPS, worker_env
 
 from pyresqueworker import Client
-from pyresqueworker.cli import work
-from pyresqueworker.cli_options import NAMESPACE_ENV, REDIS_ENV
+from pyresqueworker.cli._options import NAMESPACE_ENV, REDIS_ENV
+from pyresqueworker.cli.work import work
 
 django = pytest.importorskip("django")
 

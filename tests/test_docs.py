@@ -67,10 +67,10 @@ def anchors(page: Path) -> set[str]:
 
 def real_flags() -> set[str]:
     """Long options of every command this package installs, subcommands included."""
-    from pyresqueworker.admin.cli import main as admin
-    from pyresqueworker.cli import work
-    from pyresqueworker.demo import demo
-    from pyresqueworker.scheduler import main as scheduler
+    from pyresqueworker.cli.admin.cli import main as admin
+    from pyresqueworker.cli.demo import demo
+    from pyresqueworker.cli.scheduler import main as scheduler
+    from pyresqueworker.cli.work import work
 
     flags: set[str] = set()
     commands: list[click.Command] = [work, admin, demo, scheduler]

@@ -11,9 +11,9 @@ import pytest
 import redis
 from conftest import GOLDEN
 
-from pyresqueworker import wire
-from pyresqueworker.client import Client
-from pyresqueworker.failed_queue import FailedEntryError, FailedQueueBusyError
+from pyresqueworker.client._client import Client
+from pyresqueworker.client.failed_queue import FailedEntryError, FailedQueueBusyError
+from pyresqueworker.protocol import wire
 
 FAILED = "resque:failed"
 RETRIED_AT = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \S+$")

@@ -18,7 +18,7 @@ from web_helpers import WsgiClient
 from worker_helpers import worker_env
 
 from pyresqueworker import Client
-from pyresqueworker.connection import connect, describe
+from pyresqueworker.protocol.connection import connect, describe
 from pyresqueworker.web.app import make_app
 
 pytestmark = pytest.mark.slow

@@ -9,14 +9,9 @@ import redis
 from worker_helpers import wait_failures, wait_ran, wait_until
 
 from pyresqueworker import Client
-from pyresqueworker.history import (
-    History,
-    HistoryBuffer,
-    HistorySettings,
-    parse_duration,
-)
-from pyresqueworker.job import Job
-from pyresqueworker.wire import Keys
+from pyresqueworker.client.history import History, HistoryBuffer, HistorySettings, parse_duration
+from pyresqueworker.protocol.job import Job
+from pyresqueworker.protocol.wire import Keys
 
 KEYS = Keys()
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from pyresqueworker.job import Job, JobCall
-from pyresqueworker.registry import DontPerform, Registry
-from pyresqueworker.wire import dumps
+from pyresqueworker.jobs.registry import DontPerform, Registry
+from pyresqueworker.protocol.job import Job, JobCall
+from pyresqueworker.protocol.wire import dumps
 
 
 def perform(reg: Registry, name: str, *args: Any, **kwargs: Any) -> bool:
@@ -404,8 +404,8 @@ def test_run_failure_hooks_for_dirty_exits() -> None:
 
 
 def test_a_handler_that_returns_a_generator_fails_instead_of_succeeding() -> None:
-    from pyresqueworker.job import Job
-    from pyresqueworker.registry import Registry
+    from pyresqueworker.jobs.registry import Registry
+    from pyresqueworker.protocol.job import Job
 
     registry = Registry()
     ran: list[int] = []
@@ -423,8 +423,8 @@ def test_a_handler_that_returns_a_generator_fails_instead_of_succeeding() -> Non
 
 
 def test_a_sync_handler_handing_back_a_coroutine_has_it_run() -> None:
-    from pyresqueworker.job import Job
-    from pyresqueworker.registry import Registry
+    from pyresqueworker.jobs.registry import Registry
+    from pyresqueworker.protocol.job import Job
 
     registry = Registry()
     ran: list[int] = []

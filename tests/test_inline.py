@@ -10,10 +10,9 @@ import pytest
 import redis
 from conftest import GOLDEN
 
-from pyresqueworker.activejob import JOB_WRAPPER
-from pyresqueworker.client import Client
-from pyresqueworker.job import Job
-from pyresqueworker.registry import (
+from pyresqueworker.client._client import Client
+from pyresqueworker.jobs.activejob import JOB_WRAPPER
+from pyresqueworker.jobs.registry import (
     DontPerform,
     PayloadError,
     Registry,
@@ -21,7 +20,8 @@ from pyresqueworker.registry import (
     current_job,
     default_registry,
 )
-from pyresqueworker.testing import perform_enqueued, run_inline
+from pyresqueworker.jobs.testing import perform_enqueued, run_inline
+from pyresqueworker.protocol.job import Job
 
 
 @pytest.fixture

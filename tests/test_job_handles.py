@@ -16,8 +16,8 @@ import redis
 
 import pyresqueworker
 from pyresqueworker import Client, JobHandle, NoQueueError, Registry, configure, default_client
-from pyresqueworker.testing import perform_enqueued, run_inline
-from pyresqueworker.wire import encode_delayed_item, encode_job
+from pyresqueworker.jobs.testing import perform_enqueued, run_inline
+from pyresqueworker.protocol.wire import encode_delayed_item, encode_job
 
 APPS = Path(__file__).resolve().parent / "apps"
 FUTURE = 4102444800  # 2100-01-01T00:00:00Z: never due while the test runs

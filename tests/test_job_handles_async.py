@@ -8,15 +8,8 @@ from typing import Any, Optional
 import pytest
 import redis
 
-from pyresqueworker import (
-    AsyncClient,
-    Client,
-    JobHandle,
-    Registry,
-    configure,
-    default_async_client,
-)
-from pyresqueworker.wire import encode_delayed_item, encode_job
+from pyresqueworker import AsyncClient, Client, JobHandle, Registry, configure, default_async_client
+from pyresqueworker.protocol.wire import encode_delayed_item, encode_job
 
 FUTURE = 4102444800  # 2100-01-01T00:00:00Z: never due while the test runs
 

@@ -19,19 +19,19 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from worker_helpers import WorkerProc, failures, ran, wait_started, wait_until, worker_env
 
-from pyresqueworker import wire
-from pyresqueworker.activejob import job_data, wrapper_payload
-from pyresqueworker.config import WorkerConfig
-from pyresqueworker.job import Job
-from pyresqueworker.metrics import (
+from pyresqueworker.jobs.activejob import job_data, wrapper_payload
+from pyresqueworker.protocol import wire
+from pyresqueworker.protocol.job import Job
+from pyresqueworker.protocol.queues import QueueSpec
+from pyresqueworker.worker._metrics_redis import RedisCollector, enqueued_at
+from pyresqueworker.worker.config import WorkerConfig
+from pyresqueworker.worker.metrics import (
     NULL_METRICS,
     MetricsError,
     MetricsExporter,
     MetricsServer,
     PrometheusMetrics,
 )
-from pyresqueworker.metrics_redis import RedisCollector, enqueued_at
-from pyresqueworker.queues import QueueSpec
 
 Spawn = Callable[..., WorkerProc]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -299,7 +299,7 @@ def test_a_multiprocess_dir_set_by_the_user_must_exist(
 
 def test_missing_prometheus_client_is_one_line_and_exit_1(redis_url: str) -> None:
     script = ("import sys; sys.modules['prometheus_client'] = None\n"
-              "from pyresqueworker.cli import work_main\n"
+              "from pyresqueworker.cli.work import work_main\n"
               f"work_main(['-q', 'q', '--redis', {redis_url!r}, '--metrics-port', "
               f"'{free_port()}'])")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

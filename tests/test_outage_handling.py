@@ -13,14 +13,14 @@ import logging
 import pytest
 import redis
 
-from pyresqueworker import wire
-from pyresqueworker.connection import ConfigError, ConnectionFactory, describe
-from pyresqueworker.failover_watch import FailoverWatch
-from pyresqueworker.locate import NodeLocator, SentinelLocator
 from pyresqueworker.log import MAX_FIELD_CHARS, TextFormatter, setup_logging
-from pyresqueworker.outage import Outage, OutageBook, is_redis_away
-from pyresqueworker.redis_errors import RedisUnavailable, raise_if_away, transient_code
-from pyresqueworker.supervisor import HEALTHY_RUN, Supervisor
+from pyresqueworker.protocol import wire
+from pyresqueworker.protocol._failover_watch import FailoverWatch
+from pyresqueworker.protocol._locate import NodeLocator, SentinelLocator
+from pyresqueworker.protocol._outage import Outage, OutageBook, is_redis_away
+from pyresqueworker.protocol.connection import ConfigError, ConnectionFactory, describe
+from pyresqueworker.protocol.redis_errors import RedisUnavailable, raise_if_away, transient_code
+from pyresqueworker.worker._supervisor import HEALTHY_RUN, Supervisor
 
 
 @pytest.mark.parametrize("error, code", [

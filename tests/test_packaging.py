@@ -158,7 +158,7 @@ def test_the_demo_installed_from_the_wheel_enqueues_with_ruby(built: Built, redi
         [sys.executable, "-c", "import pyresqueworker; print(pyresqueworker.__file__)"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert probe.stdout.startswith(str(site)), probe.stdout + probe.stderr
-    result = subprocess.run([sys.executable, "-m", "pyresqueworker.demo", "--redis", redis_url],
+    result = subprocess.run([sys.executable, "-m", "pyresqueworker.cli.demo", "--redis", redis_url],
                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "Ruby enqueued 1 job" in result.stdout

@@ -22,13 +22,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from worker_helpers import NS, WorkerProc, wait_until
 
-from pyresqueworker import Client, wire
-from pyresqueworker.cli import work
-from pyresqueworker.config import WorkerConfig
-from pyresqueworker.periodic import PeriodicEnqueuer, Schedule, ScheduleStore, validate_cron
-from pyresqueworker.process import WorkerProcess
-from pyresqueworker.queues import QueueSpec
-from pyresqueworker.registry import Registry
+from pyresqueworker import Client
+from pyresqueworker.cli.work import work
+from pyresqueworker.jobs.registry import Registry
+from pyresqueworker.protocol import wire
+from pyresqueworker.protocol.queues import QueueSpec
+from pyresqueworker.worker._process import WorkerProcess
+from pyresqueworker.worker.config import WorkerConfig
+from pyresqueworker.worker.periodic import PeriodicEnqueuer, Schedule, ScheduleStore, validate_cron
 
 Spawn = Callable[..., WorkerProc]
 
@@ -592,7 +593,7 @@ def test_periodic_takes_the_issues_positional_form_and_the_registered_queue() ->
 def test_code_schedules_of_this_process_are_listed_and_switched_without_a_worker(
     r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pyresqueworker import registry
+    from pyresqueworker.jobs import registry
 
     fresh = registry.Registry()
     monkeypatch.setattr(registry.default_registry, "_handlers", fresh._handlers)

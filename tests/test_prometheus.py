@@ -34,8 +34,8 @@ from prometheus_helpers import (
 )
 from worker_helpers import WorkerProc, failures, ran, start_worker, wait_until
 
-from pyresqueworker import wire
-from pyresqueworker.activejob import job_data, wrapper_payload
+from pyresqueworker.jobs.activejob import job_data, wrapper_payload
+from pyresqueworker.protocol import wire
 
 JOB = "pyresque"  # the scrape job name alerts.yml and the dashboard expect
 ALERT_NAMES = {"PyresqueWorkerDown", "PyresqueHeartbeatStale", "PyresqueQueueLatencyHigh",

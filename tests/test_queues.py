@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from pyresqueworker.queues import QueueSpec, QueueSpecError
+from pyresqueworker.protocol.queues import QueueSpec, QueueSpecError
 
 
 def test_strict_order_without_weights() -> None:

@@ -9,16 +9,16 @@ from typing import Any, Callable
 
 import pytest
 
-from pyresqueworker import failure
-from pyresqueworker.job import Job, JobCall
-from pyresqueworker.registry import (
+from pyresqueworker.jobs.registry import (
     DontPerform,
     PayloadError,
     Registry,
     UnknownJobClass,
     current_job,
 )
-from pyresqueworker.wire import dumps
+from pyresqueworker.protocol import failure
+from pyresqueworker.protocol.job import Job, JobCall
+from pyresqueworker.protocol.wire import dumps
 
 
 def make_job(payload: Any, queue: str = "q") -> Job:
@@ -539,7 +539,7 @@ def test_dont_perform_from_the_handler_is_a_failure() -> None:
 
 
 def test_module_level_helpers_use_the_default_registry() -> None:
-    from pyresqueworker import registry as module
+    from pyresqueworker.jobs import registry as module
 
     @module.job("Tests::ModuleLevelHelper", queue="mlh")
     def helper() -> None: ...

@@ -11,8 +11,8 @@ import redis
 from worker_helpers import failures, ran, wait_failures, wait_ran, wait_until
 
 from pyresqueworker import Client
-from pyresqueworker.retry import Retry, retry_key_suffix
-from pyresqueworker.scheduler import Scheduler
+from pyresqueworker.jobs.retry import Retry, retry_key_suffix
+from pyresqueworker.worker.scheduler import Scheduler
 
 APPS = ("--app", "feature_jobs", "--queues", "jobs")
 

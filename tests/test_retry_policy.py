@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from pyresqueworker.retry import Retry, retry_key_suffix, ruby_join
+from pyresqueworker.jobs.retry import Retry, retry_key_suffix, ruby_join
 
 
 def test_exponential_linear_fixed_and_custom_delays() -> None:

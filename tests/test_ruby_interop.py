@@ -21,9 +21,9 @@ import pytest
 import redis
 from conftest import GOLDEN, RUBY_CLIENT
 
-from pyresqueworker import failure, wire
-from pyresqueworker.client import Client
-from pyresqueworker.job import Job
+from pyresqueworker.client._client import Client
+from pyresqueworker.protocol import failure, wire
+from pyresqueworker.protocol.job import Job
 
 pytestmark = pytest.mark.ruby
 
@@ -467,7 +467,7 @@ def queue_item(r: redis.Redis, queue: str, index: int = 0) -> bytes:
 
 def decode_active_job(r: redis.Redis, queue: str) -> Any:
     """Python's decoding of the first item of ``queue``, as the worker would do it."""
-    from pyresqueworker.activejob import decode_active_job as decode
+    from pyresqueworker.jobs.activejob import decode_active_job as decode
 
     raw = queue_item(r, queue)
     return decode(Job(queue=queue, raw=raw, payload=wire.loads(raw)))

@@ -16,9 +16,9 @@ import pytest
 import redis
 from conftest import ROOT, free_port
 
-from pyresqueworker.client import Client
-from pyresqueworker.delayed import DelayedQueue
-from pyresqueworker.scheduler import Scheduler, default_lock_value
+from pyresqueworker.client._client import Client
+from pyresqueworker.client.delayed import DelayedQueue
+from pyresqueworker.worker.scheduler import Scheduler, default_lock_value
 
 NOW = 1_705_312_200
 LOCK = "resque:resque:resque_scheduler_master_lock"
@@ -296,14 +296,14 @@ r.zadd("resque:delayed_queue_schedule", ts, ts)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pyresqueworker.scheduler", *args],
+    return subprocess.run([sys.executable, "-m", "pyresqueworker.cli.scheduler", *args],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
 @pytest.fixture
 def cli_process(redis_url: str) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pyresqueworker.scheduler", "--redis", redis_url,
+        [sys.executable, "-m", "pyresqueworker.cli.scheduler", "--redis", redis_url,
          "--namespace", "app", "--interval", "0.05"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
@@ -357,7 +357,7 @@ def test_cli_hides_the_redis_password_from_ps() -> None:
 
     server = RedisServer(extra_args=("--requirepass", "s3cret-Pa55"))
     url = f"redis://:s3cret-Pa55@127.0.0.1:{server.port}/0"
-    proc = subprocess.Popen([sys.executable, "-m", "pyresqueworker.scheduler", "--redis", url],
+    proc = subprocess.Popen([sys.executable, "-m", "pyresqueworker.cli.scheduler", "--redis", url],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     try:
         def title() -> str:

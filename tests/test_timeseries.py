@@ -10,8 +10,9 @@ import pytest
 import redis
 from worker_helpers import wait_until
 
-from pyresqueworker import Client, wire
-from pyresqueworker.timeseries import (
+from pyresqueworker import Client
+from pyresqueworker.protocol import wire
+from pyresqueworker.worker.timeseries import (
     DAY,
     HEAD_LIMIT,
     KEEP_DAYS,

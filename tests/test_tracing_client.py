@@ -34,8 +34,9 @@ from tracing_helpers import (  # noqa: F401 (sdk_spans: the fixture the tests us
     work_until_empty,
 )
 
-from pyresqueworker import AsyncClient, Client, wire
-from pyresqueworker.registry import Registry
+from pyresqueworker import AsyncClient, Client
+from pyresqueworker.jobs.registry import Registry
+from pyresqueworker.protocol import wire
 
 ATTRIBUTES = {"messaging.system": "resque", "messaging.destination": "q",
               "messaging.destination_kind": "queue"}

@@ -29,11 +29,12 @@ from tracing_helpers import (  # noqa: F401 (sdk_spans: a fixture)
 )
 from worker_helpers import wait_ran
 
-from pyresqueworker import Client, wire
-from pyresqueworker.activejob import JOB_WRAPPER, job_data
-from pyresqueworker.job import Job
-from pyresqueworker.registry import Registry
-from pyresqueworker.tracing import NULL_SPAN, JobTracing
+from pyresqueworker import Client
+from pyresqueworker.jobs.activejob import JOB_WRAPPER, job_data
+from pyresqueworker.jobs.registry import Registry
+from pyresqueworker.jobs.tracing import NULL_SPAN, JobTracing
+from pyresqueworker.protocol import wire
+from pyresqueworker.protocol.job import Job
 
 Q = wire.Keys("resque:").queue("q")
 ATTRIBUTES = {"messaging.system": "resque", "messaging.destination": "q",

@@ -6,10 +6,10 @@ import redis
 from worker_helpers import wait_ran, wait_until
 
 from pyresqueworker import Client
-from pyresqueworker.fetch import NO_FINISH, Claimed, Claimer
-from pyresqueworker.scheduler import Scheduler
-from pyresqueworker.unique import UNIQUE_TTL, unique_digest
-from pyresqueworker.wire import Keys
+from pyresqueworker.client._unique import UNIQUE_TTL, unique_digest
+from pyresqueworker.protocol.wire import Keys
+from pyresqueworker.worker._claim import NO_FINISH, Claimed, Claimer
+from pyresqueworker.worker.scheduler import Scheduler
 
 RUN_AT = "2026/11/23 10:00:00 UTC"
 
@@ -55,7 +55,7 @@ def test_a_scheduled_unique_job_blocks_its_kind_and_keeps_its_key_through_the_sc
 ) -> None:
     now = 2_000_000_000.0
     client = Client(r)
-    from pyresqueworker.unique import UniqueJobs
+    from pyresqueworker.client._unique import UniqueJobs
 
     jobs = UniqueJobs(client, clock=lambda: now)
     assert jobs.enqueue("jobs", "Digest", ("daily",), when=now + 600)

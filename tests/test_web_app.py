@@ -25,7 +25,8 @@ from web_helpers import (
     seed_ruby_golden,
 )
 
-from pyresqueworker import Client, wire
+from pyresqueworker import Client
+from pyresqueworker.protocol import wire
 from pyresqueworker.web import make_app, serve
 from pyresqueworker.web.actions import ACTIONS
 from pyresqueworker.web.app import Dashboard

@@ -25,7 +25,8 @@ from web_helpers import (
 )
 from worker_helpers import wait_failures, wait_ran, wait_started, wait_until
 
-from pyresqueworker import Client, wire
+from pyresqueworker import Client
+from pyresqueworker.protocol import wire
 
 NS = "resque:"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -11,18 +11,12 @@ import pytest
 import redis
 from web_helpers import XSS_SCRIPT, WsgiClient
 
-from pyresqueworker import Client, wire
-from pyresqueworker.timeseries import Sample, SeriesStore
+from pyresqueworker import Client
+from pyresqueworker.protocol import wire
 from pyresqueworker.web.app import SECURITY_HEADERS, Dashboard
 from pyresqueworker.web.chart_data import percentile, step_for
-from pyresqueworker.web.charts import (
-    TOP,
-    bar_chart,
-    compact,
-    line_chart,
-    nice_ceiling,
-    range_chart,
-)
+from pyresqueworker.web.charts import TOP, bar_chart, compact, line_chart, nice_ceiling, range_chart
+from pyresqueworker.worker.timeseries import Sample, SeriesStore
 
 NS = "resque:"
 SVG = "{http://www.w3.org/2000/svg}"

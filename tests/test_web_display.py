@@ -12,7 +12,8 @@ import redis
 from conftest import GOLDEN
 from web_helpers import WsgiClient
 
-from pyresqueworker import Client, wire
+from pyresqueworker import Client
+from pyresqueworker.protocol import wire
 from pyresqueworker.web import make_app
 
 NS = "resque:"

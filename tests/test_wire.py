@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import GOLDEN
 
-from pyresqueworker import wire
+from pyresqueworker.protocol import wire
 
 # The golden cases' `ruby_args`, decoded by hand into the Python values that mean the same.
 GOLDEN_ARGS: dict[str, list[Any]] = {

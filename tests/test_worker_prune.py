@@ -28,7 +28,7 @@ from worker_helpers import (
     wait_until,
 )
 
-from pyresqueworker import wire
+from pyresqueworker.protocol import wire
 
 Spawn = Callable[..., WorkerProc]
 DEAD = "deadhost:1:q"

@@ -17,12 +17,12 @@ import redis
 from worker_helpers import NS, wait_until
 
 from pyresqueworker import Client
-from pyresqueworker.config import WorkerConfig
-from pyresqueworker.fetch import Claimer
-from pyresqueworker.process import WorkerProcess
-from pyresqueworker.queues import QueueSpec
-from pyresqueworker.registry import Registry
-from pyresqueworker.slot import Slot
+from pyresqueworker.jobs.registry import Registry
+from pyresqueworker.protocol.queues import QueueSpec
+from pyresqueworker.worker._claim import Claimer
+from pyresqueworker.worker._process import WorkerProcess
+from pyresqueworker.worker._slot import Slot
+from pyresqueworker.worker.config import WorkerConfig
 
 DONE = "resilience:done"
 _RUNNING: list[threading.Thread] = []  # WorkerProcess.run threads of the current test

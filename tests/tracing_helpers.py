@@ -25,11 +25,11 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from pyresqueworker import wire
-from pyresqueworker.config import WorkerConfig
-from pyresqueworker.process import WorkerProcess
-from pyresqueworker.queues import QueueSpec
-from pyresqueworker.registry import Registry
+from pyresqueworker.jobs.registry import Registry
+from pyresqueworker.protocol import wire
+from pyresqueworker.protocol.queues import QueueSpec
+from pyresqueworker.worker._process import WorkerProcess
+from pyresqueworker.worker.config import WorkerConfig
 
 # A Rails request's span, as the gem's producer would have it.
 RAILS_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -17,8 +17,8 @@ from urllib.parse import urlencode
 import redis
 from conftest import GOLDEN
 
-from pyresqueworker import wire
-from pyresqueworker.client import Client
+from pyresqueworker.client._client import Client
+from pyresqueworker.protocol import wire
 from pyresqueworker.web.app import SESSION_COOKIE, Dashboard
 from pyresqueworker.web.security import LOOPBACK_NAMES
 from pyresqueworker.web.server import make_server

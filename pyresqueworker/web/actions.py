@@ -11,9 +11,9 @@ from typing import Callable, Union
 
 import redis
 
-from ..client import Client
-from ..failed_queue import FailedEntryError, FailedQueueBusyError
-from ..redis_errors import raise_if_away
+from ..client._client import Client
+from ..client.failed_queue import FailedEntryError, FailedQueueBusyError
+from ..protocol.redis_errors import raise_if_away
 from .format import digest
 
 __all__ = ["ACTIONS", "ActionError", "Form"]

@@ -19,11 +19,11 @@ import jinja2
 import redis
 
 from .. import _version
-from ..client import Client
-from ..connection import describe
-from ..history import History
+from ..client._client import Client
+from ..client.history import History
 from ..log import logger
-from ..timeseries import SeriesStore
+from ..protocol.connection import describe
+from ..worker.timeseries import SeriesStore
 from . import chart_data, pages
 from .actions import ACTIONS, ActionError
 from .meter import ThroughputMeter

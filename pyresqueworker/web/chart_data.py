@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from ..history import History, HistoryRecord
-from ..timeseries import DAY, MINUTE, Sample, SeriesStore, bucket_counts
+from ..client.history import History, HistoryRecord
+from ..worker.timeseries import DAY, MINUTE, Sample, SeriesStore, bucket_counts
 from .charts import HEIGHT, WIDTH, Chart, bar_chart, line_chart, range_chart
 
 __all__ = ["HOURS", "charts_page", "durations_chart", "jobs_chart", "queue_charts"]

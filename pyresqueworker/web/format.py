@@ -9,14 +9,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Optional, Union
 
-from .. import wire
-from ..activejob import (
+from ..jobs.activejob import (
     JOB_WRAPPER,
     deserialize_arguments,
     job_class,
     recorded_enqueued_at,
     wrapped_job_data,
 )
+from ..protocol import wire
 
 __all__ = [
     "NOT_A_JOB",

@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional, Union
 
-from .. import wire
-from ..client import Client
-from ..failed_queue import decode_entry
-from ..history import History
+from ..client._client import Client
+from ..client.failed_queue import decode_entry
+from ..client.history import History
+from ..protocol import wire
 from .format import (
     NO_CLASS,
     NOT_A_JOB,

@@ -13,7 +13,7 @@ import threading
 from typing import Any, Optional
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from ..client import Client
+from ..client._client import Client
 from ..log import logger
 from .app import Dashboard
 from .security import LOOPBACK_NAMES, is_loopback_host

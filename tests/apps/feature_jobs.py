@@ -11,7 +11,7 @@ from typing import Any
 from worker_jobs import JobError, _line, _record, _redis
 
 from pyresqueworker import job
-from pyresqueworker.retry import Retry
+from pyresqueworker.jobs.retry import Retry
 
 _NOW = Retry(max=2, backoff="fixed", base=0)
 

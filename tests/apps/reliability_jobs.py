@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional, TypeVar
 import redis
 
 from pyresqueworker import Job, JobCall, current_job, job
-from pyresqueworker.wire import encode_job
+from pyresqueworker.protocol.wire import encode_job
 
 __all__ = [
     "DONE", "OK", "RUNS", "Accounting", "Fleet", "RelError", "account", "drained", "held_jobs",

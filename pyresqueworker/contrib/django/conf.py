@@ -21,10 +21,10 @@ import click
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from ...cli import work
-from ...client import Client
-from ...connection import TLSFiles, connect
-from ...wire import DEFAULT_NAMESPACE
+from ...cli.work import work
+from ...client._client import Client
+from ...protocol.connection import TLSFiles, connect
+from ...protocol.wire import DEFAULT_NAMESPACE
 
 __all__ = ["SETTING", "get_client", "pyresque_settings", "reset_client", "worker_defaults",
            "worker_options"]

@@ -27,8 +27,8 @@ from typing import Any, Callable
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.db import close_old_connections, connections
 
-from ...job import Job, JobCall
-from ...registry import Registry
+from ...jobs.registry import Registry
+from ...protocol.job import Job, JobCall
 
 __all__ = ["close_db_connections", "install"]
 

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from django.db import transaction
 
-from ...client import Client
+from ...client._client import Client
 from .conf import get_client
 
 if TYPE_CHECKING:
-    from ...delayed import When
+    from ...client.delayed import When
 
 __all__ = ["enqueue_at_on_commit", "enqueue_in_on_commit", "enqueue_on_commit",
            "enqueue_to_on_commit"]

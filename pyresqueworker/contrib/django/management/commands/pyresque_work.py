@@ -16,13 +16,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from pyresqueworker.cli import work
-from pyresqueworker.connection import ConfigError
+from pyresqueworker.cli.work import work
 from pyresqueworker.contrib.django import db
 from pyresqueworker.contrib.django.command_line import add_click_options, click_argv
 from pyresqueworker.contrib.django.conf import worker_defaults
-from pyresqueworker.registry import default_registry
-from pyresqueworker.runner import WorkerError
+from pyresqueworker.jobs.registry import default_registry
+from pyresqueworker.protocol.connection import ConfigError
+from pyresqueworker.worker.runner import WorkerError
 
 PROG = "manage.py pyresque_work"
 

@@ -1,4 +1,0 @@
-"""``pyresque``, the admin command line: queues, workers, failures, schedules, history, web.
-
-The click group is :data:`pyresqueworker.admin.cli.main` (the ``pyresque`` console script).
-"""

@@ -1,0 +1,186 @@
+"""What :class:`~pyresqueworker.Client` and
+:class:`~pyresqueworker.AsyncClient` share: settings, validation, and every
+operation of theirs built once (see :mod:`pyresqueworker.client._commands`).
+
+Each ``*_op`` method returns an operation; the blocking client runs it with
+:func:`~pyresqueworker.client._commands.run`, the asyncio one awaits
+:func:`~pyresqueworker.client._commands.arun`, so both send the same commands with the same bytes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any, Callable, Optional
+
+from ..jobs.activejob import JOB_WRAPPER, job_data, serialize_arguments
+from ..jobs.registry import default_registry
+from ..jobs.retry import Retry
+from ..protocol import wire
+from ._commands import Op, call, cmd, send
+from ._enqueue_ops import NoClassError, dequeue, resolve_queue, validate
+from ._failed_ops import FailedOps, Raw
+from ._trace_enqueue import enqueue_many_traced, push_traced
+from ._unique import UniqueJobs
+from .delayed import DelayedOps, When
+from .inspection import (
+    WorkerInfo,
+    as_text,
+    heartbeats_op,
+    info_op,
+    is_pause_value,
+    queue_names_op,
+    workers_op,
+)
+
+__all__ = ["REGISTERED_QUEUE", "ClientCore"]
+
+#: The default ``queue_for``: the queue of a handler registered with ``@job`` in this process,
+#: so ``enqueue("Jobs::Archive", ...)`` finds ``@job("Jobs::Archive", queue="files")``.
+REGISTERED_QUEUE = default_registry.queue_for
+
+
+class ClientCore:
+    """The namespace, ``queue_for`` and the operations of a Resque client.
+
+    ``clock`` (epoch seconds) is "now" for delayed, unique and ActiveJob enqueues: whether a
+    moment is past, ``enqueue_in``'s start, ``enqueued_at``. Tests may replace it.
+    """
+
+    def __init__(self, namespace: str,
+                 queue_for: Optional[Callable[[str], Optional[str]]]) -> None:
+        self.keys = wire.Keys(namespace)
+        self.queue_for = queue_for
+        self.clock: Callable[[], float] = time.time
+        self._failed_ops = FailedOps(self.keys)
+
+    def queue_or_raise(self, class_name: str, queue: Optional[str]) -> str:
+        """``queue``, else the class's registered queue; :class:`NoQueueError` if neither."""
+        return resolve_queue(self.queue_for, class_name, queue)
+
+    @staticmethod
+    def validate(queue: str, class_name: str) -> None:
+        """Raise :class:`NoQueueError` / :class:`NoClassError` for an empty queue or class."""
+        validate(queue, class_name)
+
+    # -- enqueue ----------------------------------------------------------------------------
+
+    def _enqueue_to_op(self, queue: str, class_name: str, args: Sequence[Any],
+                       retry: Optional[Retry], job_id: Optional[str], piped: bool) -> Op[str]:
+        validate(queue, class_name)
+        extra: dict[str, Any] = {}
+        if job_id is not None:
+            extra["id"] = job_id
+        if retry is not None:
+            extra["retry"] = retry.to_json()
+        item = wire.with_fields(wire.encode_job(class_name, args), extra)
+        return (yield from push_traced(self.keys, queue, class_name, args, item, piped))
+
+    def _enqueue_op(self, class_name: str, args: Sequence[Any], queue: Optional[str],
+                    retry: Optional[Retry], job_id: Optional[str], piped: bool) -> Op[str]:
+        queue = self.queue_or_raise(class_name, queue)
+        return self._enqueue_to_op(queue, class_name, args, retry, job_id, piped)
+
+    def _enqueue_many_op(self, queue: str, jobs: Iterable[tuple[str, Sequence[Any]]],
+                         batch: int) -> Op[int]:
+        return enqueue_many_traced(self.keys, queue, jobs, batch)
+
+    def _enqueue_at_op(self, when: When, class_name: str, args: Sequence[Any],
+                       queue: Optional[str], piped: bool) -> Op[Optional[int]]:
+        return self._delayed().enqueue_at(when, class_name, args, queue, piped)
+
+    def _enqueue_in_op(self, seconds: float | timedelta, class_name: str, args: Sequence[Any],
+                       queue: Optional[str], piped: bool) -> Op[Optional[int]]:
+        return self._delayed().enqueue_in(seconds, class_name, args, queue, piped)
+
+    def _unique_op(self, class_name: str, args: tuple[Any, ...], queue: Optional[str], *,
+                   key: Any = None, keyed: bool = False, when: Optional[When] = None,
+                   delay: Optional[float | timedelta] = None) -> Op[bool]:
+        unique = UniqueJobs(self, clock=self.clock)
+        if delay is not None:
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+            when = unique.clock() + seconds
+        return unique.op(queue, class_name, args, by_key=key, keyed=keyed, when=when)
+
+    def _active_job_op(self, job_class: str, args: Sequence[Any], kwargs: dict[str, Any],
+                       queue: str, job_id: Optional[str], priority: Optional[int], locale: str,
+                       timezone: Optional[str], piped: bool) -> Op[str]:
+        if not job_class:
+            raise NoClassError("an ActiveJob job needs a job class")
+        job_id = job_id or str(uuid.uuid4())
+        data = job_data(job_class, serialize_arguments(tuple(args), kwargs), queue_name=queue,
+                        job_id=job_id, priority=priority, locale=locale, timezone=timezone,
+                        enqueued_at=self.clock())
+        yield from self._enqueue_to_op(queue, JOB_WRAPPER, [data], None, None, piped)
+        return job_id
+
+    def _delayed(self) -> DelayedOps:
+        return DelayedOps(self, clock=self.clock)
+
+    def _remove_delayed_op(self, class_name: str, args: Sequence[Any],
+                           queue: Optional[str]) -> Op[Optional[int]]:
+        return self._delayed().remove_delayed(class_name, args, queue, piped=False)
+
+    def _delayed_count_op(self) -> Op[int]:
+        return self._delayed().delayed_count()
+
+    def _dequeue_op(self, class_name: str, args: Sequence[Any], queue: str) -> Op[int]:
+        return dequeue(self.keys, queue, class_name, args)
+
+    # -- queues and pausing ---------------------------------------------------------------
+
+    def _size_op(self, queue: str) -> Op[int]:
+        return int((yield from call("LLEN", self.keys.queue(queue))))
+
+    def _peek_raw_op(self, queue: str, start: int, count: int) -> Op[list[Raw]]:
+        if count <= 0:
+            return []
+        return list((yield from call("LRANGE", self.keys.queue(queue), start,
+                                     start + count - 1)))
+
+    def _peek_op(self, queue: str, start: int, count: int) -> Op[list[dict[str, Any]]]:
+        decoded = []
+        for offset, raw in enumerate((yield from self._peek_raw_op(queue, start, count))):
+            value = wire.loads(raw)
+            if not isinstance(value, dict):
+                raise wire.DecodeError(f"item {start + offset} of {queue!r} is not a JSON object")
+            decoded.append(value)
+        return decoded
+
+    def _queues_op(self) -> Op[list[str]]:
+        return queue_names_op(self.keys)
+
+    def _remove_queue_op(self, queue: str) -> Op[None]:
+        yield from send(cmd("SREM", self.keys.queues, queue), cmd("DEL", self.keys.queue(queue)))
+
+    def _command_op(self, *args: Any) -> Op[None]:
+        yield from call(*args)
+
+    def _paused_queues_op(self) -> Op[list[str]]:
+        names = yield from call("SMEMBERS", self.keys.paused_queues)
+        return sorted(as_text(name) or "" for name in names)
+
+    def _all_paused_op(self) -> Op[bool]:
+        return is_pause_value((yield from call("GET", self.keys.pause_all)))
+
+    # -- workers, stats and failures ------------------------------------------------------
+
+    def _workers_op(self) -> Op[list[WorkerInfo]]:
+        return workers_op(self.keys)
+
+    def _working_op(self) -> Op[list[WorkerInfo]]:
+        workers = yield from workers_op(self.keys)
+        return [worker for worker in workers if worker.state == "working"]
+
+    def _heartbeats_op(self) -> Op[dict[str, str]]:
+        return heartbeats_op(self.keys)
+
+    def _info_op(self, server: str) -> Op[dict[str, Any]]:
+        return info_op(self.keys, server)
+
+    @property
+    def failed_ops(self) -> FailedOps:
+        """The failed-list operations for this namespace."""
+        return self._failed_ops

@@ -1,0 +1,155 @@
+"""Performing one job in asyncio mode: ``async def`` handlers on the loop, sync ones in threads.
+
+An ``async def`` handler runs inside its slot's task: the coroutine is awaited there, between
+the class's sync ``before_perform*`` / ``around_perform*`` / ``after_perform*`` hooks (the same
+order and rules as :class:`~pyresqueworker.jobs.hooks.HookRun`), and its timeout cancels it. A sync
+handler — or any job when middleware is registered, since middleware calls ``call_next()``
+synchronously — runs in a bounded thread pool, exactly as in thread mode (soft timeout raised
+in its thread), while the slot's task awaits it: sync handlers keep their threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections.abc import Coroutine, Generator
+from typing import Any, Optional
+
+from ..jobs.hooks import (
+    DontPerform,
+    Handler,
+    enter_around,
+    leave_around,
+    run_failure_hooks,
+    running_job,
+)
+from ..protocol.job import Job, JobCall
+from ._host import AioSlotHost
+from ._job_outcome import failed, succeeded
+from .isolation import JobResult, JobTimeout
+
+__all__ = ["perform", "run_limited"]
+
+
+async def perform(slot: AioSlotHost, job: Job) -> JobResult:
+    """Decode, dispatch and run one job; every error becomes a failure entry."""
+    process = slot.process
+    registry = process.registry
+    call: Optional[JobCall] = None
+    try:
+        call = registry.decode(job)
+        handler = registry.handler(call.class_name)
+        timeout = handler.timeout or process.config.job_timeout
+        if handler.is_async and not registry.has_middleware:
+            performed = await _run_on_loop(handler, job, call, timeout)
+        else:
+            # With this task's context (the job's span), as asyncio.to_thread passes it.
+            performed = await slot.runtime.in_job_thread(contextvars.copy_context().run,
+                                                         _run_in_thread, slot, job, call, timeout)
+    except BaseException as exc:  # Ruby's ``rescue Object``; a cancel at shutdown ends here too
+        return failed(process, slot.retrier, job, call, exc)
+    return succeeded(slot.retrier, job, call, performed)
+
+
+async def run_limited(awaitable: Any, limit: Optional[float]) -> Any:
+    """Await ``awaitable`` in this task; past ``limit`` seconds cancel it and raise JobTimeout.
+
+    (A timer that cancels the task, not ``wait_for``: no extra task per job; Python 3.9 has
+    no ``asyncio.timeout``.)
+    """
+    if limit is None:
+        return await awaitable
+    task = asyncio.current_task()
+    assert task is not None
+    expired: list[bool] = []
+
+    def expire() -> None:
+        expired.append(True)
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(limit, expire)
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        if not expired:
+            raise  # a real cancel (shutdown)
+        uncancel = getattr(task, "uncancel", None)  # 3.11+: this cancel has been handled
+        if uncancel is not None:
+            uncancel()
+        raise JobTimeout(f"job exceeded its timeout of {limit:g}s") from None
+    finally:
+        timer.cancel()
+
+
+async def _run_on_loop(handler: Handler, job: Job, call: JobCall,
+                       limit: Optional[float]) -> bool:
+    """A :class:`~pyresqueworker.jobs.hooks.HookRun` for an async handler, awaited in this
+    task."""
+    token = running_job.set((job, call))
+    owner: Any = None
+    try:
+        owner = handler.owner()
+        args, kwargs = call.args, call.kwargs
+        try:
+            for name in handler.before_hooks:
+                getattr(owner, name)(*args, **kwargs)
+        except DontPerform:
+            return False
+        if handler.around_hooks:
+            performed = await _around(handler, owner, call, limit)
+        else:
+            await _invoke(handler, owner, call, limit)
+            performed = True
+        for name in handler.after_hooks:  # Ruby runs them even when an around hook did not yield
+            getattr(owner, name)(*args, **kwargs)
+        return performed
+    except BaseException as exc:
+        run_failure_hooks(handler, owner, exc, call)
+        raise
+    finally:
+        running_job.reset(token)
+
+
+async def _invoke(handler: Handler, owner: Any, call: JobCall, limit: Optional[float]) -> None:
+    fn = owner.perform if handler.is_class else owner
+    await run_limited(fn(*call.args, **call.kwargs), limit)
+
+
+async def _around(handler: Handler, owner: Any, call: JobCall, limit: Optional[float]) -> bool:
+    """The around hooks as :class:`~pyresqueworker.jobs.hooks.HookRun` nests them, awaiting the
+    handler at the innermost point."""
+    entered: list[tuple[str, Generator[Any, None, Any]]] = []
+    error: Optional[BaseException] = None
+    performed = False
+    try:
+        if enter_around(handler, owner, call, entered):
+            await _invoke(handler, owner, call, limit)
+            performed = True
+    except BaseException as exc:
+        error = exc
+    leave_around(entered, error)
+    return performed
+
+
+def _run_in_thread(slot: AioSlotHost, job: Job, call: JobCall, limit: Optional[float]) -> bool:
+    """A pool thread: hooks and handler as in thread mode; the housekeeping watchdog raises
+    JobTimeout here past the deadline (see :meth:`AioSlot.interrupt_if_overdue`)."""
+    loop = slot.runtime.loop
+
+    def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
+        with slot.lock:
+            deadline, slot.deadline = slot.deadline, None  # the cancel enforces it now
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return asyncio.run_coroutine_threadsafe(run_limited(coro, left), loop).result()
+
+    with slot.lock:
+        slot.thread_ident = threading.get_ident()
+        slot.timeout = limit or 0.0
+        slot.deadline = None if limit is None else time.monotonic() + limit
+    try:
+        return slot.process.registry.perform(job, call, run_async=run_async)
+    finally:
+        with slot.lock:
+            slot.deadline = slot.thread_ident = None

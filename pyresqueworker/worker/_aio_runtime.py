@@ -1,0 +1,222 @@
+"""The asyncio execution mode: every slot of a process is a task on one event loop.
+
+``--execution asyncio`` (or ``auto`` when every registered handler is ``async def``) runs the
+process's slots — each still one Resque worker id with its worker key, registered and
+heartbeated like a thread slot — as tasks (:class:`~pyresqueworker.worker._aio_slot.AioSlot`) on one
+event loop, in a thread of its own; the main thread keeps handling signals and the
+housekeeping thread keeps heartbeats, prunes and timeouts, as in thread mode.
+
+What the slots share, so that 10,000 of them cost a few connections:
+
+* claims and completions: ``--connections`` asyncio connections, many slots' calls per
+  pipeline (:mod:`pyresqueworker.worker._claim_batch`);
+* the idle wait: one watcher per queue (:mod:`pyresqueworker.worker._aio_doorbell`);
+* rare sync paths (a lost reply, a large payload, a retry, a give-back): a pool of
+  :data:`REDIS_THREADS` threads on one redis-py client with as many connections;
+* sync handlers (and jobs when middleware is registered): a pool of up to
+  :data:`JOB_THREADS` threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Optional, TypeVar
+
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..jobs.registry import Registry
+from ..log import logger
+from ..protocol._outage import Outage
+from ._aio_doorbell import WATCH_BLOCK, AioDoorbell
+from ._aio_link import AioLink
+from ._aio_slot import AioSlot
+from ._claim_batch import ClaimBatcher, link_count
+from ._host import WorkerHost
+from ._startup import WorkerError
+from .config import MAX_THREAD_SLOTS, WorkerConfig
+
+__all__ = ["JOB_THREADS", "REDIS_THREADS", "AsyncRuntime", "choose_execution"]
+
+T = TypeVar("T")
+
+REDIS_THREADS = 2  # threads (and connections) for the rare sync Redis paths
+JOB_THREADS = 64  # most sync jobs one asyncio-mode process runs at once
+_LINK_TIMEOUT = 10.0  # seconds one claim pipeline may take before its connection is dropped
+_TICK = 0.05  # how often the loop looks at the process's stop and pause flags
+_QUEUE_REFRESH = 1.0  # seconds a dynamic (glob) queue list is cached
+
+
+def choose_execution(config: WorkerConfig, registry: Registry) -> str:
+    """``threads`` or ``asyncio`` for this config and these handlers (``auto``: asyncio when
+    every registered handler is ``async def`` and nothing needs threads)."""
+    execution = config.execution
+    if execution == "auto":
+        handlers = registry.handlers()
+        execution = "asyncio" if (handlers and all(h.is_async for h in handlers)
+                                  and not config.fork_per_job and config.fetch == "claim"
+                                  ) else "threads"
+    if execution == "threads" and config.concurrency > MAX_THREAD_SLOTS:
+        raise WorkerError(f"--concurrency {config.concurrency} is over {MAX_THREAD_SLOTS} for "
+                          "threads (some handler is not async def); use --execution asyncio, "
+                          "which runs sync handlers in a thread pool")
+    return execution
+
+
+class AsyncRuntime:
+    """The event loop of one worker process and its slots."""
+
+    def __init__(self, process: WorkerHost) -> None:
+        self.process = process
+        config = process.config
+        factory = process.connections
+        self.sync_client = factory.connect(max_connections=REDIS_THREADS, socket_timeout=10.0,
+                                           socket_connect_timeout=5.0,
+                                           retry=Retry(NoBackoff(), 1))
+        self._redis_pool = ThreadPoolExecutor(REDIS_THREADS, thread_name_prefix="aio-redis")
+        self._job_pool = ThreadPoolExecutor(min(config.concurrency, JOB_THREADS),
+                                            thread_name_prefix="aio-job")
+        self.links = [AioLink(factory, _LINK_TIMEOUT)
+                      for _ in range(link_count(config.concurrency, config.connections))]
+        self.slots = [AioSlot(self, i, wid) for i, wid in enumerate(process.worker_ids)]
+        spec = config.queues
+        self._expanded = spec.expand()
+        self._expanded_at = time.monotonic()
+        # Strict static queues have one order for ever: build it once, not per job.
+        self._fixed_order: Optional[list[str]] = (
+            None if spec.dynamic or spec.weighted else [q for q, _ in self._expanded])
+        self._rng = random.Random()
+        self._ended: list[AioSlot] = []  # slots whose task ended, for the monitor
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="asyncio-runtime", daemon=True)
+        self.loop: asyncio.AbstractEventLoop
+        self.batcher: ClaimBatcher
+        self.doorbell: AioDoorbell
+        self._unpaused: asyncio.Event
+        self._stop: asyncio.Event
+
+    # -- life (called from the main thread) -------------------------------------------------
+
+    def start(self) -> None:
+        """Start the loop thread and every slot's task."""
+        self._thread.start()
+        self._ready.wait()
+
+    def join(self, timeout: float) -> None:
+        """End the loop: tasks still running (abandoned jobs, already given back) are
+        cancelled, connections closed. Waits up to ``timeout`` seconds."""
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(timeout)
+        self._redis_pool.shutdown(wait=False)
+        self._job_pool.shutdown(wait=False)
+        self.sync_client.close()
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        except Exception:
+            logger.exception("asyncio runtime failed")
+        finally:
+            loop.close()
+
+    async def _main(self) -> None:
+        process = self.process
+        loop = self.loop
+        self.batcher = ClaimBatcher(self.links)
+        interval = process.config.interval
+        self.doorbell = AioDoorbell(process.keys, self._watch_link, process.paused.is_set,
+                                    poll=max(interval, 0.1) if interval else 1.0,
+                                    book=process.outages)
+        self._unpaused, self._stop = asyncio.Event(), asyncio.Event()
+        self._unpaused.set()
+        tasks = {slot: self._start_slot(slot) for slot in self.slots}
+        self._ready.set()
+        monitor = loop.create_task(self._monitor(tasks))
+        await self._stop.wait()
+        self.doorbell.stop()
+        monitor.cancel()
+        left = [t for t in tasks.values() if not t.done()]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, monitor, return_exceptions=True)
+        for link in self.links:
+            await link.close()
+
+    def _start_slot(self, slot: AioSlot) -> asyncio.Task[None]:
+        slot.ended = False
+        task = self.loop.create_task(slot.run())
+        task.add_done_callback(lambda _t: self._ended.append(slot))
+        return task
+
+    def _watch_link(self) -> AioLink:
+        return AioLink(self.process.connections, WATCH_BLOCK + 5.0)
+
+    async def _monitor(self, tasks: dict[AioSlot, asyncio.Task[None]]) -> None:
+        """Act on the process's flags (set by the main thread), refresh glob queues, end a
+        drained process, and restart a slot task that ended early (a bug)."""
+        process = self.process
+        outage = Outage("queue refresh", book=process.outages)
+        done = 0
+        while True:
+            if process.stopping.is_set():
+                self.doorbell.stop()
+                self._unpaused.set()
+            elif not process.paused.is_set():
+                self._unpaused.set()
+            while self._ended:
+                slot = self._ended.pop()
+                if process.stopping.is_set() or slot.drained:
+                    done += 1
+                    continue
+                logger.error("slot task ended unexpectedly; starting a new one",
+                             extra={"worker": slot.worker_id})
+                tasks[slot] = self._start_slot(slot)
+            if done == len(self.slots) and not process.stopping.is_set():
+                process.stopping.set()  # --interval 0: every slot found every queue empty
+            if (self.process.config.queues.dynamic
+                    and time.monotonic() - self._expanded_at > _QUEUE_REFRESH):
+                try:
+                    await self._refresh_queues()
+                    outage.succeeded()
+                except Exception as exc:
+                    self._expanded_at = time.monotonic() + outage.failed(exc)
+            await asyncio.sleep(_TICK)
+
+    # -- services for the slots -----------------------------------------------------------
+
+    async def while_paused(self) -> None:
+        """Wait while the process is paused (USR2) and not stopping."""
+        if self.process.paused.is_set() and not self.process.stopping.is_set():
+            self._unpaused.clear()
+            await self._unpaused.wait()
+
+    def queue_order(self) -> list[str]:
+        """The queues to try for one claim (weighted shuffle, dynamic expansion)."""
+        if self._fixed_order is not None:
+            return self._fixed_order
+        spec = self.process.config.queues
+        return spec.order(self._expanded, spec.weighted, self._rng)
+
+    async def _refresh_queues(self) -> None:
+        keys = self.process.keys
+        members = await self.in_redis_thread(self.sync_client.smembers, keys.queues)
+        known = [m.decode("utf-8", "replace") if isinstance(m, bytes) else str(m)
+                 for m in members]
+        self._expanded = self.process.config.queues.expand(known)
+        self._expanded_at = time.monotonic()
+
+    async def in_redis_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run sync Redis code (on :attr:`sync_client`) in the small Redis thread pool."""
+        return await self.loop.run_in_executor(self._redis_pool, fn, *args)
+
+    async def in_job_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a sync job in the job thread pool."""
+        return await self.loop.run_in_executor(self._job_pool, fn, *args)
