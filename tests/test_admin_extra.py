@@ -99,7 +99,7 @@ def test_schedules_unknown_name(redis_url: str, action: str) -> None:
 
 def record(r: redis.Redis, finished_at: float, class_name: str, outcome: str = "success",
            job_id: Optional[str] = None, error: Optional[str] = None) -> dict[str, Any]:
-    """A history record as workers write it (see pyresqueworker.history)."""
+    """A history record as workers write it (see pyresqueworker.client.history)."""
     keys = wire.Keys()
     data = {"finished_at": finished_at, "outcome": outcome, "duration_ms": 12.5,
             "queue": "q", "class": class_name, "worker": "h:1:q", "job_id": job_id,

@@ -82,7 +82,8 @@ def real_flags() -> set[str]:
         if isinstance(command, click.Group):
             commands.extend(command.commands.values())
     bench = "".join(path.read_text(encoding="utf-8")
-                    for path in (ROOT / "scripts").glob("bench*.py"))
+                    for path in [ROOT / "scripts" / "bench.py",
+                                 *(ROOT / "scripts" / "benchkit").glob("*.py")])
     return flags | set(re.findall(r"""["'](--[a-z][a-z0-9-]*)["']""", bench))
 
 

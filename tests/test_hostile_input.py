@@ -356,7 +356,7 @@ def test_class_names_are_never_resolved_to_python_objects(hostile: HostileQueue)
     code = f"__import__('os').system({command!r})"
     classes = ["os.system", "os:system", "builtins.eval", "builtins.exec", "eval", "exec",
                "__import__", "os", "subprocess.call", "posix.system", "importlib.import_module",
-               "pickle.loads", "pyresqueworker.runner.load_app", "reliability_jobs.rel_echo",
+               "pickle.loads", "pyresqueworker.worker.runner.load_app", "reliability_jobs.rel_echo",
                "reliability_jobs.RelError", "RelEcho.__init__", "RelEcho.__globals__",
                "__builtins__", "OS.SYSTEM", "Os::System", "os-system"]
     items = [json.dumps({"class": name, "args": [command if i % 2 else code]}).encode()
@@ -378,7 +378,7 @@ _FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__"}
 
 def test_package_source_never_uses_pickle_marshal_eval_or_exec() -> None:
     found = []
-    for path in sorted((ROOT / "pyresqueworker").glob("*.py")):
+    for path in sorted((ROOT / "pyresqueworker").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         for node in ast.walk(tree):
             where = f"{path.name}:{getattr(node, 'lineno', '?')}"

@@ -121,7 +121,7 @@ class Client(ClientCore):
         """
         return self._run(self._enqueue_many_op(queue, jobs, batch), pipeline)
 
-    # -- delayed jobs (resque-scheduler's format; see pyresqueworker.delayed) -------------
+    # -- delayed jobs (resque-scheduler's format; see pyresqueworker.client.delayed) -------------
 
     @property
     def delayed(self) -> DelayedQueue:
@@ -154,7 +154,7 @@ class Client(ClientCore):
         return self._run(self._enqueue_in_op(seconds, class_name, args, queue,
                                              pipeline is not None), pipeline)
 
-    # -- unique jobs (see pyresqueworker.unique) ------------------------------------------
+    # -- unique jobs (see pyresqueworker.client._unique) ------------------------------------------
 
     def enqueue_unique(self, class_name: str, *args: Any, queue: Optional[str] = None,
                        pipeline: Optional[redis.client.Pipeline] = None) -> bool:
@@ -281,7 +281,7 @@ class Client(ClientCore):
         """Whether the global pause is on, read as Ruby's ``paused?`` does (strip, downcase)."""
         return self._run(self._all_paused_op())
 
-    # -- workers and stats (spec §7, §9; see pyresqueworker.inspection) ------------------
+    # -- workers and stats (spec §7, §9; see pyresqueworker.client.inspection) ------------------
 
     def workers(self) -> list[WorkerInfo]:
         """Every registered worker Ruby could parse (others are skipped), sorted by id."""

@@ -91,7 +91,7 @@ class Handler:
     failure_hooks: tuple[str, ...] = ()
     retry: Optional[Retry] = None
     max_concurrency: Optional[int] = None  # across all workers, enforced by the claim script
-    cron: Optional[str] = None  # also enqueued periodically (see pyresqueworker.periodic)
+    cron: Optional[str] = None  # also enqueued periodically (see pyresqueworker.worker.periodic)
 
     def owner(self) -> Any:
         """What hooks and ``perform`` are looked up on: the class, or a fresh instance."""

@@ -1,4 +1,4 @@
-"""What a periodic schedule is, and where runtime-managed ones are stored (see periodic.py).
+"""What a periodic schedule is, and where runtime-managed ones are stored (see worker/periodic.py).
 
 :class:`Schedule` is one validated cron schedule; :class:`ScheduleStore` adds, lists, enables,
 disables and deletes runtime schedules in Redis, and lists the code-declared schedules that

@@ -154,7 +154,7 @@ class Slot(JobTracking, threading.Thread):
         if paused or not queues or process.config.fetch == "blpop":
             process.wake.wait(process.wait_timeout())
             return
-        # Asleep until a queue watcher rings (see doorbell.py); the poll is a safety net, or
+        # Asleep until a queue watcher rings (see _doorbell.py); the poll is a safety net, or
         # --interval when some queues of a large glob are not watched.
         poll = process.config.interval if process.doorbell.unwatched else SAFETY_POLL
         self.ring = process.doorbell.sleep(queues, poll or SAFETY_POLL)

@@ -49,7 +49,7 @@ class WorkerConfig:
     max_recoveries: int = 3
     job_timeout: Optional[float] = None  # default for handlers without their own timeout=
     fork_per_job: bool = False  # Resque's isolation: each job in a forked child
-    # OpenTelemetry consumer spans per job (see pyresqueworker.tracing): "child" of the
+    # OpenTelemetry consumer spans per job (see pyresqueworker.jobs.tracing): "child" of the
     # payload's traceparent, "link"ed to it from a new trace, or "off".
     tracing: str = "child"
     trace_worker_redis: bool = False  # let Redis instrumentation trace claims and completions

@@ -6,7 +6,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Optional
 
-import bench_jobs as bj
+from benchkit import jobs as bj
 
 __all__ = ["WORKLOADS", "BenchError", "Metrics", "Row", "Settings", "System"]
 

@@ -2,7 +2,7 @@
 """The per-job cost of tracing: drain no-op jobs carrying a Rails ``traceparent`` with an
 in-process worker (one thread slot) on a private ``redis-server``, tracing off, then on.
 
-    python scripts/bench_tracing.py --jobs 20000 --runs 3
+    python scripts/benchkit/tracing.py --jobs 20000 --runs 3
 
 "off" is ``--tracing off``; "no provider" is OpenTelemetry installed with no tracer provider
 configured (the default when installed); "on" is the SDK's provider with a batch processor
@@ -22,8 +22,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent)]
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT)]
 
 import redis  # noqa: E402
 from opentelemetry import trace  # noqa: E402

@@ -1,6 +1,6 @@
-"""The peer workers of ``scripts/bench.py``: ``python bench_peers.py rq|dramatiq|arq --redis URL``.
+"""The peer workers of ``scripts/bench.py``: ``python peers.py rq|dramatiq|arq --redis URL``.
 
-Each runs the jobs of ``bench_jobs`` on the ``bench`` queue until it is empty (``--burst``) or
+Each runs the jobs of ``benchkit.jobs`` on the ``bench`` queue until it is empty (``--burst``) or
 SIGTERM. Peers are imported only here, so none is required by the rest of the bench.
 """
 
@@ -19,9 +19,10 @@ from typing import Any
 
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# scripts/, so benchkit.jobs (RQ's job paths name it) imports when this file runs as a script.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_jobs import (
+from benchkit.jobs import (
     PYTHON_PEERS,
     QUEUE,
     _dramatiq_broker,

@@ -10,13 +10,13 @@ import time
 from dataclasses import replace
 from typing import Any, Callable, Optional
 
-import bench_jobs as bj
 import hiredis
 import redis
-from bench_common import BenchError, Metrics, Row, Settings, System
-from bench_proc import Worker
-from bench_redis import Counters, Pinning, Usage
 
+from benchkit import jobs as bj
+from benchkit.common import BenchError, Metrics, Row, Settings, System
+from benchkit.proc import Worker
+from benchkit.redis_server import Counters, Pinning, Usage
 from pyresqueworker.protocol import wire
 from pyresqueworker.protocol.connection import connect
 from pyresqueworker.worker._claim import NO_FINISH, SUCCESS, Claimer

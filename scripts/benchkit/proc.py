@@ -11,13 +11,13 @@ import threading
 from pathlib import Path
 from typing import IO, Any, Optional
 
-import bench_jobs as bj
-from bench_common import BenchError, System
+from benchkit import jobs as bj
+from benchkit.common import BenchError, System
 
 __all__ = ["PeakRss", "Worker", "threads_of", "tree"]
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+SCRIPTS = Path(__file__).resolve().parent.parent  # where the benchkit package is
+ROOT = SCRIPTS.parent
 
 
 def tree(pid: int) -> list[int]:
@@ -95,7 +95,7 @@ class Worker:
                               processes=system.processes, burst=burst, poll=system.poll,
                               extra=system.extra, queues=system.queues,
                               log_level=system.log_level)
-        path = os.pathsep.join(p for p in (str(ROOT), str(HERE), os.environ.get("PYTHONPATH"))
+        path = os.pathsep.join(p for p in (str(ROOT), str(SCRIPTS), os.environ.get("PYTHONPATH"))
                                if p)
         env = {**os.environ, "BENCH_FRAMEWORK": system.framework, "BENCH_REDIS_URL": url,
                "PYTHONPATH": path, **bj.worker_env(system.framework, url)}

@@ -1,7 +1,7 @@
 """What the dashboard's time series cost Redis: per minute (the sampling process, the others)
 and per job (a worker run with and without ``--time-series``), from INFO commandstats.
 
-Starts a private redis-server. Usage: ``python scripts/bench_series.py [--queues 10]
+Starts a private redis-server. Usage: ``python scripts/benchkit/series.py [--queues 10]
 [--minutes 60] [--jobs 5000]``.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import redis
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # the package, and web_screenshot
 
 from web_screenshot import redis_server  # noqa: E402
 
@@ -98,9 +98,9 @@ def per_job(url: str, jobs: int) -> None:
             pipe.execute()
         conn.config_resetstat()
         env = {**os.environ, "BENCH_FRAMEWORK": "pyresque", "BENCH_REDIS_URL": url}
-        proc = subprocess.Popen([work, "--redis", url, "--queues", "bench", "--app",
-                                 str(ROOT / "scripts" / "bench_jobs.py"), "--exit-on-complete",
-                                 flag], env=env,
+        jobs_file = str(ROOT / "scripts" / "benchkit" / "jobs.py")
+        proc = subprocess.Popen([work, "--redis", url, "--queues", "bench", "--app", jobs_file,
+                                 "--exit-on-complete", flag], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         proc.wait(600)
         stats = commandstats(conn)

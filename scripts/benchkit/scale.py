@@ -1,7 +1,7 @@
 """Issue 13's scale workloads: payload size, I/O at high concurrency, logging cost, idle cost.
 
 The pick-up latency from the last of five watched queues is a ``latency`` system (see
-``bench_report.LATENCY``), and Sidekiq is a ``drain`` peer; both reuse :class:`Bench` as is.
+``benchkit.report.LATENCY``), and Sidekiq is a ``drain`` peer; both reuse :class:`Bench` as is.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ import time
 from dataclasses import replace
 from typing import Optional
 
-import bench_jobs as bj
-from bench_common import BenchError, Metrics, Row, System
-from bench_proc import Worker, threads_of
-from bench_redis import count_clients, monitor_split
-from bench_workloads import Bench
-
+from benchkit import jobs as bj
+from benchkit.common import BenchError, Metrics, Row, System
+from benchkit.proc import Worker, threads_of
+from benchkit.redis_server import count_clients, monitor_split
+from benchkit.workloads import Bench
 from pyresqueworker.protocol import wire
 
 __all__ = ["ScaleBench", "size_label"]

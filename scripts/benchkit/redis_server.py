@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import redis
-from bench_common import Metrics, Row
+
+from benchkit.common import Metrics, Row
 
 __all__ = ["Counters", "Pinning", "Usage", "count_clients", "monitor_split", "redis_server"]
 

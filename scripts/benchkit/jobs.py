@@ -7,9 +7,9 @@ The bench brackets a workload with a ``start`` and an ``end`` mark, so every fra
 the same way — from the first job starting to the last one finishing — without worker
 start-up, and without any per-job Redis work beyond what the framework itself does. ``asleep``
 and ``amark`` are the ``async def`` versions, for our worker's ``--execution asyncio``.
-Sidekiq (Ruby) lives in ``bench_sidekiq``.
+Sidekiq (Ruby) lives in ``benchkit.sidekiq``.
 
-The peer workers run from ``bench_peers.py`` (``python bench_peers.py rq|dramatiq|arq
+The peer workers run from ``peers.py`` (``python scripts/benchkit/peers.py rq|dramatiq|arq
 --redis URL``). Our worker loads this module with ``--app`` and ``BENCH_FRAMEWORK=pyresque``
 to register the jobs. Peers are imported only inside the functions that need them, so none
 is required.
@@ -138,7 +138,7 @@ if os.environ.get("BENCH_FRAMEWORK") == "pyresque":
 def available(framework: str) -> str | None:
     """None if ``framework`` can be benchmarked here, else why not."""
     if framework == "sidekiq":
-        import bench_sidekiq
+        from benchkit import sidekiq as bench_sidekiq
 
         return bench_sidekiq.available()
     modules = {"pyresque": ["pyresqueworker"], "rq": ["rq"], "arq": ["arq"],
@@ -159,9 +159,9 @@ def worker_argv(framework: str, url: str, *, concurrency: int | None = None, pro
     ``queues`` and ``log_level`` are ours only.
     """
     here = os.path.abspath(__file__)
-    peers = os.path.join(os.path.dirname(here), "bench_peers.py")
+    peers = os.path.join(os.path.dirname(here), "peers.py")
     if framework == "sidekiq":
-        import bench_sidekiq
+        from benchkit import sidekiq as bench_sidekiq
 
         return bench_sidekiq.worker_argv(concurrency)
     if framework == "pyresque":
@@ -184,7 +184,7 @@ def worker_argv(framework: str, url: str, *, concurrency: int | None = None, pro
 def worker_env(framework: str, url: str) -> dict[str, str]:
     """Environment a worker of ``framework`` needs besides ``BENCH_REDIS_URL``."""
     if framework == "sidekiq":
-        import bench_sidekiq
+        from benchkit import sidekiq as bench_sidekiq
 
         return bench_sidekiq.worker_env(url)
     return {}
@@ -196,7 +196,7 @@ def enqueue(framework: str, url: str, items: Sequence[Item]) -> None:
     biggest = max((len(a) for _, args in items for a in args if isinstance(a, str)), default=0)
     batch = max(1, min(1000, 16_000_000 // max(biggest, 1)))
     if framework == "sidekiq":
-        import bench_sidekiq
+        from benchkit import sidekiq as bench_sidekiq
 
         bench_sidekiq.enqueue(url, items)
     elif framework == "pyresque":
@@ -213,7 +213,7 @@ def enqueue(framework: str, url: str, items: Sequence[Item]) -> None:
 
         queue = Queue(QUEUE, connection=redis.Redis.from_url(url))
         for start in range(0, len(items), batch):
-            queue.enqueue_many([Queue.prepare_data(f"bench_jobs.{kind}", args)
+            queue.enqueue_many([Queue.prepare_data(f"benchkit.jobs.{kind}", args)
                                 for kind, args in items[start:start + batch]])
     elif framework == "dramatiq":
         broker = _dramatiq_broker(url)
@@ -285,15 +285,15 @@ def enqueue_rate(framework: str, url: str, n: int, bulk: bool) -> float:
         from rq import Queue
 
         queue = Queue(QUEUE, connection=redis.Redis.from_url(url))
-        queue.enqueue("bench_jobs.noop")
+        queue.enqueue("benchkit.jobs.noop")
         started = time.perf_counter()
         if bulk:
             for start in range(0, n, 1000):
-                queue.enqueue_many([Queue.prepare_data("bench_jobs.noop")
+                queue.enqueue_many([Queue.prepare_data("benchkit.jobs.noop")
                                     for _ in range(min(1000, n - start))])
         else:
             for _ in range(n):
-                queue.enqueue("bench_jobs.noop")
+                queue.enqueue("benchkit.jobs.noop")
         return time.perf_counter() - started
     if framework == "dramatiq":
         broker = _dramatiq_broker(url)
@@ -347,7 +347,7 @@ class Pusher:
         if self.framework == "pyresque":
             self._client.enqueue_to(QUEUE, _OURS_CLASS[kind], *args)
         elif self.framework == "rq":
-            self._client.enqueue(f"bench_jobs.{kind}", *args)
+            self._client.enqueue(f"benchkit.jobs.{kind}", *args)
         elif self.framework == "dramatiq":
             self._client.enqueue(_dramatiq_message(kind, args))
         else:

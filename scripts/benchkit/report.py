@@ -10,16 +10,17 @@ import platform
 from pathlib import Path
 from typing import Any, Optional
 
-import bench_sidekiq
 import redis
-from bench_common import Row, Settings, System
-from bench_scale import size_label
-from bench_workloads import FLOOR
+
+from benchkit import sidekiq as bench_sidekiq
+from benchkit.common import Row, Settings, System
+from benchkit.scale import size_label
+from benchkit.workloads import FLOOR
 
 __all__ = ["DRAIN", "LATENCY", "LOGGING", "idle_systems", "io_scale_systems", "io_systems",
            "machine_info", "package_hash", "payload_systems", "ratio_pairs", "render", "targets"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 OURS_1, OURS_8, OURS_2X8, OURS_25 = (
     System("ours 1 proc x 1 slot", "pyresque", 1), System("ours 1 proc x 8 slots", "pyresque", 8),
