@@ -2,30 +2,5 @@
 
 from __future__ import annotations
 
-from .jobs.registry import (
-    Decoder,
-    DontPerform,
-    Handler,
-    Middleware,
-    PayloadError,
-    Registry,
-    UnknownJobClass,
-    current_job,
-    default_registry,
-    job,
-    middleware,
-)
-
-__all__ = [
-    "Decoder",
-    "DontPerform",
-    "Handler",
-    "Middleware",
-    "PayloadError",
-    "Registry",
-    "UnknownJobClass",
-    "current_job",
-    "default_registry",
-    "job",
-    "middleware",
-]
+from .jobs.registry import *  # noqa: F403 - the shim re-exports exactly what the module exports
+from .jobs.registry import __all__ as __all__

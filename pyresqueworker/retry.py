@@ -2,6 +2,5 @@
 
 from __future__ import annotations
 
-from .jobs.retry import BACKOFFS, Retry, retry_key_suffix, ruby_join
-
-__all__ = ["BACKOFFS", "Retry", "retry_key_suffix", "ruby_join"]
+from .jobs.retry import *  # noqa: F403 - the shim re-exports exactly what the module exports
+from .jobs.retry import __all__ as __all__

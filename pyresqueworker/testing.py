@@ -2,6 +2,5 @@
 
 from __future__ import annotations
 
-from .jobs.testing import perform_enqueued, run_inline
-
-__all__ = ["perform_enqueued", "run_inline"]
+from .jobs.testing import *  # noqa: F403 - the shim re-exports exactly what the module exports
+from .jobs.testing import __all__ as __all__
