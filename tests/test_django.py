@@ -212,10 +212,10 @@ def test_settings_keys_are_flags_and_lists_or_weights_become_queue_specs(web: No
 
     from pyresqueworker.contrib.django.conf import worker_defaults
 
-    given = {"url": "redis://10.0.0.1/2", "queues": {"high": 2, "low": 1}, "job-timeout": 5,
+    given = {"url": "redis://127.0.0.9/2", "queues": {"high": 2, "low": 1}, "job-timeout": 5,
              "app": "billing.extra_jobs", "exit_on_complete": True, "max-memory": 512}
     with override_settings(PYRESQUE=given):
-        assert worker_defaults() == {"redis_url": "redis://10.0.0.1/2", "queues": "high=2,low=1",
+        assert worker_defaults() == {"redis_url": "redis://127.0.0.9/2", "queues": "high=2,low=1",
                                      "job_timeout": 5, "apps": ["billing.extra_jobs"],
                                      "exit_on_complete": True, "max_memory_mb": 512}
     with override_settings(PYRESQUE={"queues": ["a", "b"]}):
