@@ -57,6 +57,10 @@ def push_traced(keys: wire.Keys, queue: str, class_name: str, args: Any, item: s
                 piped: bool) -> Op[str]:
     """``Resque.push`` of ``item`` (a job of ``class_name`` with ``args``), traced as
     :func:`produce` says; returns the item as written."""
+    if not tracing.current_context_valid():  # no span: the plain push, nothing built for one
+        yield from push(keys, queue, item, piped)
+        return item
+
     def send(fields: Mapping[str, str]) -> Op[str]:
         written = wire.with_fields(item, fields)
         yield from push(keys, queue, written, piped)

@@ -8,7 +8,7 @@ the environment the command-line tools read (``PYRESQUE_REDIS``, ``RESQUE_REDIS_
 Both clients are made on first use, under a lock, so threads starting together share one.
 redis.asyncio connections belong to the event loop they were opened in, so there is one
 :class:`~pyresqueworker.AsyncClient` per running loop (two ``asyncio.run`` calls
-get two); it is dropped when its loop is garbage-collected.
+get two); it is dropped once its loop is closed and another loop asks for one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..jobs.handles import use_default_clients
 from ..protocol import wire
-from ..protocol.connection import DEFAULT_URL, NAMESPACE_ENV, REDIS_ENV
+from ..protocol.connection import NAMESPACE_ENV, REDIS_ENV, resolve_url
 from ._client import Client
 
 if TYPE_CHECKING:
@@ -87,6 +87,10 @@ def default_async_client() -> AsyncClient:
     with _lock:
         client = _async_clients.get(loop)
         if client is None:
+            # A client holds its loop alive (its connections' streams refer to it), so the
+            # weak keys alone never let go: a closed loop's client is dropped here.
+            for closed in [old for old in _async_clients if old.is_closed()]:
+                del _async_clients[closed]
             client = AsyncClient(**_settings())
             _async_clients[loop] = client
         return client
@@ -104,7 +108,7 @@ def _settings() -> dict[str, Any]:
     """Constructor arguments for either client: the configured ones, else the environment's."""
     url, namespace = _url, _namespace
     if url is None:
-        url = next((os.environ[name] for name in REDIS_ENV if os.environ.get(name)), DEFAULT_URL)
+        url = resolve_url(None, REDIS_ENV)
     if namespace is None:
         namespace = os.environ.get(NAMESPACE_ENV) or wire.DEFAULT_NAMESPACE
     return {"url": url, "namespace": namespace, **_options}

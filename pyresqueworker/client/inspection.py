@@ -18,8 +18,8 @@ from ._commands import Op, call, cmd, run, send
 from ._failed_ops import Raw, decode_entry
 
 __all__ = [
-    "WorkerInfo", "as_text", "heartbeats_op", "info_op", "queue_names_op", "read_heartbeats",
-    "read_info", "read_queue_names", "read_workers", "redis_id", "workers_op",
+    "WorkerInfo", "as_text", "heartbeats_op", "info_op", "queue_names_op", "read_queue_names",
+    "redis_id", "workers_op",
 ]
 
 # Worker ids per pipelined MGET round when reading ``workers``; each id costs four keys.
@@ -79,13 +79,9 @@ def _parse_worker_id(raw: Raw) -> Optional[wire.WorkerId]:
     return wire.WorkerId(worker_id.host, worker_id.pid, tuple(queues))
 
 
-def read_workers(redis: Redis, keys: wire.Keys) -> list[WorkerInfo]:
-    """Every registered worker Ruby could parse (others are skipped), sorted by id."""
-    return run(redis, workers_op(keys))
-
-
 def workers_op(keys: wire.Keys) -> Op[list[WorkerInfo]]:
-    """The operation behind :func:`read_workers` (see :mod:`pyresqueworker.client._commands`).
+    """Every registered worker Ruby could parse (others are skipped), sorted by id (see
+    :mod:`pyresqueworker.client._commands` for operations).
 
     Two round trips whatever the number of workers: ``SMEMBERS``, then one pipeline of
     ``MGET``s and an ``HMGET`` of the heartbeats.
@@ -136,13 +132,8 @@ def workers_op(keys: wire.Keys) -> Op[list[WorkerInfo]]:
     return result
 
 
-def read_heartbeats(redis: Redis, keys: wire.Keys) -> dict[str, str]:
-    """``workers:heartbeat`` as ``{worker id: time text}``, dead workers included."""
-    return run(redis, heartbeats_op(keys))
-
-
 def heartbeats_op(keys: wire.Keys) -> Op[dict[str, str]]:
-    """The operation behind :func:`read_heartbeats`."""
+    """``workers:heartbeat`` as ``{worker id: time text}``, dead workers included."""
     found = yield from call("HGETALL", keys.heartbeats)
     return {as_text(field) or "": as_text(value) or "" for field, value in found.items()}
 
@@ -182,15 +173,10 @@ def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
-def read_info(redis: Redis, keys: wire.Keys) -> dict[str, Any]:
-    """The fields of ``Resque.info``: pending, processed, queues, workers, working, failed,
-    servers and environment. Queues are those of :func:`read_queue_names`, so jobs pushed
-    without the ``queues`` set count as pending too."""
-    return run(redis, info_op(keys, redis_id(redis)))
-
-
 def info_op(keys: wire.Keys, server: str) -> Op[dict[str, Any]]:
-    """The operation behind :func:`read_info`; ``server`` is :func:`redis_id`'s text."""
+    """The fields of ``Resque.info``: pending, processed, queues, workers, working, failed,
+    servers and environment (``server`` is :func:`redis_id`'s text). Queues are those of
+    :func:`read_queue_names`, so jobs pushed without the ``queues`` set count as pending too."""
     queue_names = yield from queue_names_op(keys)
     processed, failed, *sizes = yield from send(
         cmd("GET", keys.stat("processed")), cmd("LLEN", keys.failed),

@@ -14,8 +14,6 @@ from typing import Any
 from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo
 
-from .errors import PayloadError
-
 GLOBALID_KEY = "_aj_globalid"
 SYMBOL_KEYS_KEY = "_aj_symbol_keys"
 RUBY2_KEYWORDS_KEY = "_aj_ruby2_keywords"
@@ -106,10 +104,6 @@ class GlobalID:
     def create(cls, app: str, model: str, model_id: Any) -> GlobalID:
         """``GlobalID.create("shop", "User", 42)`` is ``gid://shop/User/42``."""
         return cls(f"gid://{app}/{model}/{quote(str(model_id), safe='')}")
-
-
-def _payload_error(message: str) -> PayloadError:
-    return PayloadError(message)
 
 
 # ---------------------------------------------------------------------------------------

@@ -48,8 +48,8 @@ from ._activejob_values import (
     _in_zone,
     _iso9,
     _parse_time,
-    _payload_error,
 )
+from .errors import PayloadError
 
 __all__ = [
     "JOB_WRAPPER",
@@ -191,23 +191,23 @@ def decode_active_job(job: Job) -> JobCall:
     """Decoder for JobWrapper payloads: dispatch on ``job_class`` with decoded arguments."""
     args = job.payload.get("args") if job.payload is not None else None
     if not isinstance(args, list) or not args:
-        raise _payload_error(f"{JOB_WRAPPER} needs args [job_data], got {args!r}")
+        raise PayloadError(f"{JOB_WRAPPER} needs args [job_data], got {args!r}")
     data = args[0]
     if not isinstance(data, dict):
-        raise _payload_error(f"ActiveJob job_data must be a JSON object, got {data!r}")
+        raise PayloadError(f"ActiveJob job_data must be a JSON object, got {data!r}")
     job_class = data.get("job_class")
     if not isinstance(job_class, str) or not job_class:
-        raise _payload_error(f"ActiveJob job_data has no job_class: {job_class!r}")
+        raise PayloadError(f"ActiveJob job_data has no job_class: {job_class!r}")
     arguments = data.get("arguments")
     if arguments is None:
         arguments = []
     if not isinstance(arguments, list):
-        raise _payload_error(f"ActiveJob arguments of {job_class} must be a JSON array")
+        raise PayloadError(f"ActiveJob arguments of {job_class} must be a JSON array")
     try:
         call_args, call_kwargs = deserialize_arguments(arguments)
     except (ValueError, TypeError, ArithmeticError) as exc:
         # Decimal raises ArithmeticError (InvalidOperation) for a bad BigDecimal value.
-        error = _payload_error(
+        error = PayloadError(
             f"Error while trying to deserialize arguments of {job_class}: {exc}"
         )
         raise error from exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
@@ -42,7 +43,8 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 #: as ``pyresque-work`` does, and the namespace.
 REDIS_ENV = ("PYRESQUE_REDIS", "RESQUE_REDIS_URL", "REDIS_URL")
 NAMESPACE_ENV = "PYRESQUE_NAMESPACE"
-_ENV_VARS = ("RESQUE_REDIS_URL", "REDIS_URL")
+# What a bare Client() reads: the Resque variables, not the command lines' own.
+_ENV_VARS = REDIS_ENV[1:]
 _SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster",
             "rediss+cluster")
 
@@ -51,11 +53,12 @@ class ConfigError(ValueError):
     """A setting that cannot work; its message is safe to print (no credentials)."""
 
 
-def resolve_url(url: Optional[str] = None) -> str:
-    """The URL to use: the argument, else ``RESQUE_REDIS_URL``, else ``REDIS_URL``, else local."""
+def resolve_url(url: Optional[str] = None, env: Sequence[str] = _ENV_VARS) -> str:
+    """The URL to use: the argument, else the first set of ``env`` (``RESQUE_REDIS_URL``,
+    ``REDIS_URL``), else local."""
     if url:
         return url
-    for name in _ENV_VARS:
+    for name in env:
         value = os.environ.get(name)
         if value:
             return value
