@@ -12,9 +12,9 @@ from worker_helpers import wait_until
 
 from pyresqueworker import Client
 from pyresqueworker.protocol import wire
+from pyresqueworker.worker._queue_head import HEAD_LIMIT
 from pyresqueworker.worker.timeseries import (
     DAY,
-    HEAD_LIMIT,
     KEEP_DAYS,
     KEEP_MINUTES,
     MAX_QUEUES,

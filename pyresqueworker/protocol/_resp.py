@@ -84,8 +84,9 @@ class FastCaller:
         assert sock is not None
         replies: list[Any] = []
         try:
-            if _PACK is not None:
-                sock.sendall(b"".join(_PACK(args) for args in commands))
+            if _PACK is not None:  # (one command, the per-job claim, packed without a join)
+                sock.sendall(_PACK(commands[0]) if len(commands) == 1
+                             else b"".join(_PACK(args) for args in commands))
             else:
                 sock.sendall(b"".join(connection.pack_commands(commands)))
             while len(replies) < len(commands):

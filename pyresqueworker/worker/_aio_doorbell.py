@@ -25,6 +25,7 @@ import collections
 from collections.abc import Sequence
 from typing import Callable, Optional
 
+from ..log import logger
 from ..protocol._outage import Outage, OutageBook
 from ..protocol.wire import Keys
 from ._aio_link import AioLink
@@ -129,21 +130,20 @@ class AioDoorbell:
         return len(self._wanted) > len(self._watched)
 
     def _watch(self, queues: Sequence[str]) -> None:
-        wanted = set(queues)
-        if wanted == self._wanted:
-            return
-        self._wanted = wanted
+        # (Every time, not only when the queues change: a watcher that ended is started again.)
+        self._wanted = set(queues)
         loop = asyncio.get_running_loop()
         for queue in queues:
             if queue not in self._watched and len(self._watched) < MAX_WATCHED:
                 self._watched[queue] = loop.create_task(self._watch_loop(queue))
 
     async def _watch_loop(self, queue: str) -> None:
-        link = self._new_link()
+        link: Optional[AioLink] = None
         key = self._keys.queue(queue)
         outage = Outage(f"watch-{queue}", book=self._book)
         backoff = 0.0
         try:
+            link = self._new_link()
             while not self._stopped and queue in self._wanted:
                 if not self.sleeping:
                     self._arrived.clear()
@@ -171,10 +171,13 @@ class AioDoorbell:
                     continue
                 backoff = min(MAX_BACKOFF, backoff * 2 or 0.1)
                 await asyncio.sleep(backoff)
+        except Exception:  # never expected; a queue must not silently stop being watched
+            logger.exception("queue watcher failed", extra={"queue": queue})
         finally:
             if self._watched.get(queue) is asyncio.current_task():
                 del self._watched[queue]
-            await link.close()
+            if link is not None:
+                await link.close()
 
     async def _poll_loop(self) -> None:
         """A safety net, and the pick-up of queues beyond :data:`MAX_WATCHED`: now and then

@@ -99,6 +99,7 @@ class AsyncRuntime:
         self.doorbell: AioDoorbell
         self._unpaused: asyncio.Event
         self._stop: asyncio.Event
+        self._slots_started = False
 
     # -- life (called from the main thread) -------------------------------------------------
 
@@ -106,6 +107,8 @@ class AsyncRuntime:
         """Start the loop thread and every slot's task."""
         self._thread.start()
         self._ready.wait()
+        if not self._slots_started:  # _main failed before the slots started (logged)
+            raise RuntimeError("the asyncio runtime failed to start")
 
     def join(self, timeout: float) -> None:
         """End the loop: tasks still running (abandoned jobs, already given back) are
@@ -126,6 +129,7 @@ class AsyncRuntime:
             logger.exception("asyncio runtime failed")
         finally:
             loop.close()
+            self._ready.set()  # start() must not wait for ever on a runtime that failed
 
     async def _main(self) -> None:
         process = self.process
@@ -138,6 +142,7 @@ class AsyncRuntime:
         self._unpaused, self._stop = asyncio.Event(), asyncio.Event()
         self._unpaused.set()
         tasks = {slot: self._start_slot(slot) for slot in self.slots}
+        self._slots_started = True
         self._ready.set()
         monitor = loop.create_task(self._monitor(tasks))
         await self._stop.wait()

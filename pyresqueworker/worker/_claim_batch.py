@@ -43,8 +43,6 @@ class ClaimBatcher:
         self._scheduled = False
         self._loaded: dict[int, int] = {}  # id(link) -> link.connects when CLAIM was loaded
         self._batches: set[asyncio.Task[None]] = set()
-        self.round_trips = 0
-        self.calls = 0
 
     async def claim(self, claimer: Claimer, queues: Sequence[str], finish: Finish,
                     run_at: str) -> Claimed | HeldLarge | str | None:
@@ -92,8 +90,6 @@ class ClaimBatcher:
         if fresh:  # a new connection (or a restarted Redis): load the script with the calls
             commands.append(("SCRIPT", "LOAD", CLAIM.source))
         commands += [_evalsha(r.call) for r in batch]
-        self.round_trips += 1
-        self.calls += len(batch)
         try:
             replies = await link.execute(commands)
         except LinkError as exc:

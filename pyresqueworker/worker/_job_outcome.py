@@ -17,7 +17,8 @@ from ..log import log_fields, logger
 from ..protocol import wire
 from ..protocol.failure import exception_message, exception_name, ruby_backtrace
 from ..protocol.job import Job, JobCall
-from ._claim import REDIS_ERRORS, SUCCESS, Claimed, Finish
+from ..protocol.redis_errors import REDIS_ERRORS
+from ._claim import SUCCESS, Claimed, Finish
 from ._host import WorkerHost
 from ._retrying import Retrier
 from .isolation import JobResult, JobTimeout

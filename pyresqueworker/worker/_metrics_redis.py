@@ -8,7 +8,7 @@ exporters on one Redis report the same values: aggregate them with ``max``, not 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import redis
 from prometheus_client.core import GaugeMetricFamily
@@ -17,7 +17,7 @@ from prometheus_client.metrics_core import Metric
 from ..client.inspection import is_pause_value, read_queue_names
 from ..log import logger
 from ..protocol import wire
-from ._queue_head import HEAD_LIMIT, HEAD_SCRIPT, enqueued_at
+from ._queue_head import HEAD_LIMIT, enqueued_at, read_heads
 
 __all__ = ["HEAD_LIMIT", "RedisCollector", "enqueued_at"]
 
@@ -102,21 +102,12 @@ class RedisCollector:
         now = self.clock() if self.clock is not None else (
             server_time[0] + server_time[1] / 1e6)
         queues = read_queue_names(self.conn, keys)  # the queues set and hand-pushed lists
-        with self.conn.pipeline(transaction=False) as pipe:
-            for queue in queues:
-                pipe.eval(HEAD_SCRIPT, 1, keys.queue(queue), self.head_limit)
-            heads: list[Any] = pipe.execute(raise_on_error=False) if queues else []
-        for queue, reply in zip(queues, heads):
-            if not isinstance(reply, list) or len(reply) != 2:
-                continue  # not a list (WRONGTYPE): no samples for it
-            depth, head = reply
-            families["depth"].add_metric([queue], int(depth))
-            if int(depth) == 0:
+        for queue, depth, age in read_heads(self.conn, keys, queues, now, self.head_limit):
+            families["depth"].add_metric([queue], depth)
+            if depth == 0:
                 families["latency"].add_metric([queue], 0.0)
-            elif head is not None:
-                at = enqueued_at(head)
-                if at is not None:
-                    families["latency"].add_metric([queue], max(0.0, now - at))
+            elif age is not None:
+                families["latency"].add_metric([queue], age)
         for raw_id, value in beats.items():
             worker_id = _text(raw_id)
             if self.hostname is not None and worker_id.split(":", 1)[0] != self.hostname:

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from ..protocol import wire
 from ..protocol._outage import Outage, gives_up_when_stopping
 from ..protocol.job import Job, JobCall
-from ._claim import NO_FINISH, PAUSED, REDIS_ERRORS, Claimed, Claimer, Finish
+from ._claim import NO_FINISH, PAUSED, Claimed, Claimer, Finish
 from ._doorbell import Ring
 from ._host import WorkerHost
 from ._job_outcome import (
@@ -30,7 +30,7 @@ from ._job_outcome import (
 from ._retrying import Retrier
 from .isolation import JobResult, JobTimeout, run_forked
 
-__all__ = ["REDIS_ERRORS", "Slot"]
+__all__ = ["Slot"]
 
 SAFETY_POLL = 60.0  # seconds a sleeping slot waits for a ring before claiming anyway
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..jobs.tracing import MODES as TRACING_MODES
 from ..protocol.connection import TLSFiles
 from ..protocol.queues import QueueSpec
 
@@ -107,7 +108,7 @@ class WorkerConfig:
             problems.append("--max-recoveries must be at least 1")
         if self.job_timeout is not None and self.job_timeout <= 0:
             problems.append("--job-timeout must be positive")
-        if self.tracing not in ("child", "link", "off"):
+        if self.tracing not in TRACING_MODES:
             problems.append("--tracing must be 'child', 'link' or 'off'")
         if self.max_jobs is not None and self.max_jobs < 1:
             problems.append("--max-jobs must be at least 1")

@@ -48,7 +48,7 @@ from ..jobs.schedules import (
 )
 from ..protocol import wire
 from ..protocol._resp import LuaScript
-from ._claim import REDIS_ERRORS
+from ..protocol.redis_errors import REDIS_ERRORS
 
 if TYPE_CHECKING:
     from ..jobs.registry import Registry

@@ -21,7 +21,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import redis
 
 from ..protocol import wire
-from ._queue_head import HEAD_LIMIT, HEAD_SCRIPT, enqueued_at
+from ._queue_head import read_heads
 
 __all__ = [
     "DAY",
@@ -69,12 +69,6 @@ class Sample:
             return None
 
 
-def head_age(head: Any, now: float) -> Optional[float]:
-    """Seconds since the job ``head`` (raw bytes) was enqueued, when its payload says."""
-    at = enqueued_at(head)
-    return None if at is None else max(0.0, now - at)
-
-
 def _int(value: Any) -> int:
     try:
         return int(value or 0)
@@ -90,7 +84,6 @@ class SeriesStore:
         self.keys = keys
         self.minutes_key = keys.own("series:minutes")
         self.days_key = keys.own("series:days")
-        self._head = conn.register_script(HEAD_SCRIPT)
 
     def claim_key(self, minute: int) -> str:
         return self.keys.own(f"series:claim:{minute}")
@@ -105,14 +98,7 @@ class SeriesStore:
             processed, failed, names = pipe.execute()
         queues = sorted(n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n)
                         for n in names)
-        with self.conn.pipeline(transaction=False) as pipe:
-            for name in queues:
-                self._head(keys=[keys.queue(name)], args=[HEAD_LIMIT], client=pipe)
-            replies = pipe.execute(raise_on_error=False) if queues else []
-        found: list[tuple[str, int, Optional[float]]] = []
-        for name, reply in zip(queues, replies):
-            if isinstance(reply, list) and len(reply) == 2:  # not WRONGTYPE or another error
-                found.append((name, int(reply[0]), head_age(reply[1], now)))
+        found = read_heads(self.conn, keys, queues, now)
         found.sort(key=lambda item: -item[1])
         return Sample(now, _int(processed), _int(failed),
                       {name: (depth, age) for name, depth, age in found[:MAX_QUEUES]})
@@ -206,7 +192,10 @@ def bucket_counts(samples: Sequence[Sample], step: int, first: int,
         if done < 0 or bad < 0:
             continue
         spread = (end - start) // step
-        for bucket in range(start, end, step):
+        # Only the buckets asked for: a sample far off in time (a skewed clock) must not make
+        # this walk every bucket in between.
+        skip = max(0, -(-(first - start) // step))  # whole buckets before ``first``
+        for bucket in range(start + skip * step, min(end, last + step), step):
             processed[bucket] = processed.get(bucket, 0.0) + done / spread
             failed[bucket] = failed.get(bucket, 0.0) + bad / spread
     return [Bucket(b, processed.get(b), failed.get(b)) for b in range(first, last + 1, step)]
