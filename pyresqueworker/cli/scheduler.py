@@ -13,7 +13,14 @@ import redis
 
 from ..client import Client
 from ..log import setup_logging
-from ..protocol.connection import connect, redact_url, resolve_url
+from ..protocol.connection import (
+    NAMESPACE_ENV,
+    REDIS_ENV,
+    connect,
+    explain_error,
+    redact_url,
+    resolve_url,
+)
 from ..worker._housekeeping import set_proctitle
 from ..worker.scheduler import LOCK_TIMEOUT, Scheduler
 from .work import run_command
@@ -22,9 +29,9 @@ __all__ = ["main", "scheduler_main"]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--redis", "redis_url", envvar=["PYRESQUE_REDIS", "RESQUE_REDIS_URL", "REDIS_URL"],
+@click.option("--redis", "redis_url", envvar=list(REDIS_ENV),
               help="redis://, rediss:// or unix:// URL.  [default: redis://127.0.0.1:6379/0]")
-@click.option("--namespace", default="resque:", envvar="PYRESQUE_NAMESPACE",
+@click.option("--namespace", default="resque:", envvar=NAMESPACE_ENV,
               help="Key prefix shared with Ruby.")
 @click.option("--interval", default=5.0, type=click.FloatRange(0.01, LOCK_TIMEOUT / 2),
               envvar=["PYRESQUE_SCHEDULER_INTERVAL", "RESQUE_SCHEDULER_INTERVAL"],
@@ -41,7 +48,7 @@ def main(redis_url: Optional[str], namespace: str, interval: float, log_level: s
     try:
         conn.ping()
     except redis.RedisError as exc:
-        raise _Unreachable(f"cannot reach Redis at {redact_url(url)}: {exc}") from None
+        raise _Unreachable(explain_error(exc, redact_url(url))) from None
     client = Client(conn, namespace=namespace)
     stop = threading.Event()
 
