@@ -142,6 +142,21 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
+def slot_claimer(redis_url: str) -> Iterator[tuple[Any, Any]]:
+    """A claimer on a connection of its own, as slots have (large items taken watched), and
+    its keys (namespace ``resque:``); worker id ``claim_helpers.WID``."""
+    from claim_helpers import WID
+
+    from pyresqueworker.protocol.wire import Keys
+    from pyresqueworker.worker._claim import Claimer
+
+    conn = redis.Redis.from_url(redis_url, single_connection_client=True)
+    keys = Keys("resque:")
+    yield Claimer(conn, keys, WID), keys
+    conn.close()
+
+
+@pytest.fixture
 def default_client_url(redis_url: str) -> Iterator[str]:
     """``pyresqueworker.configure()`` on the test Redis, so job handles enqueue there; back to
     the environment's settings at teardown."""

@@ -27,13 +27,6 @@ def taker(request: pytest.FixtureRequest, redis_url: str) -> Iterator[tuple[Clai
     conn.close()
 
 
-@pytest.fixture
-def own(redis_url: str) -> Iterator[tuple[Claimer, Keys]]:
-    """A claimer on a connection of its own, as slots have: the watched take."""
-    conn = redis.Redis.from_url(redis_url, single_connection_client=True)
-    keys = Keys("resque:")
-    yield Claimer(conn, keys, WID), keys
-    conn.close()
 
 
 def calls(r: redis.Redis, name: str) -> int:
@@ -150,9 +143,9 @@ def test_a_mixed_queue_takes_small_and_large_items_in_order(
 
 
 def test_a_slot_connection_takes_a_large_item_without_the_raw_list_copy(
-    own: tuple[Claimer, Keys], r: redis.Redis
+    slot_claimer: tuple[Claimer, Keys], r: redis.Redis
 ) -> None:
-    claimer, keys = own
+    claimer, keys = slot_claimer
     item = big_payload()
     r.rpush(keys.queue("high"), item)
     r.config_resetstat()
@@ -176,9 +169,9 @@ def _meanwhile(monkeypatch: pytest.MonkeyPatch, action: Callable[[], object]) ->
 
 
 def test_a_push_while_the_item_is_checked_neither_loses_nor_repeats_a_job(
-    own: tuple[Claimer, Keys], r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    slot_claimer: tuple[Claimer, Keys], r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    claimer, keys = own
+    claimer, keys = slot_claimer
     item = big_payload()
     r.rpush(keys.queue("high"), item)
     _meanwhile(monkeypatch, lambda: r.rpush(keys.queue("high"), b'{"class":"Late","args":[]}'))
@@ -188,9 +181,9 @@ def test_a_push_while_the_item_is_checked_neither_loses_nor_repeats_a_job(
 
 
 def test_a_large_item_another_worker_took_while_it_was_checked_is_not_taken_twice(
-    own: tuple[Claimer, Keys], r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    slot_claimer: tuple[Claimer, Keys], r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    claimer, keys = own
+    claimer, keys = slot_claimer
     first, second = big_payload(), big_payload(60_000)
     r.rpush(keys.queue("high"), first, second)
     _meanwhile(monkeypatch, lambda: r.lpop(keys.queue("high")))  # the other worker's

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import ssl
 import weakref
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import redis
 
 from .redis_errors import RedisUnavailable, transient_code
 
-__all__ = ["FastCaller", "LuaScript", "command"]
+__all__ = ["FastCaller", "Joined", "LuaScript", "command"]
 
 try:
     import hiredis
@@ -35,6 +36,48 @@ _PACK: Optional[Callable[[tuple[Any, ...]], bytes]] = (
 )
 
 _ERRORS = {"NOSCRIPT": redis.exceptions.NoScriptError}
+_RECV_MIN, _RECV_MAX = 1 << 16, 1 << 22
+
+
+class Joined(NamedTuple):
+    """A command argument sent as the concatenation of ``parts``, which are never joined in
+    memory: a worker key holding a megabyte payload is written without copying it."""
+
+    parts: tuple[bytes, ...]
+
+
+def _frames(commands: Sequence[tuple[Any, ...]], connection: Any) -> list[bytes]:
+    """``commands`` in RESP, as buffers to send in order (a :class:`Joined` one per part)."""
+    frames: list[bytes] = []
+    for args in commands:
+        if not any(isinstance(arg, Joined) for arg in args):
+            frames += [_PACK(args)] if _PACK is not None else connection.pack_commands([args])
+            continue
+        pending = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            if isinstance(arg, Joined):
+                pending.append(b"$%d\r\n" % sum(map(len, arg.parts)))
+                frames += [b"".join(pending), *arg.parts]
+                pending = [b"\r\n"]
+            else:
+                data = arg if isinstance(arg, bytes) else str(arg).encode()
+                pending.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        frames.append(b"".join(pending))
+    return frames
+
+
+def _send_frames(sock: socket.socket, frames: list[bytes]) -> None:
+    """Send ``frames`` in order with as few copies as the socket allows."""
+    if len(frames) == 1 or isinstance(sock, ssl.SSLSocket):  # (TLS sockets have no sendmsg)
+        sock.sendall(frames[0] if len(frames) == 1 else b"".join(frames))
+        return
+    views = [memoryview(frame) for frame in frames if frame]
+    while views:
+        sent = sock.sendmsg(views[:64])
+        while views and sent >= len(views[0]):
+            sent -= len(views.pop(0))
+        if sent:
+            views[0] = views[0][sent:]
 
 
 class FastCaller:
@@ -49,6 +92,7 @@ class FastCaller:
             self.connection, "drop_if_stale", None)
         self._reader: Optional[Any] = hiredis.Reader() if usable else None
         self._sock: Optional[socket.socket] = None
+        self._buffer = bytearray(_RECV_MIN)  # grows while replies fill it (large payloads)
 
     @property
     def pipelines(self) -> bool:
@@ -58,7 +102,9 @@ class FastCaller:
     def __call__(self, *args: Any) -> Any:
         if not self.pipelines:
             return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
-        reply = self._exchange([args])[0]
+        # (one command, the per-job claim: packed in C, without a join)
+        packed = [_PACK(args)] if _PACK is not None else _frames([args], self.connection)
+        reply = self._exchange(packed, 1)[0]
         if isinstance(reply, hiredis.ReplyError):
             raise _reply_error(self.connection, str(reply))
         return reply
@@ -66,10 +112,11 @@ class FastCaller:
     def many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write on this client's connection and read their replies
         (one round trip; connection state such as WATCH holds across calls). An error reply
-        comes back as a ``hiredis.ReplyError`` in its place; only :attr:`pipelines` clients."""
-        return self._exchange(commands)
+        comes back as a ``hiredis.ReplyError`` in its place; only :attr:`pipelines` clients.
+        An argument may be :class:`Joined`."""
+        return self._exchange(_frames(commands, self.connection), len(commands))
 
-    def _exchange(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def _exchange(self, frames: list[bytes], count: int) -> list[Any]:
         connection, reader = self.connection, self._reader
         assert connection is not None and reader is not None
         if self._drop_if_stale is not None:
@@ -84,18 +131,11 @@ class FastCaller:
         assert sock is not None
         replies: list[Any] = []
         try:
-            if _PACK is not None:  # (one command, the per-job claim, packed without a join)
-                sock.sendall(_PACK(commands[0]) if len(commands) == 1
-                             else b"".join(_PACK(args) for args in commands))
-            else:
-                sock.sendall(b"".join(connection.pack_commands(commands)))
-            while len(replies) < len(commands):
+            _send_frames(sock, frames)
+            while len(replies) < count:
                 reply = reader.gets()
                 while reply is False:
-                    data = sock.recv(65536)
-                    if not data:
-                        raise ConnectionError("Connection closed by server.")
-                    reader.feed(data)
+                    self._receive(sock, reader)
                     reply = reader.gets()
                 replies.append(reply)
         except (OSError, ValueError) as exc:
@@ -103,6 +143,20 @@ class FastCaller:
             self._sock = None
             raise redis.exceptions.ConnectionError(f"Error while talking to Redis: {exc}") from None
         return replies
+
+    def _receive(self, sock: socket.socket, reader: Any) -> None:
+        buffer = self._buffer
+        size = sock.recv_into(buffer)
+        if not size:
+            raise ConnectionError("Connection closed by server.")
+        reader.feed(buffer, 0, size)
+        if size == len(buffer) and size < _RECV_MAX:  # a large reply: fewer, larger reads
+            self._buffer = bytearray(size * 4)
+
+    @staticmethod
+    def is_error(reply: Any) -> bool:
+        """Whether ``reply`` from :meth:`many` is an error reply."""
+        return HAVE_HIREDIS and isinstance(reply, hiredis.ReplyError)
 
     def raise_for(self, reply: Any) -> Any:
         """``reply`` from :meth:`many`, raised as the exception it is if it is an error."""
@@ -148,14 +202,22 @@ class LuaScript:
         call: Optional[Callable[..., Any]] = None,
     ) -> Any:
         send = call or partial(command, conn)
+        self.load_once(conn)
+        try:
+            return send(*self.evalsha(keys, args))
+        except redis.exceptions.NoScriptError:
+            conn.script_load(self.source)
+            return send(*self.evalsha(keys, args))
+
+    def load_once(self, conn: redis.Redis) -> None:
+        """Load the script through ``conn``'s pool unless it already was."""
         if conn.connection_pool not in self._loaded:
             conn.script_load(self.source)
             self._loaded.add(conn.connection_pool)
-        try:
-            return send("EVALSHA", self.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            conn.script_load(self.source)
-            return send("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    def evalsha(self, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
+        """The ``EVALSHA`` command for these keys and arguments (to send in a batch)."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
     async def acall(self, conn: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """The same call on a ``redis.asyncio.Redis``."""

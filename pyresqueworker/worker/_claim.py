@@ -19,15 +19,24 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
 import redis
 
 from ..protocol._claim_script import CLAIM_SCRIPT, REQUEUE_SCRIPT
-from ..protocol._resp import FastCaller, LuaScript, command
+from ..protocol._resp import FastCaller, Joined, LuaScript, command
 from ..protocol.redis_errors import REDIS_ERRORS
-from ..protocol.wire import DecodeError, Keys, dumps, loads
+from ..protocol.wire import Keys, dumps
+from ._held import (
+    BEING_TAKEN,
+    Claimed,
+    HeldLarge,
+    checked_payload,
+    invalid_note,
+    parse_worker_value,
+    read_raw,
+)
 
 __all__ = [
     "BEING_TAKEN", "CLAIM", "NO_FINISH", "PAUSED", "REDIS_ERRORS", "SUCCESS", "ClaimCall",
@@ -53,8 +62,6 @@ NO_FINISH = Finish("0")
 SUCCESS = Finish("1")
 
 PAUSED = "paused"
-# The end of a worker key written while a large item is being taken (see take_held).
-BEING_TAKEN = b',"payload":"payload being checked"}'
 # The sequence key lives a day (see the script); renewing that hourly lets every other call
 # use the cheaper KEEPTTL.
 _RENEW_SEQ_EVERY = 3600.0
@@ -66,48 +73,13 @@ _CONTENDED = _Contended()
 # After a contended take, this many large items are moved with LMOVE before watching again:
 # several slots draining one queue of large items would otherwise keep reading each other's.
 _SKIP_WATCHING_AFTER_CONTENTION = 16
-_HELD = 3  # claim reply: a large item was moved to the raw list, for the caller to check
+_HELD = 3  # claim reply: a large item heads a queue, for the caller to take and check
 
 
-def _invalid_note(item: bytes) -> bytes:
-    """The worker key's payload (and closing brace) for an item that is not a JSON object."""
-    return f'"invalid payload ({len(item)} bytes)"}}'.encode()
+class _Read(NamedTuple):
+    """A queue's head read with the claim, under ``WATCH`` (None: the queue was empty)."""
 
-
-def checked_payload(item: bytes) -> Optional[dict[str, Any]]:
-    """The payload decoded, if it passes what the claim script checks before it shows a
-    payload in a worker key: a UTF-8 JSON object Ruby can decode (here with Python's C
-    decoders, for large payloads); else None."""
-    if item.lstrip()[:1] != b"{":
-        return None
-    try:
-        payload = loads(item.decode("utf-8"))
-    except (UnicodeDecodeError, DecodeError, RecursionError):
-        return None
-    return payload if isinstance(payload, dict) else None
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A job the claim script moved into this slot's worker key.
-
-    ``valid`` means the worker key shows the payload; otherwise the payload is in the slot's
-    raw list (not a UTF-8 JSON object, or over 1 MB) and Python decides. ``payload`` is the
-    decoded payload when the worker already decoded it (a large item it checked).
-    """
-
-    queue: str
-    raw: bytes
-    valid: bool
-    payload: Optional[dict[str, Any]] = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class HeldLarge:
-    """Claim reply: a large item of ``queue`` now sits in this slot's raw list; finish the
-    claim with :meth:`Claimer.take_held`."""
-
-    queue: str
+    item: Optional[bytes]
 
 
 @dataclass(frozen=True)
@@ -117,37 +89,6 @@ class ClaimCall:
     keys: list[str]
     args: list[Any]
     queues: tuple[str, ...]
-
-
-def parse_worker_value(value: bytes, raw: Optional[bytes] = None) -> Claimed | None:
-    """The job held in a ``worker:<id>`` value written by the claim script (or by Ruby).
-
-    A payload that was not a UTF-8 JSON object is kept in the slot's raw list: pass its
-    bytes as ``raw``.
-    """
-    try:
-        held = json.loads(value)
-        queue = str(held["queue"])
-        payload = held["payload"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if isinstance(payload, str):
-        return Claimed(queue, raw if raw is not None else payload.encode(), False)
-    marker = value.find(b',"payload":')
-    if marker < 0:
-        return Claimed(queue, dumps(payload).encode(), True)
-    return Claimed(queue, value[marker + len(b',"payload":') : -1], True)
-
-
-def read_raw(conn: redis.Redis, key: str) -> Optional[bytes]:
-    """A slot's raw payload: the one item of its raw list (a string before version 0.10)."""
-    try:
-        value = command(conn, "LINDEX", key, 0)
-    except redis.exceptions.ResponseError as exc:
-        if "WRONGTYPE" not in str(exc):
-            raise
-        value = command(conn, "GET", key)
-    return None if value is None else bytes(value)
 
 
 _claim = LuaScript(CLAIM_SCRIPT)
@@ -178,6 +119,9 @@ class Claimer:
         self._holds_raw = True
         self._fast = FastCaller(conn)
         self._skip_watching = 0  # large items still to take with LMOVE (see take_held)
+        # The queue whose large head the last claim took: the next claim reads that queue's
+        # head in the same round trip (see _call_reading_ahead).
+        self._reading_ahead: Optional[str] = None
         self._queue_keys: dict[str, str] = {}
         self._queue_json: dict[str, str] = {}
 
@@ -252,11 +196,63 @@ class Claimer:
             if ran:
                 finish = NO_FINISH  # the lost call already finished the previous job
         call = self.prepare(queues, finish, run_at)
-        settled = self.settle(call, self._call(call))
+        ahead = self._reading_ahead
+        if ahead is None or not queues or queues[0] != ahead:
+            settled = self.settle(call, self._call(call))
+            read: Optional[_Read] = None
+        else:
+            settled, read = self._call_reading_ahead(call, ahead)
         if isinstance(settled, HeldLarge):
             # Taken by another worker meanwhile (None): the next claim looks again.
-            return self._taking(lambda: self.take_held(settled.queue, run_at))
+            return self._taking(lambda: self.take_held(settled.queue, run_at, read=read))
         return settled
+
+    def _call_reading_ahead(self, call: ClaimCall, queue: str
+                            ) -> tuple[Claimed | HeldLarge | str | None, Optional[_Read]]:
+        """The claim call with ``WATCH`` and ``LINDEX`` of ``queue``'s head in its round trip.
+
+        After a large item, the next one of that queue is likely large too: reading it with
+        the claim saves Redis a round trip per large job. Sent after the script, so what is
+        read is what the script left. On a miss (the claim took a small item or found none)
+        the read is dropped and the watch ended; reading ahead stops until the next large item.
+        """
+        key = self._queue_parts(queue)[0]
+        fast = self._fast
+        _claim.load_once(self.conn)
+        try:
+            replies = fast.many([_claim.evalsha(call.keys, call.args), ("WATCH", key),
+                                 ("LINDEX", key, 0)])
+        except REDIS_ERRORS:
+            self.lost(call)
+            raise
+        if fast.is_error(replies[0]):  # the script did not run
+            self._end_watch()
+            self._reading_ahead = None
+            try:
+                fast.raise_for(replies[0])
+            except redis.exceptions.NoScriptError:
+                return self.settle(call, self._call(call)), None  # (it loads the script)
+            except REDIS_ERRORS:
+                self.lost(call)
+                raise
+        settled = self.settle(call, replies[0])
+        got = replies[2]
+        if (isinstance(settled, HeldLarge) and settled.queue == queue
+                and not fast.is_error(replies[1])
+                and not fast.is_error(got)):
+            return settled, _Read(None if got is None else bytes(got))
+        # Missed. Nothing may be raised from here on: the claim ran and its job is ours.
+        self._reading_ahead = None
+        try:
+            fast.raise_for(fast.many([("UNWATCH",)])[0])
+        except Exception:
+            self._end_watch()
+        return settled, None
+
+    def _end_watch(self) -> None:
+        """Drop the connection, and with it any ``WATCH`` (it reconnects on the next call)."""
+        if self._fast.connection is not None:
+            self._fast.connection.disconnect()  # type: ignore[no-untyped-call]
 
     def _taking(self, take: Callable[[], Claimed | None]) -> Claimed | None:
         """Run a :meth:`take_held`; if Redis fails it, the next :meth:`claim` resumes it."""
@@ -268,7 +264,8 @@ class Claimer:
             self._unanswered = self._seq
             raise
 
-    def take_held(self, queue: str, run_at: str, resuming: bool = False) -> Claimed | None:
+    def take_held(self, queue: str, run_at: str, resuming: bool = False,
+                  read: Optional[_Read] = None) -> Claimed | None:
         """Take the large head item of ``queue`` that the claim left for us, check it here
         (``bytes.decode`` and the JSON parser run in C, off Redis) and show it in the worker
         key if it is a UTF-8 JSON object, byte for byte as Ruby would write it.
@@ -278,15 +275,18 @@ class Claimer:
         changed the queue, or for a while after that, it is moved with ``LMOVE`` into the raw
         list instead (a copy more, but nothing to lose to a race).
 
-        ``resuming``: an earlier attempt may already have moved it. None when the queue was
-        emptied meanwhile (another worker was faster).
+        ``resuming``: an earlier attempt may already have moved it. ``read``: the head was
+        read with the claim, and the queue is watched since. None when the queue was emptied
+        meanwhile (another worker was faster).
         """
         key, name_json = self._queue_parts(queue)
         head = f'{{"queue":{name_json},"run_at":"{run_at}","payload":'.encode()
         item = read_raw(self.conn, self.raw_key) if resuming else None
         if item is None:
-            if self._fast.pipelines and self._skip_watching == 0:
-                taken = self._take_watching(queue, key, head)
+            if read is not None or (self._fast.pipelines and self._skip_watching == 0):
+                taken = self._take_watching(queue, key, head, read)
+                # Taken: the next claim reads this queue's next head with it.
+                self._reading_ahead = queue if isinstance(taken, Claimed) else None
                 if not isinstance(taken, _Contended):
                     return taken
                 self._skip_watching = _SKIP_WATCHING_AFTER_CONTENTION
@@ -306,19 +306,24 @@ class Claimer:
                 pipe.set(self.worker_key, head + item + b"}")
                 pipe.delete(self.raw_key)
             else:
-                pipe.set(self.worker_key, head + _invalid_note(item))
+                pipe.set(self.worker_key, head + invalid_note(item))
             pipe.execute()
         self._holds_raw = not valid
         return Claimed(queue, item, valid, payload)
 
-    def _take_watching(self, queue: str, key: str, head: bytes) -> Claimed | _Contended | None:
-        """The head of ``key`` read with ``LINDEX`` under ``WATCH`` and taken with ``LTRIM`` in
-        the ``MULTI`` that writes the worker key; :data:`_CONTENDED` if the queue changed."""
+    def _take_watching(self, queue: str, key: str, head: bytes, read: Optional[_Read]
+                       ) -> Claimed | _Contended | None:
+        """The head of ``key`` read with ``LINDEX`` under ``WATCH`` (unless ``read`` already)
+        and taken with ``LTRIM`` in the ``MULTI`` that writes the worker key;
+        :data:`_CONTENDED` if the queue changed."""
         fast = self._fast
         try:
-            watched = fast.many([("WATCH", key), ("LINDEX", key, 0)])
-            fast.raise_for(watched[0])
-            got = fast.raise_for(watched[1])
+            if read is None:
+                watched = fast.many([("WATCH", key), ("LINDEX", key, 0)])
+                fast.raise_for(watched[0])
+                got = fast.raise_for(watched[1])
+            else:
+                got = read.item
             if got is None:
                 for reply in fast.many([("UNWATCH",), ("DEL", self.worker_key)]):
                     fast.raise_for(reply)
@@ -328,18 +333,16 @@ class Claimer:
             valid = payload is not None
             commands: list[tuple[Any, ...]] = [("MULTI",), ("LTRIM", key, 1, -1)]
             if valid:
-                commands.append(("SET", self.worker_key, head + item + b"}"))
+                commands.append(("SET", self.worker_key, Joined((head, item, b"}"))))
             else:  # kept byte for byte in the raw list, as the claim script does
-                commands += [("DEL", self.raw_key), ("RPUSH", self.raw_key, item),
-                             ("SET", self.worker_key, head + _invalid_note(item))]
+                commands += [("DEL", self.raw_key), ("RPUSH", self.raw_key, Joined((item,))),
+                             ("SET", self.worker_key, head + invalid_note(item))]
             replies = fast.many([*commands, ("EXEC",)])
             for reply in replies[:-1]:
                 fast.raise_for(reply)  # a refused command (OOM, READONLY) aborts the EXEC
             done = fast.raise_for(replies[-1])
         except Exception:
-            # Whatever went wrong, no WATCH may outlive this call on the connection.
-            if fast.connection is not None:
-                fast.connection.disconnect()  # type: ignore[no-untyped-call]
+            self._end_watch()  # whatever went wrong, no WATCH may outlive this call
             raise
         if done is None:
             return _CONTENDED

@@ -1,0 +1,153 @@
+"""A run of large items: after one, the claim reads the queue's next head in its own round
+trip, so each further large job costs Redis two round trips instead of three.
+
+A slot's connection is its own (how slots connect), so every take here is the watched one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+from claim_helpers import RUN_AT, WID
+
+from pyresqueworker.protocol import _resp
+from pyresqueworker.protocol.wire import Keys
+from pyresqueworker.worker._claim import NO_FINISH, SUCCESS, Claimed, Claimer
+
+SMALL = b'{"class":"Small","args":[]}'
+
+
+def big(n: int, size: int = 60_000) -> bytes:
+    return json.dumps({"class": "Big", "args": [n, "x" * size]}).encode()
+
+
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the exchanges on slots' fast path (each one write, then its replies)."""
+    sent = [0]
+    real = _resp._send_frames
+
+    def counting(sock: Any, frames: list[bytes]) -> None:
+        sent[0] += 1
+        real(sock, frames)
+
+    monkeypatch.setattr(_resp, "_send_frames", counting)
+    return sent
+
+
+def calls(r: redis.Redis, name: str) -> int:
+    return int(r.info("commandstats").get(f"cmdstat_{name}", {}).get("calls", 0))
+
+
+def drain(claimer: Claimer, queues: list[str]) -> list[bytes]:
+    got: list[bytes] = []
+    finish = NO_FINISH
+    while (claimed := claimer.claim(queues, finish, RUN_AT)) is not None:
+        assert isinstance(claimed, Claimed) and claimed.valid
+        got.append(claimed.raw)
+        finish = SUCCESS
+    return got
+
+
+def test_a_run_of_large_items_takes_two_round_trips_each_after_the_first(
+    slot_claimer: tuple[Claimer, Keys], r: redis.Redis, round_trips: list[int]
+) -> None:
+    claimer, keys = slot_claimer
+    items = [big(n) for n in range(5)]
+    r.rpush(keys.queue("high"), *items)
+    r.config_resetstat()
+    assert drain(claimer, ["high"]) == items
+    # 3 for the first, 2 for each other, then the claim that finds the queue empty and the
+    # UNWATCH of its unused read.
+    assert round_trips[0] == 3 + 2 * 4 + 2
+    assert calls(r, "lindex") == 6 and calls(r, "exec") == 5 and calls(r, "lmove") == 0
+    assert int(r.get(keys.stat("processed")) or 0) == 5
+    assert not r.exists(keys.worker(WID), keys.raw_payload(WID), keys.queue("high"))
+
+
+def test_a_small_item_after_a_large_one_ends_the_watch(
+    slot_claimer: tuple[Claimer, Keys], r: redis.Redis
+) -> None:
+    """Were the read-ahead's WATCH left on the connection, the push below would abort the
+    next large take's transaction and send it down the slower LMOVE path."""
+    claimer, keys = slot_claimer
+    first, last = big(1), big(2)
+    r.rpush(keys.queue("high"), first, SMALL)
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", first, True)
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", SMALL, True)
+    r.rpush(keys.queue("high"), last)
+    r.config_resetstat()
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", last, True)
+    assert calls(r, "lmove") == 0 and calls(r, "exec") == 1
+
+
+def test_reading_ahead_only_reads_the_first_queue_of_the_fetch(
+    slot_claimer: tuple[Claimer, Keys], r: redis.Redis, round_trips: list[int]
+) -> None:
+    """When another queue comes first, the large queue's head is not read in vain."""
+    claimer, keys = slot_claimer
+    r.rpush(keys.queue("low"), big(1), big(2))
+    assert claimer.claim(["low"], NO_FINISH, RUN_AT) == Claimed("low", big(1), True)
+    r.rpush(keys.queue("high"), SMALL)
+    r.config_resetstat()
+    before = round_trips[0]
+    assert claimer.claim(["high", "low"], SUCCESS, RUN_AT) == Claimed("high", SMALL, True)
+    assert round_trips[0] == before + 1 and calls(r, "lindex") == 0
+    assert claimer.claim(["low", "high"], SUCCESS, RUN_AT) == Claimed("low", big(2), True)
+
+
+def test_a_lost_reply_to_a_reading_claim_finishes_the_previous_job_once(
+    slot_claimer: tuple[Claimer, Keys], r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claimer, keys = slot_claimer
+    first, second = big(1), big(2)
+    r.rpush(keys.queue("high"), first, second, SMALL)
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", first, True)
+    fast = claimer._fast
+    real_many = fast.many
+
+    def ran_then_cut(commands: Any) -> list[Any]:
+        real_many(commands)
+        assert fast.connection is not None
+        fast.connection.disconnect()  # type: ignore[no-untyped-call]
+        raise redis.ConnectionError("connection cut")
+
+    monkeypatch.setattr(fast, "many", ran_then_cut)
+    with pytest.raises(redis.ConnectionError):
+        claimer.claim(["high"], SUCCESS, RUN_AT)
+    monkeypatch.undo()
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", second, True)
+    assert int(r.get(keys.stat("processed")) or 0) == 1  # the first job counted once
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", SMALL, True)
+    assert int(r.get(keys.stat("processed")) or 0) == 2
+
+
+def test_scripts_lost_between_two_large_items_are_loaded_again(
+    slot_claimer: tuple[Claimer, Keys], r: redis.Redis
+) -> None:
+    claimer, keys = slot_claimer
+    r.rpush(keys.queue("high"), big(1), big(2))
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", big(1), True)
+    r.script_flush()  # as after a Redis restart
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", big(2), True)
+    assert int(r.get(keys.stat("processed")) or 0) == 1
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) is None
+    assert int(r.get(keys.stat("processed")) or 0) == 2
+
+
+def test_a_joined_argument_arrives_as_one_value_byte_for_byte(
+    slot_claimer: tuple[Claimer, Keys], r: redis.Redis
+) -> None:
+    """Parts larger than a socket buffer, sent without joining them (several partial sends)."""
+    fast = slot_claimer[0]._fast
+    parts = (b"{", b"\xff\x00" * 2_000_000, b"", b"}")
+    replies = fast.many([("SET", "joined", _resp.Joined(parts)),
+                         ("RPUSH", "joined:list", _resp.Joined((b"a", b"b")), "c")])
+    assert replies == [b"OK", 2]
+    assert r.get("joined") == b"".join(parts)
+    assert r.lrange("joined:list", 0, -1) == [b"ab", b"c"]
