@@ -36,7 +36,7 @@ _PACK: Optional[Callable[[tuple[Any, ...]], bytes]] = (
 )
 
 _ERRORS = {"NOSCRIPT": redis.exceptions.NoScriptError}
-_RECV_MIN, _RECV_MAX = 1 << 16, 1 << 22
+_RECV_SIZE, _LARGE_RECV_SIZE = 1 << 16, 1 << 20
 
 
 class Joined(NamedTuple):
@@ -92,7 +92,10 @@ class FastCaller:
             self.connection, "drop_if_stale", None)
         self._reader: Optional[Any] = hiredis.Reader() if usable else None
         self._sock: Optional[socket.socket] = None
-        self._buffer = bytearray(_RECV_MIN)  # grows while replies fill it (large payloads)
+        # Made once a reply fills a whole read (large payloads): read into it from then on,
+        # without a new bytes object per read. (Not before: an asyncio slot's caller may never
+        # read, and there can be thousands.)
+        self._buffer: Optional[bytearray] = None
 
     @property
     def pipelines(self) -> bool:
@@ -146,12 +149,18 @@ class FastCaller:
 
     def _receive(self, sock: socket.socket, reader: Any) -> None:
         buffer = self._buffer
-        size = sock.recv_into(buffer)
-        if not size:
+        if buffer is not None:
+            size = sock.recv_into(buffer)
+            if not size:
+                raise ConnectionError("Connection closed by server.")
+            reader.feed(buffer, 0, size)
+            return
+        data = sock.recv(_RECV_SIZE)
+        if not data:
             raise ConnectionError("Connection closed by server.")
-        reader.feed(buffer, 0, size)
-        if size == len(buffer) and size < _RECV_MAX:  # a large reply: fewer, larger reads
-            self._buffer = bytearray(size * 4)
+        reader.feed(data)
+        if len(data) == _RECV_SIZE:
+            self._buffer = bytearray(_LARGE_RECV_SIZE)
 
     @staticmethod
     def is_error(reply: Any) -> bool:

@@ -29,7 +29,7 @@ from ..protocol._resp import LuaScript
 from ..protocol.failure import DECODE_EXCEPTION, PRUNE_DIRTY_EXIT
 from ..protocol.redis_errors import raise_if_away
 from ..protocol.wire import Keys, WorkerId
-from ._claim import BEING_TAKEN, parse_worker_value, read_raw
+from ._held import BEING_TAKEN, parse_worker_value, read_raw
 
 __all__ = ["RECOVERY_TTL", "Pruner", "resque_pids"]
 
