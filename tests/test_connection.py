@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import tempfile
@@ -21,6 +22,8 @@ from pyresqueworker.protocol.connection import (
     describe,
     redact_url,
 )
+from pyresqueworker.protocol.wire import Keys
+from pyresqueworker.worker._claim import NO_FINISH, SUCCESS, Claimed, Claimer
 from tests.conftest import RedisServer, free_port
 
 
@@ -105,6 +108,16 @@ def test_tls_with_ca_and_client_certificate(tls_files: Path) -> None:
         assert asyncio.run(ping_async(f"rediss://127.0.0.1:{port}/0", tls=files))
         with pytest.raises(redis.exceptions.ConnectionError):
             asyncio.run(ping_async(f"rediss://127.0.0.1:{port}/0"))
+        # A slot's own TLS socket takes large items too (no sendmsg there: the parts are joined).
+        slot = connect(f"rediss://127.0.0.1:{port}/0", tls=files, single_connection_client=True)
+        claimer = Claimer(slot, Keys("resque:"), "host:1:q")
+        items = [json.dumps({"class": "Big", "args": [n, "x" * 300_000]}).encode()
+                 for n in range(2)]
+        client.rpush("resque:queue:q", *items)
+        run_at = "2024-01-15T09:50:00Z"
+        assert claimer.claim(["q"], NO_FINISH, run_at) == Claimed("q", items[0], True)
+        assert claimer.claim(["q"], SUCCESS, run_at) == Claimed("q", items[1], True)
+        assert (client.get("resque:worker:host:1:q") or b"").endswith(items[1] + b"}")
     finally:
         server.stop()
 
