@@ -189,3 +189,24 @@ def test_a_large_item_another_worker_took_while_it_was_checked_is_not_taken_twic
     _meanwhile(monkeypatch, lambda: r.lpop(keys.queue("high")))  # the other worker's
     assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", second, True)
     assert not r.exists(keys.queue("high"), keys.raw_payload(WID))
+
+
+def test_a_reconnect_between_the_read_and_the_take_does_not_take_blind(
+    slot_claimer: tuple[Claimer, Keys], r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failover swaps the slot's connection, and its WATCH dies with the old one: the
+    transaction must not run unwatched on the new one, where it would trim whatever heads
+    the queue by then (another worker's job) and show the item read before."""
+    claimer, keys = slot_claimer
+    first, second = big_payload(), big_payload(60_000)
+    r.rpush(keys.queue("high"), first, second)
+
+    def failover() -> None:
+        assert claimer.conn.connection is not None
+        claimer.conn.connection.disconnect()  # type: ignore[no-untyped-call]
+        r.lpop(keys.queue("high"))  # another worker takes the item read
+
+    _meanwhile(monkeypatch, failover)
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", second, True)
+    assert not r.exists(keys.queue("high"))
+    assert (r.get(keys.worker(WID)) or b"").endswith(b',"payload":' + second + b"}")

@@ -112,20 +112,25 @@ class FastCaller:
             raise _reply_error(self.connection, str(reply))
         return reply
 
-    def many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def many(self, commands: Sequence[tuple[Any, ...]], *, same_connection: bool = False
+             ) -> list[Any]:
         """Send ``commands`` in one write on this client's connection and read their replies
         (one round trip; connection state such as WATCH holds across calls). An error reply
         comes back as a ``hiredis.ReplyError`` in its place; only :attr:`pipelines` clients.
-        An argument may be :class:`Joined`."""
-        return self._exchange(_frames(commands, self.connection), len(commands))
+        An argument may be :class:`Joined`. ``same_connection``: raise ``WatchError`` rather
+        than send on a connection other than the last call's (a ``WATCH`` died with it)."""
+        return self._exchange(_frames(commands, self.connection), len(commands), same_connection)
 
-    def _exchange(self, frames: list[bytes], count: int) -> list[Any]:
+    def _exchange(self, frames: list[bytes], count: int, same_connection: bool = False
+                  ) -> list[Any]:
         connection, reader = self.connection, self._reader
         assert connection is not None and reader is not None
         if self._drop_if_stale is not None:
             self._drop_if_stale()
         sock = connection._sock
         if sock is None or sock is not self._sock:
+            if same_connection:
+                raise redis.exceptions.WatchError("the connection changed since WATCH")
             if sock is None:
                 connection.connect()  # type: ignore[no-untyped-call]
                 sock = connection._sock

@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Optional
+from typing import Any, Final, Literal, NamedTuple, Optional
 
 import redis
 
@@ -65,11 +65,8 @@ PAUSED = "paused"
 # The sequence key lives a day (see the script); renewing that hourly lets every other call
 # use the cheaper KEEPTTL.
 _RENEW_SEQ_EVERY = 3600.0
-class _Contended:
-    """_take_watching's answer when the queue changed between the read and the take."""
-
-
-_CONTENDED = _Contended()
+# _take_watching's answer when the queue changed between the read and the take.
+_CONTENDED: Final = "contended"
 # After a contended take, this many large items are moved with LMOVE before watching again:
 # several slots draining one queue of large items would otherwise keep reading each other's.
 _SKIP_WATCHING_AFTER_CONTENTION = 16
@@ -287,7 +284,7 @@ class Claimer:
                 taken = self._take_watching(queue, key, head, read)
                 # Taken: the next claim reads this queue's next head with it.
                 self._reading_ahead = queue if isinstance(taken, Claimed) else None
-                if not isinstance(taken, _Contended):
+                if taken is None or isinstance(taken, Claimed):
                     return taken
                 self._skip_watching = _SKIP_WATCHING_AFTER_CONTENTION
             elif self._skip_watching:
@@ -312,7 +309,7 @@ class Claimer:
         return Claimed(queue, item, valid, payload)
 
     def _take_watching(self, queue: str, key: str, head: bytes, read: Optional[_Read]
-                       ) -> Claimed | _Contended | None:
+                       ) -> Claimed | Literal["contended"] | None:
         """The head of ``key`` read with ``LINDEX`` under ``WATCH`` (unless ``read`` already)
         and taken with ``LTRIM`` in the ``MULTI`` that writes the worker key;
         :data:`_CONTENDED` if the queue changed."""
@@ -337,10 +334,12 @@ class Claimer:
             else:  # kept byte for byte in the raw list, as the claim script does
                 commands += [("DEL", self.raw_key), ("RPUSH", self.raw_key, Joined((item,))),
                              ("SET", self.worker_key, head + invalid_note(item))]
-            replies = fast.many([*commands, ("EXEC",)])
+            replies = fast.many([*commands, ("EXEC",)], same_connection=True)
             for reply in replies[:-1]:
                 fast.raise_for(reply)  # a refused command (OOM, READONLY) aborts the EXEC
             done = fast.raise_for(replies[-1])
+        except redis.exceptions.WatchError:
+            return _CONTENDED  # reconnected since the read (a failover): its WATCH is gone
         except Exception:
             self._end_watch()  # whatever went wrong, no WATCH may outlive this call
             raise
