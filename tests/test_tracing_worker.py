@@ -32,7 +32,7 @@ from worker_helpers import wait_ran
 from pyresqueworker import Client
 from pyresqueworker.jobs.activejob import JOB_WRAPPER, job_data
 from pyresqueworker.jobs.registry import Registry
-from pyresqueworker.jobs.tracing import NULL_SPAN, JobTracing
+from pyresqueworker.jobs.tracing import NULL_SPAN, JobTracing, job_class_of
 from pyresqueworker.protocol import wire
 from pyresqueworker.protocol.job import Job
 
@@ -130,6 +130,13 @@ def test_an_active_job_payload_names_the_job_class_and_still_decodes(
     [job] = spans_named("q process")
     assert (job.attributes or {})["messaging.resque.job_class"] == "Rails::MarkJob"
     assert hex_id(job.context.trace_id, 32) == RAILS_TRACE_ID
+
+
+def test_a_wrapper_that_names_no_job_class_is_named_by_the_wrapper() -> None:
+    assert job_class_of(JOB_WRAPPER, [{"arguments": []}]) == JOB_WRAPPER
+    assert job_class_of(JOB_WRAPPER, [{"job_class": 7}]) == JOB_WRAPPER
+    assert job_class_of(JOB_WRAPPER, ["not a hash"]) == JOB_WRAPPER
+    assert job_class_of(None, []) == ""
 
 
 def test_async_handlers_and_sync_ones_in_asyncio_mode_run_inside_the_job_span(

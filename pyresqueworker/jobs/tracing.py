@@ -67,10 +67,12 @@ def current_context_valid() -> bool:
 
 def job_class_of(class_name: Any, args: Any) -> str:
     """The class the gem names in ``messaging.resque.job_class``: ActiveJob's ``job_class``
-    for Rails' JobWrapper (when its first argument is a hash), else the payload's class."""
+    for Rails' JobWrapper (when its first argument is a hash naming one), else the payload's
+    class."""
     if class_name == JOB_WRAPPER and isinstance(args, list) and args and isinstance(args[0], dict):
         inner = args[0].get("job_class")
-        return inner if isinstance(inner, str) else str(inner)
+        if isinstance(inner, str):
+            return inner
     return class_name if isinstance(class_name, str) else ""
 
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 import redis  # noqa: E402
 from opentelemetry import trace  # noqa: E402
@@ -34,6 +33,7 @@ from opentelemetry.sdk.trace.export import (  # noqa: E402
     SpanExportResult,
 )
 
+from benchkit.redis_server import Pinning, redis_server  # noqa: E402
 from pyresqueworker.jobs.registry import Registry  # noqa: E402
 from pyresqueworker.jobs.tracing import JobTracing  # noqa: E402
 from pyresqueworker.protocol import wire  # noqa: E402
@@ -44,7 +44,6 @@ from pyresqueworker.worker._process import WorkerProcess  # noqa: E402
 from pyresqueworker.worker.config import WorkerConfig  # noqa: E402
 from pyresqueworker.worker.isolation import JobResult  # noqa: E402
 
-PORT = 46391
 ITEM = wire.dumps({"class": "Noop", "args": [1],
                    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
 
@@ -89,11 +88,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--runs", type=int, default=3)
     options = parser.parse_args()
-    server = subprocess.Popen(["taskset", "-c", "0", "redis-server", "--port", str(PORT),
-                               "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    try:
-        url = f"redis://127.0.0.1:{PORT}/0"
-        time.sleep(0.3)
+    # A private redis-server on a free loopback port, pinned to core 0 as in bench.py.
+    with redis_server(Pinning(True)) as url:
         costs = {"off": span_cost("off"), "no provider": span_cost("child")}
         results: dict[str, list[float]] = {"off": [], "no provider": []}
         for _ in range(options.runs):  # interleaved, so drift hits both alike
@@ -110,9 +106,6 @@ def main() -> None:
             print(f"{name:12} {options.jobs / seconds:9.0f} jobs/s "
                   f"{seconds / options.jobs * 1e6:7.1f} us/job; tracing code alone "
                   f"{costs[name]:6.2f} us/job")
-    finally:
-        server.terminate()
-        server.wait()
 
 
 if __name__ == "__main__":
