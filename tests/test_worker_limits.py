@@ -30,6 +30,19 @@ def test_soft_timeout_interrupts_busy_python_code_in_thread_mode(
     assert "outcome=timeout" in worker.log()  # named as with --fork-per-job
 
 
+def test_a_handler_timeout_holds_under_the_names_ruby_also_accepts(
+    r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    """``::Jobs::CappedSpin`` is the handler ``Jobs::CappedSpin`` (as Resque.constantize has
+    it), with its own ``timeout=`` and no ``--job-timeout``."""
+    worker = spawn_worker("--queues", "t", *APP)
+    worker.wait_registered()
+    push(r, "t", '{"class":"::Jobs::CappedSpin","args":[30]}')
+    [entry] = wait_failures(r, 1)
+    assert (entry["exception"], entry["error"]) == (
+        "pyresqueworker.JobTimeout", "job exceeded its timeout of 0.3s")
+
+
 def test_async_handler_timeout_cancels_the_coroutine(r: redis.Redis, spawn_worker: Spawn) -> None:
     worker = spawn_worker("--queues", "t", *APP)
     worker.wait_registered()

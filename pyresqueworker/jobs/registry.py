@@ -201,20 +201,24 @@ class Registry:
         Like ``Resque.constantize``, a leading ``::`` is ignored and a dashed name is
         classified (``job-name`` -> ``JobName``).
         """
+        found = self.find(class_name)
+        if found is None:
+            raise UnknownJobClass(class_name)
+        return found
+
+    def find(self, class_name: str) -> Optional[Handler]:
+        """The handler :meth:`handler` would give for ``class_name``, or None."""
         found = self._handlers.get(class_name)
         if found is not None:
             return found
         alias = class_name[2:] if class_name.startswith("::") else class_name
         if "-" in alias:
             alias = "".join(part.capitalize() for part in alias.split("-"))
-        found = self._handlers.get(alias)
-        if found is None:
-            raise UnknownJobClass(class_name)
-        return found
+        return self._handlers.get(alias)
 
     def queue_for(self, class_name: str) -> Optional[str]:
         """The default queue of a registered class, or None (unknown, or no default)."""
-        found = self._handlers.get(class_name)
+        found = self.find(class_name)
         return found.queue if found is not None else None
 
     @property

@@ -206,11 +206,9 @@ class Slot(JobTracking, threading.Thread):
         return succeeded(self.retrier, job, call, performed)
 
     def _timeout_for(self, job: Job, class_name: Optional[str] = None) -> Optional[float]:
-        name = class_name if class_name is not None else job.class_name
-        handler_timeout = None
-        if name in self.process.registry:
-            handler_timeout = self.process.registry.handler(name).timeout
-        return handler_timeout or self.process.config.job_timeout
+        handler = self.process.registry.find(class_name if class_name is not None
+                                             else job.class_name)
+        return (handler.timeout if handler is not None else None) or self.process.config.job_timeout
 
     def _run_async(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Async handlers get their timeout from asyncio, which cancels them cleanly."""

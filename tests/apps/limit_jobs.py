@@ -20,6 +20,12 @@ def spin(seconds: float) -> None:
         pass
 
 
+@job("Jobs::CappedSpin", timeout=0.3)
+def capped_spin(seconds: float) -> None:
+    """Busy Python code with a timeout of its own."""
+    spin(seconds)
+
+
 @job("Nap")
 def nap(seconds: float) -> None:
     """One long C call: only a hard (forked child) timeout can stop it early."""
