@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from typing import Callable
 
+import pytest
 import redis
 from worker_helpers import NS, WorkerProc, failures, wait_failures, wait_until
 
@@ -30,23 +31,18 @@ def test_soft_timeout_interrupts_busy_python_code_in_thread_mode(
     assert "outcome=timeout" in worker.log()  # named as with --fork-per-job
 
 
-def test_a_handler_timeout_holds_under_the_names_ruby_also_accepts(
-    r: redis.Redis, spawn_worker: Spawn
+@pytest.mark.parametrize("payload", [
+    '{"class":"SlowAsync","args":[30]}',  # asyncio cancels the coroutine
+    # ``::Jobs::CappedSpin`` is the handler ``Jobs::CappedSpin`` (as Resque.constantize has
+    # it): its own timeout holds under that name too
+    '{"class":"::Jobs::CappedSpin","args":[30]}',
+])
+def test_a_handler_timeout_ends_the_job_without_job_timeout(
+    r: redis.Redis, spawn_worker: Spawn, payload: str
 ) -> None:
-    """``::Jobs::CappedSpin`` is the handler ``Jobs::CappedSpin`` (as Resque.constantize has
-    it), with its own ``timeout=`` and no ``--job-timeout``."""
     worker = spawn_worker("--queues", "t", *APP)
     worker.wait_registered()
-    push(r, "t", '{"class":"::Jobs::CappedSpin","args":[30]}')
-    [entry] = wait_failures(r, 1)
-    assert (entry["exception"], entry["error"]) == (
-        "pyresqueworker.JobTimeout", "job exceeded its timeout of 0.3s")
-
-
-def test_async_handler_timeout_cancels_the_coroutine(r: redis.Redis, spawn_worker: Spawn) -> None:
-    worker = spawn_worker("--queues", "t", *APP)
-    worker.wait_registered()
-    push(r, "t", '{"class":"SlowAsync","args":[30]}')
+    push(r, "t", payload)
     [entry] = wait_failures(r, 1)
     assert (entry["exception"], entry["error"]) == (
         "pyresqueworker.JobTimeout", "job exceeded its timeout of 0.3s")
