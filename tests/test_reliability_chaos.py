@@ -60,13 +60,17 @@ def settled(r: redis.Redis, ids: list[str], queue: str, last_ids: list[str]) -> 
     return registered <= set(last_ids) and beating <= set(last_ids)
 
 
-def test_kill_9_storm_loses_no_job(r: redis.Redis, fleet: Fleet) -> None:
+@pytest.mark.parametrize("padding", [0, 20_000], ids=["small", "large"])
+def test_kill_9_storm_loses_no_job(r: redis.Redis, fleet: Fleet, padding: int) -> None:
+    """``large``: every payload over the claim's 4 KB limit, so kills also land while a slot
+    reads, checks and takes a large item (and reads the next one with its claim)."""
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     ids = [f"c{i}" for i in range(CHAOS_JOBS)]
     # Jobs take 2-5 ms and every 10th 10-40 ms: kills land while jobs run, and the queue lasts
     # long enough for a few dozen kills.
-    push_records(r, "chaos", ids, sleep_ms=lambda i: 10 + i % 31 if i % 10 == 0 else 2 + i % 4)
+    push_records(r, "chaos", ids, sleep_ms=lambda i: 10 + i % 31 if i % 10 == 0 else 2 + i % 4,
+                 padding=padding)
     for _ in range(CHAOS_WORKERS):
         fleet.start()
 
@@ -90,7 +94,8 @@ def test_kill_9_storm_loses_no_job(r: redis.Redis, fleet: Fleet) -> None:
     assert last.stop(signal.SIGTERM) == 0, last.log()
 
     result = account(r, ids)
-    print(f"\nRELIABILITY chaos: seed={seed} workers={CHAOS_WORKERS} kills={kills} "
+    print(f"\nRELIABILITY chaos: seed={seed} padding={padding} workers={CHAOS_WORKERS} "
+          f"kills={kills} "
           f"done_during_chaos={done_during_chaos} {result.summary()} "
           f"failures_by_exception={sorted(set(e for v in result.failed.values() for e in v))}")
     assert kills >= 5, "the storm must really kill workers"

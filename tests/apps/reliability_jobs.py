@@ -71,8 +71,9 @@ class RelError(Exception):
 
 
 @job("RelRecord")
-def rel_record(job_id: str, sleep_ms: float = 0) -> None:
-    """Sleep ``sleep_ms`` (a job that takes a while), then mark ``job_id`` done and count it."""
+def rel_record(job_id: str, sleep_ms: float = 0, padding: str = "") -> None:
+    """Sleep ``sleep_ms`` (a job that takes a while), then mark ``job_id`` done and count it.
+    (``padding`` only makes the payload large.)"""
     if sleep_ms:
         time.sleep(sleep_ms / 1000.0)
 
@@ -121,13 +122,15 @@ def rel_bad_decoder(*_args: Any) -> None:
 
 def push_records(conn: redis.Redis, queue: str, ids: Sequence[str],
                  sleep_ms: Callable[[int], float] = lambda _i: 0,
-                 namespace: str = "resque:") -> None:
-    """RPUSH one :func:`rel_record` job per id, as ``Resque.enqueue`` writes it, in chunks."""
+                 namespace: str = "resque:", padding: int = 0) -> None:
+    """RPUSH one :func:`rel_record` job per id, as ``Resque.enqueue`` writes it, in chunks;
+    ``padding`` bytes more per payload make them large (taken outside the claim script)."""
     conn.sadd(namespace + "queues", queue)
     items = []
     for index, job_id in enumerate(ids):
         pause = sleep_ms(index)
-        items.append(encode_job("RelRecord", [job_id, pause] if pause else [job_id]))
+        args: list[Any] = [job_id, pause, "x" * padding] if padding else [job_id, pause]
+        items.append(encode_job("RelRecord", args if pause or padding else [job_id]))
     for start in range(0, len(items), 500):
         conn.rpush(namespace + "queue:" + queue, *items[start:start + 500])
 
