@@ -14,8 +14,10 @@ import redis
 import redis.asyncio
 
 from pyresqueworker import AsyncClient, Client
+from pyresqueworker.client._aio_delayed import AsyncDelayedQueue
 from pyresqueworker.client._client import NoQueueError
 from pyresqueworker.client._unique import unique_digest
+from pyresqueworker.client.delayed import DelayedQueue
 from pyresqueworker.client.failed_queue import FailureFilter
 from pyresqueworker.protocol import wire
 
@@ -127,6 +129,11 @@ WRITES: dict[str, list[Step]] = {
                                                       batch_size=1)],
     "clear_retried": [lambda c: c.clear_retried()],
     "clear_failed": [lambda c: c.clear_failed()],
+    "the delayed queue": [lambda c: c.delayed.enqueue_at(LATER, "Mailer", *ARGS),
+                          lambda c: c.delayed.enqueue_at(NOW - 5, "A", 1, queue="q"),
+                          lambda c: c.delayed.enqueue_in(60, "A", 2, queue="q"),
+                          lambda c: c.delayed.enqueue_at(LATER, "A", 3, queue="q"),
+                          lambda c: c.delayed.remove_delayed("A", 3, queue="q")],
 }
 
 
@@ -154,6 +161,23 @@ def test_readings_equal_the_blocking_clients(r: redis.Redis, redis_url: str) -> 
     assert results[2:5] == [1, [{"class": "Hand", "args": [1]}],
                             [wire.encode_job("Hand", [1]).encode()]]
     assert results[8][0].processed == 7 and results[11] == 4
+
+
+def test_delayed_readings_equal_the_blocking_clients(r: redis.Redis, redis_url: str) -> None:
+    results = both(r, redis_url, [
+        lambda c: c.delayed.enqueue_at(LATER, "A", 1, queue="q"),
+        lambda c: c.delayed.enqueue_at(LATER, "B", queue="q"),
+        lambda c: c.delayed.enqueue_at(LATER + 60, "A", 1, queue="q"),
+        lambda c: c.delayed.scheduled_at("A", 1, queue="q"),
+        lambda c: c.delayed.is_delayed("A", 1, queue="q"),
+        lambda c: c.delayed.is_delayed("A", 2, queue="q"),
+        lambda c: c.delayed.delayed_count(),
+        lambda c: c.delayed.delayed_timestamps(),
+        lambda c: c.delayed.delayed_at(LATER, 0, 1),
+        lambda c: c.delayed.delayed_size(LATER),
+    ])
+    assert results[3:] == [[LATER, LATER + 60], True, False, 3, [LATER, LATER + 60],
+                           [{"class": "A", "args": [1], "queue": "q"}], 2]
 
 
 def test_info_equals_the_blocking_clients(r: redis.Redis, redis_url: str) -> None:
@@ -223,20 +247,26 @@ def test_close_and_async_with_close_an_owned_pool_only(redis_url: str) -> None:
     assert connection._sock is None
 
 
-def test_api_matches_the_blocking_client() -> None:
+@pytest.mark.parametrize(("awaited_class", "blocking_class"), [
+    (AsyncClient, Client), (AsyncDelayedQueue, DelayedQueue)])
+def test_api_matches_the_blocking_client(awaited_class: type, blocking_class: type) -> None:
     """Same public methods, parameters and documentation; each one awaited."""
-    names = [name for name in vars(AsyncClient) if not name.startswith("_")]
-    assert len(names) > 35
+    names = [name for name in vars(awaited_class) if not name.startswith("_")]
+    assert len(names) > 8
     for name in names:
-        blocking, awaited = getattr(Client, name), getattr(AsyncClient, name)
+        if isinstance(vars(awaited_class)[name], property):  # AsyncClient.delayed
+            assert isinstance(vars(blocking_class)[name], property), name
+            continue
+        blocking, awaited = getattr(blocking_class, name), getattr(awaited_class, name)
         assert inspect.iscoroutinefunction(awaited), name
         assert awaited.__doc__ == blocking.__doc__, name
         sync_sig, async_sig = inspect.signature(blocking), inspect.signature(awaited)
         assert list(async_sig.parameters) == list(sync_sig.parameters), name
         for param, other in zip(async_sig.parameters.values(), sync_sig.parameters.values()):
             assert (param.kind, param.default) == (other.kind, other.default), (name, param)
-    assert list(inspect.signature(AsyncClient).parameters) == list(
-        inspect.signature(Client).parameters)
+    assert set(vars(blocking_class)) - set(vars(awaited_class)) <= {"schedules", "clock"}
+    assert list(inspect.signature(awaited_class).parameters) == list(
+        inspect.signature(blocking_class).parameters)
 
 
 @pytest.mark.ruby

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional
 
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.client import Pipeline
@@ -19,6 +19,7 @@ from redis.asyncio.client import Pipeline
 from ..jobs.retry import Retry
 from ..protocol import wire
 from ..protocol.connection import connect_async, describe
+from ._aio_delayed import AsyncDelayedQueue, doc_of
 from ._client import Client
 from ._commands import Op, T, arun
 from ._core import REGISTERED_QUEUE, ClientCore
@@ -27,17 +28,6 @@ from .delayed import When
 from .inspection import WorkerInfo, redis_id
 
 __all__ = ["AsyncClient"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _doc_of(blocking: Callable[..., Any]) -> Callable[[F], F]:
-    """Give the async method the blocking one's documentation (one text for both)."""
-    def decorate(method: F) -> F:
-        method.__doc__ = blocking.__doc__
-        return method
-    return decorate
-
 
 class AsyncClient(ClientCore):
     """A Resque client on ``redis.asyncio``: :class:`~pyresqueworker.Client`'s API,
@@ -90,35 +80,40 @@ class AsyncClient(ClientCore):
 
     # -- enqueue (spec §4) ----------------------------------------------------------------
 
-    @_doc_of(Client.enqueue)
+    @doc_of(Client.enqueue)
     async def enqueue(self, class_name: str, *args: Any, queue: Optional[str] = None,
                       pipeline: Optional[Pipeline] = None,
                       retry: Optional[Retry] = None, job_id: Optional[str] = None) -> str:
         return await self._run(self._enqueue_op(class_name, args, queue, retry, job_id,
                                                 pipeline is not None), pipeline)
 
-    @_doc_of(Client.enqueue_to)
+    @doc_of(Client.enqueue_to)
     async def enqueue_to(self, queue: str, class_name: str, *args: Any,
                          pipeline: Optional[Pipeline] = None,
                          retry: Optional[Retry] = None, job_id: Optional[str] = None) -> str:
         op = self._enqueue_to_op(queue, class_name, args, retry, job_id, pipeline is not None)
         return await self._run(op, pipeline)
 
-    @_doc_of(Client.enqueue_many)
+    @doc_of(Client.enqueue_many)
     async def enqueue_many(
         self, queue: str, jobs: Iterable[tuple[str, Sequence[Any]]], *, batch: int = 1000,
         pipeline: Optional[Pipeline] = None,
     ) -> int:
         return await self._run(self._enqueue_many_op(queue, jobs, batch), pipeline)
 
-    @_doc_of(Client.enqueue_at)
+    @property
+    def delayed(self) -> AsyncDelayedQueue:
+        """The delayed-job API: listing, ``scheduled_at``, ``is_delayed``, sizes (awaited)."""
+        return AsyncDelayedQueue(self, clock=self.clock)
+
+    @doc_of(Client.enqueue_at)
     async def enqueue_at(self, when: When, class_name: str, *args: Any,
                          queue: Optional[str] = None,
                          pipeline: Optional[Pipeline] = None) -> Optional[int]:
         return await self._run(self._enqueue_at_op(when, class_name, args, queue,
                                                    pipeline is not None), pipeline)
 
-    @_doc_of(Client.enqueue_in)
+    @doc_of(Client.enqueue_in)
     async def enqueue_in(self, seconds: float | timedelta, class_name: str, *args: Any,
                          queue: Optional[str] = None,
                          pipeline: Optional[Pipeline] = None) -> Optional[int]:
@@ -127,26 +122,26 @@ class AsyncClient(ClientCore):
 
     # -- unique jobs ------------------------------------------------------------------------
 
-    @_doc_of(Client.enqueue_unique)
+    @doc_of(Client.enqueue_unique)
     async def enqueue_unique(self, class_name: str, *args: Any, queue: Optional[str] = None,
                              pipeline: Optional[Pipeline] = None) -> bool:
         return await self._run(self._unique_op(class_name, args, queue), pipeline)
 
-    @_doc_of(Client.enqueue_unique_by_key)
+    @doc_of(Client.enqueue_unique_by_key)
     async def enqueue_unique_by_key(self, class_name: str, key: Any, *args: Any,
                                     queue: Optional[str] = None,
                                     pipeline: Optional[Pipeline] = None) -> bool:
         op = self._unique_op(class_name, args, queue, key=key, keyed=True)
         return await self._run(op, pipeline)
 
-    @_doc_of(Client.enqueue_unique_at)
+    @doc_of(Client.enqueue_unique_at)
     async def enqueue_unique_at(self, when: When, class_name: str, *args: Any,
                                 queue: Optional[str] = None, key: Any = None,
                                 pipeline: Optional[Pipeline] = None) -> bool:
         op = self._unique_op(class_name, args, queue, key=key, keyed=key is not None, when=when)
         return await self._run(op, pipeline)
 
-    @_doc_of(Client.enqueue_unique_in)
+    @doc_of(Client.enqueue_unique_in)
     async def enqueue_unique_in(self, seconds: float | timedelta, class_name: str, *args: Any,
                                 queue: Optional[str] = None, key: Any = None,
                                 pipeline: Optional[Pipeline] = None) -> bool:
@@ -156,20 +151,20 @@ class AsyncClient(ClientCore):
 
     # -- removing and ActiveJob -------------------------------------------------------------
 
-    @_doc_of(Client.remove_delayed)
+    @doc_of(Client.remove_delayed)
     async def remove_delayed(self, class_name: str, *args: Any,
                              queue: Optional[str] = None) -> int:
         return await self._run(self._remove_delayed_op(class_name, args, queue)) or 0
 
-    @_doc_of(Client.delayed_count)
+    @doc_of(Client.delayed_count)
     async def delayed_count(self) -> int:
         return await self._run(self._delayed_count_op())
 
-    @_doc_of(Client.dequeue)
+    @doc_of(Client.dequeue)
     async def dequeue(self, class_name: str, *args: Any, queue: str) -> int:
         return await self._run(self._dequeue_op(class_name, args, queue))
 
-    @_doc_of(Client.enqueue_active_job)
+    @doc_of(Client.enqueue_active_job)
     async def enqueue_active_job(
         self,
         job_class: str,
@@ -188,96 +183,96 @@ class AsyncClient(ClientCore):
 
     # -- queues and pausing -----------------------------------------------------------------
 
-    @_doc_of(Client.size)
+    @doc_of(Client.size)
     async def size(self, queue: str) -> int:
         return await self._run(self._size_op(queue))
 
-    @_doc_of(Client.peek_raw)
+    @doc_of(Client.peek_raw)
     async def peek_raw(self, queue: str, start: int = 0, count: int = 1) -> list[Raw]:
         return await self._run(self._peek_raw_op(queue, start, count))
 
-    @_doc_of(Client.peek)
+    @doc_of(Client.peek)
     async def peek(self, queue: str, start: int = 0, count: int = 1) -> list[dict[str, Any]]:
         return await self._run(self._peek_op(queue, start, count))
 
-    @_doc_of(Client.queues)
+    @doc_of(Client.queues)
     async def queues(self) -> list[str]:
         return await self._run(self._queues_op())
 
-    @_doc_of(Client.remove_queue)
+    @doc_of(Client.remove_queue)
     async def remove_queue(self, queue: str) -> None:
         await self._run(self._remove_queue_op(queue))
 
-    @_doc_of(Client.pause_queue)
+    @doc_of(Client.pause_queue)
     async def pause_queue(self, queue: str) -> None:
         await self._run(self._command_op("SADD", self.keys.paused_queues, queue))
 
-    @_doc_of(Client.unpause_queue)
+    @doc_of(Client.unpause_queue)
     async def unpause_queue(self, queue: str) -> None:
         await self._run(self._command_op("SREM", self.keys.paused_queues, queue))
 
-    @_doc_of(Client.paused_queues)
+    @doc_of(Client.paused_queues)
     async def paused_queues(self) -> list[str]:
         return await self._run(self._paused_queues_op())
 
-    @_doc_of(Client.pause_all)
+    @doc_of(Client.pause_all)
     async def pause_all(self) -> None:
         await self._run(self._command_op("SET", self.keys.pause_all, "true"))
 
-    @_doc_of(Client.unpause_all)
+    @doc_of(Client.unpause_all)
     async def unpause_all(self) -> None:
         await self._run(self._command_op("DEL", self.keys.pause_all))
 
-    @_doc_of(Client.all_paused)
+    @doc_of(Client.all_paused)
     async def all_paused(self) -> bool:
         return await self._run(self._all_paused_op())
 
     # -- workers and stats ------------------------------------------------------------------
 
-    @_doc_of(Client.workers)
+    @doc_of(Client.workers)
     async def workers(self) -> list[WorkerInfo]:
         return await self._run(self._workers_op())
 
-    @_doc_of(Client.working)
+    @doc_of(Client.working)
     async def working(self) -> list[WorkerInfo]:
         return await self._run(self._working_op())
 
-    @_doc_of(Client.heartbeats)
+    @doc_of(Client.heartbeats)
     async def heartbeats(self) -> dict[str, str]:
         return await self._run(self._heartbeats_op())
 
-    @_doc_of(Client.info)
+    @doc_of(Client.info)
     async def info(self) -> dict[str, Any]:
         return await self._run(self._info_op(redis_id(self.redis)))
 
     # -- the failed list (spec §10) ---------------------------------------------------------
 
-    @_doc_of(Client.failed_count)
+    @doc_of(Client.failed_count)
     async def failed_count(self) -> int:
         return await self._run(self.failed_ops.count())
 
-    @_doc_of(Client.failed)
+    @doc_of(Client.failed)
     async def failed(self, start: int = 0, count: int = 1) -> list[Optional[dict[str, Any]]]:
         return await self._run(self.failed_ops.entries(start, count))
 
-    @_doc_of(Client.requeue)
+    @doc_of(Client.requeue)
     async def requeue(self, index: int, *,
                       if_entry: Optional[Callable[[Raw], bool]] = None) -> str:
         return await self._run(self.failed_ops.requeue(index, if_entry))
 
-    @_doc_of(Client.remove)
+    @doc_of(Client.remove)
     async def remove(self, index: int) -> None:
         await self._run(self.failed_ops.remove(index))
 
-    @_doc_of(Client.requeue_all)
+    @doc_of(Client.requeue_all)
     async def requeue_all(self) -> int:
         return await self._run(self.failed_ops.requeue_all())
 
-    @_doc_of(Client.requeue_queue)
+    @doc_of(Client.requeue_queue)
     async def requeue_queue(self, queue: str) -> int:
         return await self._run(self.failed_ops.requeue_queue(queue))
 
-    @_doc_of(Client.requeue_matching)
+    @doc_of(Client.requeue_matching)
     async def requeue_matching(
         self,
         wanted: Optional[Callable[[dict[str, Any]], bool]] = None,
@@ -287,10 +282,10 @@ class AsyncClient(ClientCore):
     ) -> int:
         return await self._run(self.failed_ops.requeue_matching(wanted, batch_size, progress))
 
-    @_doc_of(Client.clear_failed)
+    @doc_of(Client.clear_failed)
     async def clear_failed(self) -> int:
         return await self._run(self.failed_ops.clear())
 
-    @_doc_of(Client.clear_retried)
+    @doc_of(Client.clear_retried)
     async def clear_retried(self) -> int:
         return await self._run(self.failed_ops.clear_retried())
