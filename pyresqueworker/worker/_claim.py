@@ -9,7 +9,7 @@ one round trip per job.
 
 A large payload never enters Lua (that would hold Redis for milliseconds per megabyte): the
 script only says the head is large, and the worker reads, checks and takes it (see
-:meth:`Claimer.take_held`).
+:meth:`Claimer.take_held`); after one, the next claim reads that queue's head with it.
 
 Waiting when every queue is empty is :mod:`pyresqueworker.worker._doorbell`'s business.
 """
