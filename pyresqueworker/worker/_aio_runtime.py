@@ -98,6 +98,7 @@ class AsyncRuntime:
         self.batcher: ClaimBatcher
         self.doorbell: AioDoorbell
         self._unpaused: asyncio.Event
+        self._not_holding: asyncio.Event  # set unless a Sentinel failover holds writes
         self._stop: asyncio.Event
         self._slots_started = False
 
@@ -140,7 +141,9 @@ class AsyncRuntime:
                                     poll=max(interval, 0.1) if interval else 1.0,
                                     book=process.outages)
         self._unpaused, self._stop = asyncio.Event(), asyncio.Event()
+        self._not_holding = asyncio.Event()
         self._unpaused.set()
+        self._not_holding.set()
         tasks = {slot: self._start_slot(slot) for slot in self.slots}
         self._slots_started = True
         self._ready.set()
@@ -176,6 +179,8 @@ class AsyncRuntime:
                 self._unpaused.set()
             elif not process.paused.is_set():
                 self._unpaused.set()
+            if process.stopping.is_set() or not process.connections.holding():
+                self._not_holding.set()
             while self._ended:
                 slot = self._ended.pop()
                 if process.stopping.is_set() or slot.drained:
@@ -202,6 +207,13 @@ class AsyncRuntime:
         if self.process.paused.is_set() and not self.process.stopping.is_set():
             self._unpaused.clear()
             await self._unpaused.wait()
+
+    async def while_holding(self) -> None:
+        """Wait while a Sentinel failover holds writes (one check per tick for every slot,
+        not one timer per slot)."""
+        if self.process.connections.holding() and not self.process.stopping.is_set():
+            self._not_holding.clear()
+            await self._not_holding.wait()
 
     def queue_order(self) -> list[str]:
         """The queues to try for one claim (weighted shuffle, dynamic expansion)."""

@@ -106,7 +106,7 @@ class AioSlot(JobTracking):
             await self.runtime.while_paused()
             return True
         if process.connections.holding():  # a Sentinel failover: write nothing until it's done
-            await asyncio.sleep(0.05)
+            await self.runtime.while_holding()
             return True
         queues = self.runtime.queue_order()
         claimed: _Claim = None

@@ -101,6 +101,9 @@ class AioRuntimeHost(Protocol):
     async def while_paused(self) -> None:
         """Wait while the process is paused and not stopping."""
 
+    async def while_holding(self) -> None:
+        """Wait while a Sentinel failover holds writes (and the process is not stopping)."""
+
     async def in_redis_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run sync Redis code in the Redis thread pool."""
 
