@@ -19,10 +19,10 @@ from redis.asyncio.client import Pipeline
 from ..jobs.retry import Retry
 from ..protocol import wire
 from ..protocol.connection import connect_async, describe
-from ._aio_delayed import AsyncDelayedQueue, doc_of
+from ._aio_delayed import AsyncDelayedQueue
 from ._client import Client
 from ._commands import Op, T, arun
-from ._core import REGISTERED_QUEUE, ClientCore
+from ._core import REGISTERED_QUEUE, ClientCore, doc_of
 from ._failed_ops import Progress, Raw
 from .delayed import When
 from .inspection import WorkerInfo, redis_id

@@ -10,31 +10,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Optional, Protocol, TypeVar
+from typing import Any, Optional, Protocol
 
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.client import Pipeline
 
 from ._commands import arun
+from ._core import doc_of
 from .delayed import DelayedOps, DelayedQueue, QueueOwner, When
 
-__all__ = ["AsyncDelayedQueue", "doc_of"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
+__all__ = ["AsyncDelayedQueue"]
 
 class AsyncRedisOwner(QueueOwner, Protocol):
     """A :class:`QueueOwner` with its ``redis.asyncio`` client (an ``AsyncClient``)."""
 
     redis: AsyncRedis
-
-
-def doc_of(blocking: Callable[..., Any]) -> Callable[[F], F]:
-    """Give the async method the blocking one's documentation (one text for both)."""
-    def decorate(method: F) -> F:
-        method.__doc__ = blocking.__doc__
-        return method
-    return decorate
 
 
 class AsyncDelayedQueue:

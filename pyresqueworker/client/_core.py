@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from ..jobs.activejob import JOB_WRAPPER, job_data, serialize_arguments
 from ..jobs.registry import default_registry
@@ -35,12 +35,21 @@ from .inspection import (
     workers_op,
 )
 
-__all__ = ["REGISTERED_QUEUE", "ClientCore"]
+__all__ = ["REGISTERED_QUEUE", "ClientCore", "doc_of"]
 
 #: The default ``queue_for``: the queue of a handler registered with ``@job`` in this process,
 #: so ``enqueue("Jobs::Archive", ...)`` finds ``@job("Jobs::Archive", queue="files")``.
 REGISTERED_QUEUE = default_registry.queue_for
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def doc_of(blocking: Callable[..., Any]) -> Callable[[F], F]:
+    """Give an ``AsyncClient`` twin the blocking method's documentation (one text for both)."""
+    def decorate(method: F) -> F:
+        method.__doc__ = blocking.__doc__
+        return method
+    return decorate
 
 class ClientCore:
     """The namespace, ``queue_for`` and the operations of a Resque client.

@@ -1,6 +1,6 @@
 """What every kind of slot does around one job: build it from a claim, turn an exception or a
 success into its completion, settle retries, and report the outcome (history, metrics, the
-per-job log line). Shared by thread slots (:mod:`.slot`) and asyncio slots (:mod:`.aio_slot`).
+per-job log line). Shared by thread slots (:mod:`._slot`) and asyncio slots (:mod:`._aio_slot`).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def succeeded(retrier: Retrier, job: Job, call: Optional[JobCall], performed: bo
 
 def retry_or_fail(retrier: Retrier, worker_id: str, job: Job,
                   failure: Finish) -> Optional[Finish]:
-    """Schedule a retry if the job's policy allows (see :mod:`.retrying`): None then."""
+    """Schedule a retry if the job's policy allows (see :mod:`._retrying`): None then."""
     try:
         return retrier.settle(job, failure)
     except REDIS_ERRORS as exc:

@@ -1,5 +1,5 @@
-"""What a worker process needs of a slot, whether a thread (:mod:`.slot`) or a task
-(:mod:`.aio_slot`): housekeeping, signals and shutdown use only this."""
+"""What a worker process needs of a slot, whether a thread (:mod:`._slot`) or a task
+(:mod:`._aio_slot`): housekeeping, signals and shutdown use only this."""
 
 from __future__ import annotations
 
