@@ -151,3 +151,19 @@ def test_a_joined_argument_arrives_as_one_value_byte_for_byte(
     assert replies == [b"OK", 2]
     assert r.get("joined") == b"".join(parts)
     assert r.lrange("joined:list", 0, -1) == [b"ab", b"c"]
+
+
+def test_a_large_item_read_ahead_that_is_not_utf8_json_goes_to_the_raw_list(
+    slot_claimer: tuple[Claimer, Keys], r: redis.Redis, round_trips: list[int]
+) -> None:
+    claimer, keys = slot_claimer
+    bad = b'{"class":"Big","args":["' + b"\xff" * 50_000 + b'"]}'
+    r.rpush(keys.queue("high"), big(1), bad)
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", big(1), True)
+    before = round_trips[0]
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", bad, False)
+    assert round_trips[0] == before + 2  # it was read with the claim
+    assert r.lrange(keys.raw_payload(WID), 0, -1) == [bad]
+    held = json.loads(r.get(keys.worker(WID)) or b"")
+    assert held["payload"] == f"invalid payload ({len(bad)} bytes)"
+    assert not r.exists(keys.queue("high"))
