@@ -44,6 +44,7 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     (["--queues", "high", "--concurrency", "0"], "--concurrency"),
     (["--queues", "high", "--interval", "-1"], "--interval"),
     (["--queues", "high", "--fetch", "nope"], "--fetch"),
+    (["--queues", "high", "--reply-spin-us", "20000"], "--reply-spin-us"),
     (["--queues", "high", "--heartbeat-interval", "5", "--prune-after", "4"], "--prune-after"),
     (["--queues", "high", "--no-such-flag"], "--no-such-flag"),
     ([], "--queues"),

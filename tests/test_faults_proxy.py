@@ -37,15 +37,22 @@ def proxy(target: RedisServer) -> Iterator[FaultProxy]:
 
 
 def fault_run(name: str, proxy: FaultProxy, target: RedisServer, ledger_url: str,
-              *args: str) -> FaultRun:
+              *args: str, slots: int = 2) -> FaultRun:
     data = redis.Redis(port=target.port)
-    return FaultRun(name, proxy.url(), lambda: data, ledger_url, "--concurrency", "2", *args)
+    return FaultRun(name, proxy.url(), lambda: data, ledger_url, "--concurrency", str(slots),
+                    *args)
 
 
+# A slot alone in its process polls for its claim's replies (protocol._spin) where slots
+# sharing one sleep on them: both must ride out every fault.
+SLOTS = pytest.mark.parametrize("slots", [1, 2], ids=["lone-slot-polling", "2-slots"])
+
+
+@SLOTS
 def test_every_connection_cut_mid_drain_loses_nothing(
-    proxy: FaultProxy, target: RedisServer, redis_url: str
+    proxy: FaultProxy, target: RedisServer, redis_url: str, slots: int
 ) -> None:
-    with fault_run("cut", proxy, target, redis_url) as run:
+    with fault_run("cut", proxy, target, redis_url, slots=slots) as run:
         ids = [f"c{i}" for i in range(JOBS)]
         run.begin(ids, sleep_ms=lambda i: 1 + i % 3)
         for fraction in (5, 3, 2):  # three cuts while the queue drains
@@ -55,10 +62,11 @@ def test_every_connection_cut_mid_drain_loses_nothing(
         assert acc.duplicate_runs <= 3 * 4  # at most the jobs whose reply a cut lost
 
 
+@SLOTS
 def test_black_hole_then_heal_mid_drain_loses_nothing(
-    proxy: FaultProxy, target: RedisServer, redis_url: str
+    proxy: FaultProxy, target: RedisServer, redis_url: str, slots: int
 ) -> None:
-    with fault_run("black-hole", proxy, target, redis_url) as run:
+    with fault_run("black-hole", proxy, target, redis_url, slots=slots) as run:
         ids = [f"b{i}" for i in range(JOBS)]
         run.begin(ids, sleep_ms=lambda i: 1 + i % 3, until=JOBS // 4)
         proxy.blackhole(True)
@@ -67,10 +75,11 @@ def test_black_hole_then_heal_mid_drain_loses_nothing(
         run.verify(ids)
 
 
+@SLOTS
 def test_slow_network_loses_nothing(
-    proxy: FaultProxy, target: RedisServer, redis_url: str
+    proxy: FaultProxy, target: RedisServer, redis_url: str, slots: int
 ) -> None:
-    with fault_run("latency", proxy, target, redis_url) as run:
+    with fault_run("latency", proxy, target, redis_url, slots=slots) as run:
         ids = [f"l{i}" for i in range(400)]
         run.push(ids)
         proxy.latency(0.02)

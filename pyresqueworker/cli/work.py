@@ -79,6 +79,10 @@ def _env(*names: str) -> list[str]:
 @click.option("--interval", default=1.0, type=click.FloatRange(0), envvar=_env(
               "PYRESQUE_INTERVAL", "INTERVAL"),
               help="Longest idle wait before re-checking all queues (0 = drain and exit).")
+@click.option("--reply-spin-us", "reply_spin", default=200, type=click.IntRange(0, 10_000),
+              envvar="PYRESQUE_REPLY_SPIN_US", callback=lambda _c, _p, v: v / 1e6,
+              help="Microseconds a lone slot polls for its claim's reply before sleeping on it "
+                   "(saves a Redis on the same host CPU; 0: never).")
 @click.option("--exit-on-complete", is_flag=True, envvar="PYRESQUE_EXIT_ON_COMPLETE",
               help="Exit once every queue is empty.")
 @click.option("--shutdown-timeout", default=25.0, type=click.FloatRange(0),

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Optional
 
 import redis
 
+from ._spin import ReplySpin
 from .redis_errors import RedisUnavailable, transient_code
 
 __all__ = ["FastCaller", "Joined", "LuaScript", "command"]
@@ -81,9 +82,10 @@ def _send_frames(sock: socket.socket, frames: list[bytes]) -> None:
 
 
 class FastCaller:
-    """Runs single commands for one ``single_connection_client`` redis-py client."""
+    """Runs single commands for one ``single_connection_client`` redis-py client; with a
+    ``spin`` budget (seconds) it polls for each reply before sleeping on it (see ReplySpin)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, spin: float = 0.0) -> None:
         self.client = client
         self.connection = client.connection
         usable = HAVE_HIREDIS and self.connection is not None
@@ -96,6 +98,7 @@ class FastCaller:
         # without a new bytes object per read. (Not before: an asyncio slot's caller may never
         # read, and there can be thousands.)
         self._buffer: Optional[bytearray] = None
+        self.spin: Optional[ReplySpin] = ReplySpin(spin) if spin > 0 else None
 
     @property
     def pipelines(self) -> bool:
@@ -140,6 +143,8 @@ class FastCaller:
         replies: list[Any] = []
         try:
             _send_frames(sock, frames)
+            if self.spin is not None:
+                self.spin.wait(sock)
             while len(replies) < count:
                 reply = reader.gets()
                 while reply is False:

@@ -100,7 +100,8 @@ class Claimer:
     connections, :meth:`prepare` builds a call without I/O and :meth:`settle` reads its reply.
     """
 
-    def __init__(self, conn: redis.Redis, keys: Keys, worker_id: str) -> None:
+    def __init__(self, conn: redis.Redis, keys: Keys, worker_id: str, reply_spin: float = 0.0
+                 ) -> None:
         self.conn = conn
         self.keys = keys
         self.worker_id = worker_id
@@ -114,7 +115,7 @@ class Claimer:
         self._unanswered: Optional[int] = None
         # Whether the raw list may exist (unknown at first: a previous life may have left one).
         self._holds_raw = True
-        self._fast = FastCaller(conn)
+        self._fast = FastCaller(conn, spin=reply_spin)
         self._skip_watching = 0  # large items still to take with LMOVE (see take_held)
         # The queue whose large head the last claim took: the next claim reads that queue's
         # head in the same round trip (see _call_reading_ahead).

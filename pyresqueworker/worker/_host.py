@@ -53,6 +53,7 @@ class WorkerHost(Protocol):
     paused: threading.Event  # USR2
     wake: threading.Event
     stop_deadline: float
+    reply_spin: float  # seconds a thread slot polls for its claim's reply (0: it sleeps)
     worker_ids: list[str]
     slots: list[SlotView]
     periodic: Optional[PeriodicEnqueuer]

@@ -48,6 +48,14 @@ __all__ = ["WorkerError", "WorkerProcess"]
 _QUEUE_REFRESH = 1.0  # seconds a dynamic (glob) queue list is cached
 
 
+def _reply_spin(config: WorkerConfig, execution: str) -> float:
+    """How long the slot polls for its claim's reply: only a thread slot alone in its
+    process (polling slots would fight over the GIL), and only while the box has a core
+    more than there are worker processes (so polling never takes a local Redis's core)."""
+    lone = execution == "threads" and config.concurrency == 1
+    return config.reply_spin if lone and config.processes < (os.cpu_count() or 1) else 0.0
+
+
 class WorkerProcess(SignalHandling):
     """Runs ``config.concurrency`` slots in this process until told to stop."""
 
@@ -82,6 +90,7 @@ class WorkerProcess(SignalHandling):
             for i in range(config.concurrency)
         ]
         self.execution = choose_execution(config, registry)  # "threads" or "asyncio"
+        self.reply_spin = _reply_spin(config, self.execution)
         self.runtime: Optional[AsyncRuntime] = None
         self.slots: list[SlotView] = []
         self._expanded: list[tuple[str, int]] = spec.expand()

@@ -44,7 +44,7 @@ class Slot(JobTracking, threading.Thread):
         self.index = index
         self.worker_id = worker_id
         self.conn = process.new_connection()  # connects on first use, in this thread
-        self.claimer = Claimer(self.conn, process.keys, worker_id)
+        self.claimer = Claimer(self.conn, process.keys, worker_id, process.reply_spin)
         self.retrier = Retrier(self.conn, process.keys, process.registry, worker_id)
         self._init_tracking()
         self.deadline: Optional[float] = None  # monotonic time a sync job must end by

@@ -39,6 +39,9 @@ class WorkerConfig:
     # Longest an idle slot blocks before re-checking every queue; with several queues the wait
     # is capped at 0.1 s so the queues it is not watching are still picked up quickly.
     interval: float = 1.0
+    # Longest a slot alone in its process polls for its claim's reply before sleeping on it
+    # (spares a Redis on the same host the wake-up; 0: never poll). See protocol._spin.
+    reply_spin: float = 0.0002
     exit_on_complete: bool = False
     shutdown_timeout: float = 25.0
     heartbeat_interval: float = 60.0
@@ -93,6 +96,8 @@ class WorkerConfig:
             problems.append("--connect-timeout must not be negative")
         if self.interval < 0:
             problems.append("--interval must not be negative")
+        if not 0 <= self.reply_spin <= 0.01:
+            problems.append("--reply-spin-us must be between 0 and 10000")
         if self.shutdown_timeout < 0:
             problems.append("--shutdown-timeout must not be negative")
         if self.heartbeat_interval <= 0:

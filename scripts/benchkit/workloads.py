@@ -18,12 +18,15 @@ from benchkit.common import BenchError, Metrics, Row, Settings, System
 from benchkit.proc import Worker
 from benchkit.redis_server import Counters, Pinning, Usage
 from pyresqueworker.protocol import wire
+from pyresqueworker.protocol._spin import ReplySpin
 from pyresqueworker.protocol.connection import connect
 from pyresqueworker.worker._claim import NO_FINISH, SUCCESS, Claimer
+from pyresqueworker.worker.config import WorkerConfig
 
 __all__ = ["FLOOR", "Bench"]
 
 FLOOR = "raw socket loop, same bytes, 1 conn"
+SPIN = WorkerConfig.reply_spin  # what a lone slot polls for its reply by default (seconds)
 
 
 class _SocketRecorder:
@@ -202,7 +205,9 @@ class Bench:
         The bytes of one steady-state claim (completion folded in) are recorded off the socket
         of a real :class:`Claimer`, so the raw loop sends exactly what the worker sends,
         whatever the claim script's arguments are today, and replays them with a bare socket
-        and a hiredis reader. The Claimer loop adds our claim API's own client work.
+        and a hiredis reader. The Claimer loop adds our claim API's own client work. Both poll
+        for each reply for as long as a lone worker slot does (see ``ReplySpin``): a floor that
+        slept on its replies would cost Redis more than the worker does.
         """
         n, run_at = self.settings.jobs, wire.run_at()
 
@@ -224,7 +229,7 @@ class Bench:
 
         def claimer_setup() -> None:
             conn = state["conn"] = connect(self.url, single_connection_client=True)
-            state["claim"] = Claimer(conn, wire.Keys(), "bench:1:floor").claim
+            state["claim"] = Claimer(conn, wire.Keys(), "bench:1:floor", SPIN).claim
             state["claim"]([bj.QUEUE], NO_FINISH, run_at)  # loads the script, takes a job
 
         def claimer_step() -> bool:
@@ -238,10 +243,12 @@ class Bench:
             claimer_step()
             state["bytes"] = b"".join(recorder.sent)
             state["sock"], state["reader"] = recorder.sock, hiredis.Reader()
+            state["spin"] = ReplySpin(SPIN)
 
         def raw_step() -> bool:
             sock, reader = state["sock"], state["reader"]
             sock.sendall(state["bytes"])
+            state["spin"].wait(sock)
             reply = reader.gets()
             while reply is False:
                 reader.feed(sock.recv(65536))
