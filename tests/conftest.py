@@ -141,10 +141,11 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture
-def slot_claimer(redis_url: str) -> Iterator[tuple[Any, Any]]:
+@pytest.fixture(params=[0.0, 0.0002], ids=["sleeping", "polling"])
+def slot_claimer(redis_url: str, request: pytest.FixtureRequest) -> Iterator[tuple[Any, Any]]:
     """A claimer on a connection of its own, as slots have (large items taken watched), and
-    its keys (namespace ``resque:``); worker id ``claim_helpers.WID``."""
+    its keys (namespace ``resque:``); worker id ``claim_helpers.WID``. Once as slots sharing
+    a process wait for replies (asleep), once as a lone slot does (polling, see ReplySpin)."""
     from claim_helpers import WID
 
     from pyresqueworker.protocol.wire import Keys
@@ -152,7 +153,7 @@ def slot_claimer(redis_url: str) -> Iterator[tuple[Any, Any]]:
 
     conn = redis.Redis.from_url(redis_url, single_connection_client=True)
     keys = Keys("resque:")
-    yield Claimer(conn, keys, WID), keys
+    yield Claimer(conn, keys, WID, reply_spin=request.param), keys
     conn.close()
 
 

@@ -143,11 +143,12 @@ class FastCaller:
         replies: list[Any] = []
         try:
             _send_frames(sock, frames)
-            if self.spin is not None:
-                self.spin.wait(sock)
+            spin = self.spin
             while len(replies) < count:
                 reply = reader.gets()
                 while reply is False:
+                    if spin is not None:  # (each read: a large reply comes in several)
+                        spin.wait(sock)
                     self._receive(sock, reader)
                     reply = reader.gets()
                 replies.append(reply)
