@@ -108,7 +108,7 @@ def test_a_lost_reply_to_a_reading_claim_finishes_the_previous_job_once(
     first, second = big(1), big(2)
     r.rpush(keys.queue("high"), first, second, SMALL)
     assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", first, True)
-    fast = claimer._fast
+    fast = claimer.caller
     real_many = fast.many
 
     def ran_then_cut(commands: Any) -> list[Any]:
@@ -144,7 +144,7 @@ def test_a_joined_argument_arrives_as_one_value_byte_for_byte(
     slot_claimer: tuple[Claimer, Keys], r: redis.Redis
 ) -> None:
     """Parts larger than a socket buffer, sent without joining them (several partial sends)."""
-    fast = slot_claimer[0]._fast
+    fast = slot_claimer[0].caller
     parts = (b"{", b"\xff\x00" * 2_000_000, b"", b"}")
     replies = fast.many([("SET", "joined", _resp.Joined(parts)),
                          ("RPUSH", "joined:list", _resp.Joined((b"a", b"b")), "c")])

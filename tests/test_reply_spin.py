@@ -109,7 +109,7 @@ def test_a_polling_claimer_drains_a_queue_on_replies_it_polled_for(redis_url: st
     while claimer.claim(["high"], finish, RUN_AT) is not None:
         taken, finish = taken + 1, SUCCESS
     conn.close()
-    spin = claimer._fast.spin
+    spin = claimer.caller.spin
     assert taken == 50 and spin is not None
     assert spin.misses == 0 and spin.hits >= 51  # every claim's reply, the last empty one too
 
@@ -123,13 +123,13 @@ def _process(redis_url: str, **settings: object) -> WorkerProcess:
 def test_only_a_lone_thread_slot_polls(redis_url: str) -> None:
     assert _process(redis_url).reply_spin == WorkerConfig.reply_spin
     slot = Slot(_process(redis_url), 0, "host:1:q")
-    assert slot.claimer._fast.spin is not None
+    assert slot.claimer.caller.spin is not None
     for settings in ({"concurrency": 2}, {"execution": "asyncio"}, {"reply_spin": 0.0},
                      {"processes": os.cpu_count()}):
         process = _process(redis_url, **settings)
         assert process.reply_spin == 0.0, settings
         if process.execution == "threads":
-            assert Slot(process, 0, "host:1:q").claimer._fast.spin is None
+            assert Slot(process, 0, "host:1:q").claimer.caller.spin is None
 
 
 def test_the_flag_sets_the_budget_in_microseconds(monkeypatch: pytest.MonkeyPatch) -> None:

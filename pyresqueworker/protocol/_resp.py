@@ -99,6 +99,9 @@ class FastCaller:
         # read, and there can be thousands.)
         self._buffer: Optional[bytearray] = None
         self.spin: Optional[ReplySpin] = ReplySpin(spin) if spin > 0 else None
+        # Work to do once the next request is sent, while its reply is on its way (run once,
+        # even if the send fails; it must not raise).
+        self.after_send: Optional[Callable[[], None]] = None
 
     @property
     def pipelines(self) -> bool:
@@ -107,6 +110,7 @@ class FastCaller:
 
     def __call__(self, *args: Any) -> Any:
         if not self.pipelines:
+            self.run_after_send()
             return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
         # (one command, the per-job claim: packed in C, without a join)
         packed = [_PACK(args)] if _PACK is not None else _frames([args], self.connection)
@@ -142,7 +146,10 @@ class FastCaller:
         assert sock is not None
         replies: list[Any] = []
         try:
-            _send_frames(sock, frames)
+            try:
+                _send_frames(sock, frames)
+            finally:
+                self.run_after_send()
             spin = self.spin
             while len(replies) < count:
                 reply = reader.gets()
@@ -157,6 +164,12 @@ class FastCaller:
             self._sock = None
             raise redis.exceptions.ConnectionError(f"Error while talking to Redis: {exc}") from None
         return replies
+
+    def run_after_send(self) -> None:
+        """Run and clear :attr:`after_send` now, if set (a caller that sends nothing more)."""
+        work, self.after_send = self.after_send, None
+        if work is not None:
+            work()
 
     def _receive(self, sock: socket.socket, reader: Any) -> None:
         buffer = self._buffer

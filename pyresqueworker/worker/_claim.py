@@ -115,7 +115,7 @@ class Claimer:
         self._unanswered: Optional[int] = None
         # Whether the raw list may exist (unknown at first: a previous life may have left one).
         self._holds_raw = True
-        self._fast = FastCaller(conn, spin=reply_spin)
+        self.caller = FastCaller(conn, spin=reply_spin)  # (its after_send: see FastCaller)
         self._skip_watching = 0  # large items still to take with LMOVE (see take_held)
         # The queue whose large head the last claim took: the next claim reads that queue's
         # head in the same round trip (see _call_reading_ahead).
@@ -215,7 +215,7 @@ class Claimer:
         the read is dropped and the watch ended; reading ahead stops until the next large item.
         """
         key = self._queue_parts(queue)[0]
-        fast = self._fast
+        fast = self.caller
         _claim.load_once(self.conn)
         try:
             replies = fast.many([_claim.evalsha(call.keys, call.args), ("WATCH", key),
@@ -249,8 +249,8 @@ class Claimer:
 
     def _end_watch(self) -> None:
         """Drop the connection, and with it any ``WATCH`` (it reconnects on the next call)."""
-        if self._fast.connection is not None:
-            self._fast.connection.disconnect()  # type: ignore[no-untyped-call]
+        if self.caller.connection is not None:
+            self.caller.connection.disconnect()  # type: ignore[no-untyped-call]
 
     def _taking(self, take: Callable[[], Claimed | None]) -> Claimed | None:
         """Run a :meth:`take_held`; if Redis fails it, the next :meth:`claim` resumes it."""
@@ -281,7 +281,7 @@ class Claimer:
         head = f'{{"queue":{name_json},"run_at":"{run_at}","payload":'.encode()
         item = read_raw(self.conn, self.raw_key) if resuming else None
         if item is None:
-            if read is not None or (self._fast.pipelines and self._skip_watching == 0):
+            if read is not None or (self.caller.pipelines and self._skip_watching == 0):
                 taken = self._take_watching(queue, key, head, read)
                 # Taken: the next claim reads this queue's next head with it.
                 self._reading_ahead = queue if isinstance(taken, Claimed) else None
@@ -314,7 +314,7 @@ class Claimer:
         """The head of ``key`` read with ``LINDEX`` under ``WATCH`` (unless ``read`` already)
         and taken with ``LTRIM`` in the ``MULTI`` that writes the worker key;
         :data:`_CONTENDED` if the queue changed."""
-        fast = self._fast
+        fast = self.caller
         try:
             if read is None:
                 watched = fast.many([("WATCH", key), ("LINDEX", key, 0)])
@@ -360,7 +360,7 @@ class Claimer:
 
     def _call(self, call: ClaimCall) -> Any:
         try:
-            return _claim(self.conn, call.keys, call.args, self._fast)
+            return _claim(self.conn, call.keys, call.args, self.caller)
         except REDIS_ERRORS:
             self.lost(call)
             raise

@@ -10,8 +10,10 @@ import asyncio
 import threading
 import time
 from collections.abc import Coroutine
+from functools import partial
 from typing import Any, Optional
 
+from ..log import logger
 from ..protocol import wire
 from ..protocol._outage import Outage, gives_up_when_stopping
 from ..protocol.job import Job, JobCall
@@ -66,6 +68,7 @@ class Slot(JobTracking, threading.Thread):
             with self.process.tracing.worker_calls():
                 self._loop()
         finally:
+            self.claimer.caller.run_after_send()  # the last job's report, if still pending
             if self.ring is not None:  # its watcher must not wait for an answer that won't come
                 self.ring.answer(False)
 
@@ -87,6 +90,10 @@ class Slot(JobTracking, threading.Thread):
     def _turn(self) -> bool:
         """One claim and what follows it (a job, or an idle wait); False to end the loop."""
         process = self.process
+        if (process.stopping.is_set() or process.paused.is_set() or process.connections.holding()
+                or process.config.fetch == "blpop"):
+            # The last job's report waits for the next claim's request only on the plain path.
+            self.claimer.caller.run_after_send()
         if process.stopping.is_set() or process.paused.is_set():
             self.finish = self._flush(self.finish)
             if process.stopping.is_set():
@@ -105,6 +112,7 @@ class Slot(JobTracking, threading.Thread):
             claimed = self.claimer.claim(queues, self.finish, wire.run_at())
             self.finish = NO_FINISH
         else:  # a glob that matches no queue yet
+            self.claimer.caller.run_after_send()
             self.finish, claimed = self._flush(self.finish), None
         process.note_global_pause(claimed == PAUSED)
         if self.ring is not None:  # the watcher that woke this slot waits for the answer
@@ -183,9 +191,19 @@ class Slot(JobTracking, threading.Thread):
         if result.retryable and finish.mode == "2":
             settled = retry_or_fail(self.retrier, self.worker_id, job, finish)
             finish, outcome = (NO_FINISH, "retried") if settled is None else (settled, outcome)
-        report(process, self.worker_id, job, outcome, duration_ms, result.error)
+        # Reported while the next claim's reply is on its way (the log line, history and
+        # metrics then cost the slot no time of its own): run once that request is sent.
+        self.claimer.caller.run_after_send()  # (a report still pending: never, but in order)
+        self.claimer.caller.after_send = partial(self._report, job, outcome, duration_ms,
+                                                 result.error)
         self._job_done()
         return finish
+
+    def _report(self, job: Job, outcome: str, duration_ms: float, error: Optional[str]) -> None:
+        try:
+            report(self.process, self.worker_id, job, outcome, duration_ms, error)
+        except Exception:  # (never into the claim it rides on)
+            logger.exception("could not report a finished job")
 
     def _perform(self, job: Job) -> JobResult:
         """Decode, dispatch and run one job; every error becomes a failure entry."""

@@ -1,0 +1,99 @@
+"""A thread slot reports a finished job (log line, history, metrics) while the next claim's
+reply is on its way, so the report costs the slot no time of its own; a report is made once,
+also when no claim follows the job."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from worker_helpers import WorkerProc, wait_until
+
+from pyresqueworker import Client
+from pyresqueworker.protocol import _resp
+from pyresqueworker.protocol._resp import FastCaller
+
+Spawn = Callable[..., WorkerProc]
+
+
+@pytest.fixture
+def steps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the fast path did, in order: "send", "receive" (each read), and the work's "work"."""
+    seen: list[str] = []
+    real_send, real_receive = _resp._send_frames, FastCaller._receive
+
+    def send(sock: Any, frames: list[bytes]) -> None:
+        seen.append("send")
+        real_send(sock, frames)
+
+    def receive(self: FastCaller, sock: Any, reader: Any) -> None:
+        seen.append("receive")
+        real_receive(self, sock, reader)
+
+    monkeypatch.setattr(_resp, "_send_frames", send)
+    monkeypatch.setattr(FastCaller, "_receive", receive)
+    return seen
+
+
+def test_the_work_runs_once_between_the_request_and_its_reply(
+    redis_url: str, steps: list[str]
+) -> None:
+    caller = FastCaller(redis.Redis.from_url(redis_url, single_connection_client=True))
+    caller("PING")  # connected
+    steps.clear()
+    caller.after_send = lambda: steps.append("work")
+    assert caller("PING") == b"PONG"
+    assert caller("PING") == b"PONG"
+    assert steps == ["send", "work", "receive", "send", "receive"]
+    assert caller.after_send is None
+
+
+def test_the_work_runs_even_when_the_send_fails(
+    redis_url: str, steps: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caller = FastCaller(redis.Redis.from_url(redis_url, single_connection_client=True))
+    caller("PING")
+    steps.clear()
+
+    def cut(_sock: Any, _frames: list[bytes]) -> None:
+        raise ConnectionResetError("cut")
+
+    monkeypatch.setattr(_resp, "_send_frames", cut)
+    caller.after_send = lambda: steps.append("work")
+    with pytest.raises(redis.ConnectionError):
+        caller("PING")
+    assert steps == ["work"] and caller.after_send is None
+
+
+def test_work_left_for_a_caller_that_sends_nothing_more_runs_on_demand() -> None:
+    caller = FastCaller(redis.Redis())  # never connects
+    done: list[int] = []
+    caller.after_send = lambda: done.append(1)
+    caller.run_after_send()
+    caller.run_after_send()
+    assert done == [1]
+
+
+def test_blpop_mode_logs_a_retried_job_while_it_waits_for_the_next(
+    r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    # With --fetch blpop the slot blocks in BLPOP after a job, and a job whose retry was
+    # scheduled leaves no completion to send first: no request follows it.
+    worker = spawn_worker("--queues", "q", "--fetch", "blpop", "--app", "feature_jobs")
+    worker.wait_registered()
+    Client(r).enqueue_to("q", "RetryLater", "one")
+    wait_until(lambda: "outcome=retried" in worker.log(), "the retried job's line", 10)
+
+
+def test_a_worker_paused_during_a_job_logs_it_once(r: redis.Redis, spawn_worker: Spawn) -> None:
+    worker = spawn_worker("--queues", "q")
+    worker.wait_registered()
+    Client(r).enqueue_to("q", "Sleep", 1.0, "paused")
+    wait_until(lambda: r.keys("resque:worker:*:*") and any(
+        b"Sleep" in (r.get(k) or b"") for k in r.keys("resque:worker:*")), "the job running", 10)
+    worker.send(signal.SIGUSR2)  # paused while the job runs: no claim follows it
+    wait_until(lambda: "job done" in worker.log(), "the job's line", 10)
+    assert worker.log().count("job done") == 1
