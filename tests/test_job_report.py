@@ -13,8 +13,14 @@ import redis
 from worker_helpers import WorkerProc, wait_until
 
 from pyresqueworker import Client
+from pyresqueworker.jobs.registry import Registry
 from pyresqueworker.protocol import _resp
 from pyresqueworker.protocol._resp import FastCaller
+from pyresqueworker.protocol.queues import QueueSpec
+from pyresqueworker.worker import _slot
+from pyresqueworker.worker._process import WorkerProcess
+from pyresqueworker.worker._slot import Slot
+from pyresqueworker.worker.config import WorkerConfig
 
 Spawn = Callable[..., WorkerProc]
 
@@ -97,3 +103,27 @@ def test_a_worker_paused_during_a_job_logs_it_once(r: redis.Redis, spawn_worker:
     worker.send(signal.SIGUSR2)  # paused while the job runs: no claim follows it
     wait_until(lambda: "job done" in worker.log(), "the job's line", 10)
     assert worker.log().count("job done") == 1
+
+
+def test_a_claim_that_fails_before_its_request_goes_out_does_not_hold_the_report_back(
+    redis_url: str, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry()
+    registry.job("Mark", queue="q")(lambda: None)
+    process = WorkerProcess(WorkerConfig(queues=QueueSpec.parse("q"), redis_url=redis_url),
+                            registry)
+    slot = Slot(process, 0, process.worker_ids[0])
+    reported: list[str] = []
+    monkeypatch.setattr(slot, "_report", lambda job, outcome, *_: reported.append(outcome))
+    Client(r).enqueue_to("q", "Mark")
+    assert slot._turn() and reported == []  # the job ran; its report waits for a request
+
+    def unreachable(_conn: object) -> list[str]:
+        process.stopping.set()  # (ends the loop after this one failure)
+        raise redis.ConnectionError("Redis went away")
+
+    backing_off: list[list[str]] = []
+    monkeypatch.setattr(process, "queue_order", unreachable)
+    monkeypatch.setattr(_slot.time, "sleep", lambda _s: backing_off.append(list(reported)))
+    slot._loop()
+    assert backing_off == [["success"]]  # reported before backing off, not after Redis is back

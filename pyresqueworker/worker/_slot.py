@@ -82,6 +82,7 @@ class Slot(JobTracking, threading.Thread):
                     return
                 outage.succeeded()
             except Exception as exc:
+                self.claimer.caller.run_after_send()  # (no request went out: report now)
                 if gives_up_when_stopping(process.stopping.is_set(), self.finish != NO_FINISH,
                                           process.stop_deadline):
                     return
