@@ -51,6 +51,7 @@ def doc_of(blocking: Callable[..., Any]) -> Callable[[F], F]:
         return method
     return decorate
 
+
 class ClientCore:
     """The namespace, ``queue_for`` and the operations of a Resque client.
 

@@ -165,6 +165,12 @@ class FastCaller:
             raise redis.exceptions.ConnectionError(f"Error while talking to Redis: {exc}") from None
         return replies
 
+    def defer(self, work: Callable[[], None]) -> None:
+        """Run ``work`` once the next request is sent (as :attr:`after_send`); work still
+        waiting from before runs now, so work is done in order."""
+        self.run_after_send()
+        self.after_send = work
+
     def run_after_send(self) -> None:
         """Run and clear :attr:`after_send` now, if set (a caller that sends nothing more)."""
         work, self.after_send = self.after_send, None

@@ -44,12 +44,13 @@ class ReplySpin:
         if self._resting:
             self._resting -= 1
             return
-        if isinstance(sock, ssl.SSLSocket):
-            return
-        if sock is not self._polled or self._poller is None:
-            self._poller = select.poll()
-            self._poller.register(sock, select.POLLIN)
+        if sock is not self._polled:  # (a new connection: checked once, not per reply)
             self._polled = sock
+            self._poller = None if isinstance(sock, ssl.SSLSocket) else select.poll()
+            if self._poller is not None:
+                self._poller.register(sock, select.POLLIN)
+        if self._poller is None:
+            return
         poll = self._poller.poll
         deadline = time.perf_counter() + self.budget
         while not poll(0):

@@ -91,10 +91,6 @@ class Slot(JobTracking, threading.Thread):
     def _turn(self) -> bool:
         """One claim and what follows it (a job, or an idle wait); False to end the loop."""
         process = self.process
-        if (process.stopping.is_set() or process.paused.is_set() or process.connections.holding()
-                or process.config.fetch == "blpop"):
-            # The last job's report waits for the next claim's request only on the plain path.
-            self.claimer.caller.run_after_send()
         if process.stopping.is_set() or process.paused.is_set():
             self.finish = self._flush(self.finish)
             if process.stopping.is_set():
@@ -102,6 +98,7 @@ class Slot(JobTracking, threading.Thread):
             process.wake.wait(0.2)
             return True
         if process.connections.holding():  # a Sentinel failover: write nothing until it's done
+            self.claimer.caller.run_after_send()  # (the last job's report need not wait)
             process.wake.wait(0.05)
             return True
         queues = process.queue_order(self.conn)
@@ -113,7 +110,6 @@ class Slot(JobTracking, threading.Thread):
             claimed = self.claimer.claim(queues, self.finish, wire.run_at())
             self.finish = NO_FINISH
         else:  # a glob that matches no queue yet
-            self.claimer.caller.run_after_send()
             self.finish, claimed = self._flush(self.finish), None
         process.note_global_pause(claimed == PAUSED)
         if self.ring is not None:  # the watcher that woke this slot waits for the answer
@@ -142,7 +138,9 @@ class Slot(JobTracking, threading.Thread):
             return self._internal_error(claimed, exc)
 
     def _flush(self, finish: Finish) -> Finish:
-        """Send a pending completion on its own (before waiting, pausing or stopping)."""
+        """Send a pending completion on its own (before waiting, pausing or stopping); the
+        last job's report, which otherwise rides on the next claim's request, goes first."""
+        self.claimer.caller.run_after_send()
         if finish != NO_FINISH:
             claimed = self.claimer.claim((), finish, "")
             if isinstance(claimed, Claimed):  # a lost claim's job: this slot won't run it now
@@ -194,9 +192,8 @@ class Slot(JobTracking, threading.Thread):
             finish, outcome = (NO_FINISH, "retried") if settled is None else (settled, outcome)
         # Reported while the next claim's reply is on its way (the log line, history and
         # metrics then cost the slot no time of its own): run once that request is sent.
-        self.claimer.caller.run_after_send()  # (a report still pending: never, but in order)
-        self.claimer.caller.after_send = partial(self._report, job, outcome, duration_ms,
-                                                 result.error)
+        self.claimer.caller.defer(partial(self._report, job, outcome, duration_ms,
+                                          result.error))
         self._job_done()
         return finish
 
