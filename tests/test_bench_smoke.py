@@ -87,6 +87,13 @@ def test_scale_rows_report_their_own_columns(quick_run: tuple[str, dict[str, Any
     assert idle["redis_cpu_pct"] >= 0 and idle["conns"] >= 1 and idle["startup_s"] > 0
     payload = rows[("payload", "ours 1 proc x 1 slot, 10 KB")]["median"]
     assert payload["redis_cpu_us"] > 0
+    # Resque's bare commands for the same jobs: LPOP (with the last job's DEL and INCRBYs),
+    # then SET; shown as what our per-job cost is measured against.
+    floor = rows[("payload", "floor: Resque's commands, bare socket, 10 KB")]["median"]
+    assert floor["redis_cpu_us"] > 0 and 1.9 <= floor["rts_per_job"] <= 2.2
+    assert 4.5 <= floor["cmds_per_job"] <= 5.5  # LPOP, SET, DEL, 2 INCRBY
+    assert any(r["ours"] == "ours 1 proc x 1 slot, 10 KB" and r["peer"].startswith("floor:")
+               and r["metric"] == "redis_cpu_us" for r in results["ratios"])
     assert rows[("latency", "ours 1 slot, 5th of 5 queues")]["median"]["value"] > 0
     scale = rows[("ioscale", "ours asyncio C=100")]
     if scale["samples"].get("value"):

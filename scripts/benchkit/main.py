@@ -45,6 +45,7 @@ def run(settings: Settings, url: str, pinning: Pinning) -> tuple[dict[str, Any],
         for size, jobs in settings.payloads if "payload" in only else []:
             for system in rep.PAYLOAD:
                 bench.payload(system, size, jobs)
+            bench.payload_floor(size, jobs)
         for system in rep.LOGGING if "logging" in only else []:
             bench.logging(system)
         for c, jobs in settings.io_scale if "ioscale" in only else []:

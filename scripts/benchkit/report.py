@@ -14,11 +14,12 @@ import redis
 
 from benchkit import sidekiq as bench_sidekiq
 from benchkit.common import Row, Settings, System
-from benchkit.scale import size_label
+from benchkit.scale import PAYLOAD_FLOOR, size_label
 from benchkit.workloads import FLOOR
 
 __all__ = ["DRAIN", "LATENCY", "LOGGING", "idle_systems", "io_scale_systems", "io_systems",
-           "machine_info", "package_hash", "payload_systems", "ratio_pairs", "render", "targets"]
+           "machine_info", "package_hash", "payload_floor", "payload_systems", "ratio_pairs",
+           "render", "targets"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,6 +71,11 @@ def payload_systems(size: int) -> tuple[str, str]:
     return f"{PAYLOAD[0].label}, {size_label(size)}", f"{PAYLOAD[1].label}, {size_label(size)}"
 
 
+def payload_floor(size: int) -> str:
+    """The row of Resque's bare commands for a job of ``size`` bytes."""
+    return f"{PAYLOAD_FLOOR}, {size_label(size)}"
+
+
 def idle_systems(settings: Settings) -> list[tuple[System, float]]:
     """(system, its --interval) for each idle configuration."""
     out = []
@@ -110,6 +116,12 @@ def ratio_pairs(settings: Settings) -> list[tuple[str, str, str, str, str]]:
     out += [("payload", "jobs/s", ours, peer, "redis_cpu_us") for ours, peer in payloads]
     out += [("payload", "jobs/s", ours, payloads[0][0], "redis_cpu_us")
             for ours, _ in payloads[1:]]
+    # How far each size is above Resque's bare commands, and the growth of those commands alone
+    sizes = [size for size, _ in settings.payloads]
+    out += [("payload", "jobs/s", ours, payload_floor(size), "redis_cpu_us")
+            for (ours, _), size in zip(payloads, sizes)]
+    out += [("payload", "jobs/s", payload_floor(size), payload_floor(sizes[0]), "redis_cpu_us")
+            for size in sizes[1:]]
     return out
 
 

@@ -11,16 +11,23 @@ import string
 import threading
 import time
 from dataclasses import replace
-from typing import Optional
+from typing import Any, Optional
+
+import hiredis
 
 from benchkit import jobs as bj
 from benchkit.common import BenchError, Metrics, Row, System
 from benchkit.proc import Worker, threads_of
 from benchkit.redis_server import count_clients, monitor_split
-from benchkit.workloads import Bench
+from benchkit.workloads import SPIN, Bench
 from pyresqueworker.protocol import wire
+from pyresqueworker.protocol._resp import _send_frames as send_frames
+from pyresqueworker.protocol._spin import ReplySpin
+from pyresqueworker.protocol.connection import connect
 
-__all__ = ["ScaleBench", "size_label"]
+__all__ = ["PAYLOAD_FLOOR", "ScaleBench", "size_label"]
+
+PAYLOAD_FLOOR = "floor: Resque's commands, bare socket"
 
 
 def size_label(size: int) -> str:
@@ -29,6 +36,11 @@ def size_label(size: int) -> str:
         if size >= scale:
             return f"{size / scale:g} {unit}"
     return f"{size} B"
+
+
+def _pack(*args: bytes) -> bytes:
+    """One command in RESP."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
 def _payload(size: int) -> str:
@@ -91,6 +103,64 @@ class ScaleBench(Bench):
         data = _payload(size)
         self.measure("payload", sized, "jobs/s",
                      lambda row: self.timed(sized, "payload", (data,), max(n, 3), row))
+
+    def payload_floor(self, size: int, n: int) -> None:
+        """What Ruby Resque's own commands for a job cost Redis, with no client around them.
+
+        Per job: ``DEL`` of the last job's worker key and its two ``INCRBY``s in the round trip
+        of the ``LPOP``, then the ``SET`` of the worker key holding the payload (Resque's
+        ``done_working``, ``reserve`` and ``working_on``), on a bare socket that polls for its
+        replies like a lone worker slot. Neither lost-reply safe nor crash safe: a floor.
+        """
+        keys, worker = wire.Keys(), "bench:1:payload-floor"
+        wkey, queue = keys.worker(worker).encode(), keys.queue(bj.QUEUE).encode()
+        head = b'{"queue":"%s","run_at":"%s","payload":' % (bj.QUEUE.encode(),
+                                                             wire.run_at().encode())
+        finish = b"".join(_pack(*c) for c in (
+            (b"DEL", wkey), (b"INCRBY", keys.stat("processed").encode(), b"1"),
+            (b"INCRBY", keys.stat("processed", worker).encode(), b"1")))
+        lpop = _pack(b"LPOP", queue)
+        state: dict[str, Any] = {}
+
+        def replies(count: int) -> list[Any]:
+            sock, reader, buffer = state["sock"], state["reader"], state["buffer"]
+            got: list[Any] = []
+            while len(got) < count:
+                reply = reader.gets()
+                if reply is False:
+                    state["spin"].wait(sock)
+                    reader.feed(buffer, 0, sock.recv_into(buffer))
+                    continue
+                got.append(reply)
+            return got
+
+        def step(first: bool = False) -> bool:
+            sock = state["sock"]
+            sock.sendall(lpop if first else finish + lpop)
+            item = replies(1 if first else 4)[-1]
+            if item is None:
+                return False
+            value_size = len(head) + len(item) + 1
+            send_frames(sock, [b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s" % (
+                len(wkey), wkey, value_size, head), item, b"}\r\n"])
+            replies(1)
+            return True
+
+        def setup() -> None:
+            conn = state["conn"] = connect(self.url, single_connection_client=True)
+            conn.ping()  # redis-py's private socket: only a benchmark may do this
+            state.update(sock=conn.connection._sock, reader=hiredis.Reader(),
+                         buffer=bytearray(1 << 20), spin=ReplySpin(SPIN))
+            step(first=True)
+
+        system = System(f"{PAYLOAD_FLOOR}, {size_label(size)}", "pyresque")  # (payload_floor)
+        data = _payload(size)
+        try:
+            self.measure("payload", system, "jobs/s",
+                         self.bare_loop([("payload", (data,))] * max(n, 3), setup, step))
+        finally:
+            if "conn" in state:
+                state.pop("conn").close()
 
     # -- logging cost ----------------------------------------------------------------------------
 

@@ -199,6 +199,24 @@ class Bench:
         print(f"  latency  {system.label:34} p50 {p50.samples['value'][-1]:8.2f} ms  p99 "
               f"{p99.samples['value'][-1]:8.2f} ms", file=sys.stderr)
 
+    def bare_loop(self, items: list[bj.Item], setup: Callable[[], None],
+                  step: Callable[[], bool]) -> Callable[[Row], Metrics]:
+        """A run of a loop in this process: ``items`` queued, ``setup`` (which may take the
+        first job), then ``step`` until it says the queue is empty; costs per job, the bench
+        process's own CPU as the client's."""
+        def measure(row: Row) -> Metrics:
+            self.conn.flushall()
+            bj.enqueue("pyresque", self.url, items)
+            setup()
+            before, started, done = self.counters.snapshot(), time.perf_counter(), 1
+            while step():
+                done += 1
+            elapsed, after = time.perf_counter() - started, self.counters.snapshot()
+            cpu = after.minus(before).self_cpu
+            return {**self.counters.per_job(before, after, done, row, client_cpu=cpu),
+                    "value": done / elapsed}
+        return measure
+
     def floor(self) -> None:
         """Our per-job Redis work and nothing else.
 
@@ -210,20 +228,10 @@ class Bench:
         slept on its replies would cost Redis more than the worker does.
         """
         n, run_at = self.settings.jobs, wire.run_at()
+        noops: list[bj.Item] = [("noop", ())] * n
 
         def loop(step: Callable[[], bool], setup: Callable[[], None]) -> Callable[[Row], Metrics]:
-            def measure(row: Row) -> Metrics:
-                self.conn.flushall()
-                bj.enqueue("pyresque", self.url, [("noop", ())] * n)
-                setup()
-                before, started, done = self.counters.snapshot(), time.perf_counter(), 1
-                while step():
-                    done += 1
-                elapsed, after = time.perf_counter() - started, self.counters.snapshot()
-                cpu = after.minus(before).self_cpu
-                return {**self.counters.per_job(before, after, done, row, client_cpu=cpu),
-                        "value": done / elapsed}
-            return measure
+            return self.bare_loop(noops, setup, step)
 
         state: dict[str, Any] = {}
 
