@@ -107,3 +107,19 @@ def test_a_record_redis_cannot_take_is_written_readably_and_never_blocks_the_res
     records = {rec.class_name: rec for rec in History(r, KEYS).recent()}
     assert records["A"].error == "ValueError: bad \\udcff byte"
     assert records["B"].outcome == "success"
+
+
+def test_a_record_that_cannot_be_built_is_logged_and_dropped_not_raised(
+    r: redis.Redis, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Records are built in the slot's job report: a failure there must not reach the job.
+    buffer = HistoryBuffer(KEYS, HistorySettings(), clock=lambda: 1000.0)
+    broken = Job(queue="jobs", raw=b'{"class":"A","args":["\xff"]}', worker_id="h:1:jobs")
+    broken.payload = {"class": "A", "args": ["?"]}  # (a payload claimed decoded: it is not)
+    with caplog.at_level("ERROR", logger="pyresqueworker"):
+        buffer.add(broken, "success", 1.0, None, finished_at=999.0)
+    assert len(buffer) == 0
+    assert "could not build a history record" in caplog.text
+    buffer.add(_job("B", [2]), "success", 1.0, None, finished_at=999.5)
+    assert buffer.write(r) == 1
+    assert [rec.class_name for rec in History(r, KEYS).recent()] == ["B"]

@@ -1,8 +1,9 @@
 """Job history: what ran, when, how it ended and how long it took (``pyresque-work --history``).
 
-Each finished job becomes one JSON record. A slot only notes the finished job in its
-process's buffer; the housekeeping thread builds the records and writes them every quarter
-second in one pipeline: a sorted set by finish time, a sorted set per class, and, when the
+Each finished job becomes one JSON record. A slot builds it in its job report (a thread slot
+reports while its next claim's reply is on its way, so this costs the job nothing) and leaves
+it in its process's buffer; the housekeeping thread writes the buffer every quarter second in
+one pipeline: a sorted set by finish time, a sorted set per class, and, when the
 payload carries an id (ActiveJob's ``job_id``, or a top-level ``"id"``), a short list per id.
 Records older than the retention, or beyond the size cap, are dropped at each write; per-class
 and per-id keys expire with the retention. History is best-effort: records still in the buffer
@@ -21,12 +22,12 @@ from typing import Any, Callable, NamedTuple, Optional
 import redis
 
 from ..jobs.activejob import job_class, wrapped_job_data
+from ..log import logger
 from ..protocol import wire
 from ..protocol.job import Job
 from ..protocol.redis_errors import REDIS_ERRORS
 
 __all__ = [
-    "Finished",
     "History",
     "HistoryBuffer",
     "HistoryRecord",
@@ -132,16 +133,6 @@ class PendingRecord(NamedTuple):
     id_key: str  # "" when the job has no id
 
 
-class Finished(NamedTuple):
-    """What a slot leaves in the buffer: the record is built later, off the job's path."""
-
-    job: Job
-    outcome: str
-    duration_ms: float
-    error: Optional[str]
-    finished_at: float
-
-
 class HistoryRecorder:
     """Builds history records, caching the JSON of names it has seen."""
 
@@ -186,10 +177,10 @@ class HistoryRecorder:
 
 
 class HistoryBuffer:
-    r"""A process's finished jobs on their way to Redis.
+    r"""A process's history records on their way to Redis.
 
-    Slots :meth:`add` (a tuple append, well under a microsecond); the housekeeping thread
-    :meth:`write`\ s, building the records there, off the jobs' path.
+    Slots :meth:`add` (a few microseconds, in the job report that a thread slot makes while
+    its next claim's reply is on its way); the housekeeping thread :meth:`write`\ s them.
     """
 
     def __init__(self, keys: wire.Keys, settings: HistorySettings,
@@ -198,13 +189,22 @@ class HistoryBuffer:
         self.settings = settings
         self.clock = clock
         self.recorder = HistoryRecorder(keys)
-        self._pending: deque[Finished] = deque(maxlen=BUFFER_LIMIT)
+        self._pending: deque[PendingRecord] = deque(maxlen=BUFFER_LIMIT)
 
     def add(self, job: Job, outcome: str, duration_ms: float, error: Optional[str],
             finished_at: Optional[float] = None) -> None:
-        """Note a finished job (thread-safe: deque appends are atomic)."""
-        self._pending.append(Finished(job, outcome, duration_ms, error,
-                                      self.clock() if finished_at is None else finished_at))
+        """Build the record of a finished job and buffer it (thread-safe: deque appends are
+        atomic). A record that cannot be built is logged and dropped: history never fails
+        a job's report."""
+        try:
+            record = self.recorder.record(
+                job, outcome, duration_ms, error,
+                self.clock() if finished_at is None else finished_at)
+        except Exception:
+            logger.exception("could not build a history record", extra={
+                "queue": job.queue, "worker": job.worker_id})
+            return
+        self._pending.append(record)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -216,7 +216,7 @@ class HistoryBuffer:
         error drops the batch (and is raised, to be logged), so one bad record can never
         block the history for good.
         """
-        batch: list[Finished] = []
+        batch: list[PendingRecord] = []
         while True:
             try:
                 batch.append(self._pending.popleft())
@@ -224,15 +224,8 @@ class HistoryBuffer:
                 break
         if not batch:
             return 0
-        records = []
-        for n, item in enumerate(batch, 1):
-            records.append(self.recorder.record(*item))
-            if n % 64 == 0:
-                # Let a slot whose Redis reply has arrived take the GIL now rather than after
-                # the interpreter's 5 ms switch interval: this thread must not slow the jobs.
-                time.sleep(0)
         try:
-            self._send(conn, records)
+            self._send(conn, batch)
         except REDIS_ERRORS:
             self._pending.extendleft(reversed(batch))  # Redis is away: keep them for later
             raise
