@@ -16,6 +16,7 @@ from claim_helpers import RUN_AT, WID, cut_reply
 
 from pyresqueworker.protocol.wire import Keys
 from pyresqueworker.worker import _claim as fetch
+from pyresqueworker.worker import _claim_large as large
 from pyresqueworker.worker._claim import NO_FINISH, SUCCESS, Claimed, Claimer
 
 
@@ -98,15 +99,15 @@ def test_a_take_cut_by_a_lost_connection_resumes_without_finishing_twice(
     item = big_payload()
     r.rpush(keys.queue("high"), b'{"class":"First","args":[]}', item)
     claimer.claim(["high"], NO_FINISH, RUN_AT)
-    real_check = fetch.checked_payload
+    real_check = large.checked_payload
 
     def cut(payload: bytes) -> None:  # LMOVE done, then the connection goes
         raise redis.ConnectionError("connection cut")
 
-    monkeypatch.setattr(fetch, "checked_payload", cut)
+    monkeypatch.setattr(large, "checked_payload", cut)
     with pytest.raises(redis.ConnectionError):
         claimer.claim(["high"], SUCCESS, RUN_AT)
-    monkeypatch.setattr(fetch, "checked_payload", real_check)
+    monkeypatch.setattr(large, "checked_payload", real_check)
     assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", item, True)
     assert int(r.get(keys.stat("processed")) or 0) == 1  # the first job counted once
     assert not r.exists(keys.raw_payload(WID), keys.queue("high"))
@@ -157,7 +158,7 @@ def test_a_slot_connection_takes_a_large_item_without_the_raw_list_copy(
 
 def _meanwhile(monkeypatch: pytest.MonkeyPatch, action: Callable[[], object]) -> None:
     """``action`` runs once while the worker checks the item it read (after WATCH)."""
-    real = fetch.checked_payload
+    real = large.checked_payload
     pending = [action]
 
     def checking(item: bytes) -> object:
@@ -165,7 +166,7 @@ def _meanwhile(monkeypatch: pytest.MonkeyPatch, action: Callable[[], object]) ->
             pending.pop()()
         return real(item)
 
-    monkeypatch.setattr(fetch, "checked_payload", checking)
+    monkeypatch.setattr(large, "checked_payload", checking)
 
 
 def test_a_push_while_the_item_is_checked_neither_loses_nor_repeats_a_job(

@@ -15,7 +15,7 @@ from claim_helpers import RUN_AT, WID
 
 from pyresqueworker.protocol import _resp
 from pyresqueworker.protocol.wire import Keys
-from pyresqueworker.worker._claim import NO_FINISH, SUCCESS, Claimed, Claimer
+from pyresqueworker.worker._claim import NO_FINISH, PAUSED, SUCCESS, Claimed, Claimer
 
 SMALL = b'{"class":"Small","args":[]}'
 
@@ -62,10 +62,12 @@ def test_a_run_of_large_items_takes_two_round_trips_each_after_the_first(
     r.rpush(keys.queue("high"), *items)
     r.config_resetstat()
     assert drain(claimer, ["high"]) == items
-    # 3 for the first, 2 for each other, then the claim that finds the queue empty and the
-    # UNWATCH of its unused read.
-    assert round_trips[0] == 3 + 2 * 4 + 2
-    assert calls(r, "lindex") == 6 and calls(r, "exec") == 5 and calls(r, "lmove") == 0
+    # 3 for the first, 2 for each other, then the finish that finds the queue empty, the
+    # UNWATCH of its unused read, and the claim script's look at the queues.
+    assert round_trips[0] == 3 + 2 * 4 + 3
+    assert calls(r, "lindex") == 6 and calls(r, "lmove") == 0
+    # Between the first and the last claim, no script: each finish is a MULTI of its own.
+    assert calls(r, "evalsha") == 2 and calls(r, "exec") == 5 + 5
     assert int(r.get(keys.stat("processed")) or 0) == 5
     assert not r.exists(keys.worker(WID), keys.raw_payload(WID), keys.queue("high"))
 
@@ -167,3 +169,53 @@ def test_a_large_item_read_ahead_that_is_not_utf8_json_goes_to_the_raw_list(
     held = json.loads(r.get(keys.worker(WID)) or b"")
     assert held["payload"] == f"invalid payload ({len(bad)} bytes)"
     assert not r.exists(keys.queue("high"))
+
+
+def test_a_pause_between_two_large_items_stops_the_run_without_a_script_finish_twice(
+    slot_claimer: tuple[Claimer, Keys], r: redis.Redis
+) -> None:
+    """Between large items the finish goes without the claim script; pauses still stop it."""
+    claimer, keys = slot_claimer
+    r.rpush(keys.queue("high"), big(1), big(2))
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", big(1), True)
+    r.set(keys.pause_all, "true")
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) == PAUSED
+    assert int(r.get(keys.stat("processed")) or 0) == 1
+    assert not r.exists(keys.worker(WID))  # no "being taken" left behind while paused
+    assert r.lrange(keys.queue("high"), 0, -1) == [big(2)]
+    r.delete(keys.pause_all)
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", big(2), True)
+
+
+def test_caps_appearing_in_a_run_of_large_items_send_the_claim_back_to_the_script(
+    slot_claimer: tuple[Claimer, Keys], r: redis.Redis
+) -> None:
+    claimer, keys = slot_claimer
+    r.rpush(keys.queue("high"), big(1), big(2), big(3))
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", big(1), True)
+    r.hset(keys.concurrency_caps, "Big", 1)
+    r.config_resetstat()
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", big(2), True)
+    assert calls(r, "evalsha") == 1  # the cap was checked by the script
+    assert int(r.get(keys.stat("processed")) or 0) == 1
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", big(3), True)
+    assert int(r.get(keys.stat("processed")) or 0) == 2
+
+
+def test_a_finish_redis_refuses_runs_nothing_and_is_sent_again(
+    slot_claimer: tuple[Claimer, Keys], r: redis.Redis
+) -> None:
+    """Out of memory, Redis refuses the finish's writes: its MULTI runs none of them."""
+    claimer, keys = slot_claimer
+    r.rpush(keys.queue("high"), big(1), big(2))
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", big(1), True)
+    r.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(redis.RedisError):
+            claimer.claim(["high"], SUCCESS, RUN_AT)
+        assert r.get(keys.stat("processed")) is None
+        assert json.loads(r.get(keys.worker(WID)) or b"")["payload"]["args"][0] == 1
+    finally:
+        r.config_set("maxmemory", 0)
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", big(2), True)
+    assert int(r.get(keys.stat("processed")) or 0) == 1

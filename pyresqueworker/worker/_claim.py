@@ -9,7 +9,8 @@ one round trip per job.
 
 A large payload never enters Lua (that would hold Redis for milliseconds per megabyte): the
 script only says the head is large, and the worker reads, checks and takes it (see
-:meth:`Claimer.take_held`); after one, the next claim reads that queue's head with it.
+:mod:`pyresqueworker.worker._claim_large`); after one, the next claim reads that queue's head
+with it, and while large items keep coming it finishes the previous job without the script.
 
 Waiting when every queue is empty is :mod:`pyresqueworker.worker._doorbell`'s business.
 """
@@ -18,22 +19,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import redis
 
 from ..protocol._claim_script import CLAIM_SCRIPT, REQUEUE_SCRIPT
-from ..protocol._resp import FastCaller, Joined, LuaScript, command
+from ..protocol._resp import FastCaller, LuaScript, command
 from ..protocol.redis_errors import REDIS_ERRORS
-from ..protocol.wire import Keys, dumps
+from ..protocol.wire import Keys
+from ._claim_large import LARGE, LargeItemTaker, Read
 from ._held import (
     BEING_TAKEN,
     Claimed,
     HeldLarge,
     checked_payload,
-    invalid_note,
     parse_worker_value,
     read_raw,
 )
@@ -65,18 +66,7 @@ PAUSED = "paused"
 # The sequence key lives a day (see the script); renewing that hourly lets every other call
 # use the cheaper KEEPTTL.
 _RENEW_SEQ_EVERY = 3600.0
-# _take_watching's answer when the queue changed between the read and the take.
-_CONTENDED: Final = "contended"
-# After a contended take, this many large items are moved with LMOVE before watching again:
-# several slots draining one queue of large items would otherwise keep reading each other's.
-_SKIP_WATCHING_AFTER_CONTENTION = 16
 _HELD = 3  # claim reply: a large item heads a queue, for the caller to take and check
-
-
-class _Read(NamedTuple):
-    """A queue's head read with the claim, under ``WATCH`` (None: the queue was empty)."""
-
-    item: Optional[bytes]
 
 
 @dataclass(frozen=True)
@@ -93,7 +83,7 @@ _requeue = LuaScript(REQUEUE_SCRIPT)
 CLAIM = _claim  # for callers that send prepared calls themselves (pipelined, async)
 
 
-class Claimer:
+class Claimer(LargeItemTaker):
     """Claims jobs for one slot (one Resque worker id).
 
     :meth:`claim` does it over ``conn``. For callers that batch many slots' claims on shared
@@ -122,13 +112,6 @@ class Claimer:
         self._reading_ahead: Optional[str] = None
         self._queue_keys: dict[str, str] = {}
         self._queue_json: dict[str, str] = {}
-
-    def _queue_parts(self, queue: str) -> tuple[str, str]:
-        key = self._queue_keys.get(queue)
-        if key is None:
-            key = self._queue_keys[queue] = self.keys.queue(queue)
-            self._queue_json[queue] = dumps(queue)
-        return key, self._queue_json[queue]
 
     # -- without I/O: for batching callers ------------------------------------------------
 
@@ -195,9 +178,11 @@ class Claimer:
                 finish = NO_FINISH  # the lost call already finished the previous job
         call = self.prepare(queues, finish, run_at)
         ahead = self._reading_ahead
+        read: Optional[Read] = None
         if ahead is None or not queues or queues[0] != ahead:
             settled = self.settle(call, self._call(call))
-            read: Optional[_Read] = None
+        elif finish == SUCCESS and not self._holds_raw:
+            settled, read = self._finish_reading_ahead(call, ahead, run_at)
         else:
             settled, read = self._call_reading_ahead(call, ahead)
         if isinstance(settled, HeldLarge):
@@ -206,7 +191,7 @@ class Claimer:
         return settled
 
     def _call_reading_ahead(self, call: ClaimCall, queue: str
-                            ) -> tuple[Claimed | HeldLarge | str | None, Optional[_Read]]:
+                            ) -> tuple[Claimed | HeldLarge | str | None, Optional[Read]]:
         """The claim call with ``WATCH`` and ``LINDEX`` of ``queue``'s head in its round trip.
 
         After a large item, the next one of that queue is likely large too: reading it with
@@ -238,7 +223,7 @@ class Claimer:
         if (isinstance(settled, HeldLarge) and settled.queue == queue
                 and not fast.is_error(replies[1])
                 and not fast.is_error(got)):
-            return settled, _Read(None if got is None else bytes(got))
+            return settled, Read(None if got is None else bytes(got))
         # Missed. Nothing may be raised from here on: the claim ran and its job is ours.
         self._reading_ahead = None
         try:
@@ -247,109 +232,48 @@ class Claimer:
             self._end_watch()
         return settled, None
 
-    def _end_watch(self) -> None:
-        """Drop the connection, and with it any ``WATCH`` (it reconnects on the next call)."""
-        if self.caller.connection is not None:
-            self.caller.connection.disconnect()  # type: ignore[no-untyped-call]
+    def _finish_reading_ahead(self, call: ClaimCall, queue: str, run_at: str
+                              ) -> tuple[Claimed | HeldLarge | str | None, Optional[Read]]:
+        """In a run of large items, what the claim script would do, without the script.
 
-    def _taking(self, take: Callable[[], Claimed | None]) -> Claimed | None:
-        """Run a :meth:`take_held`; if Redis fails it, the next :meth:`claim` resumes it."""
-        try:
-            return take()
-        except REDIS_ERRORS:
-            # The claim call itself ran (it returned): resolving finds its sequence, so the
-            # finish it carried is not sent again, and reads the worker key to go on.
-            self._unanswered = self._seq
-            raise
-
-    def take_held(self, queue: str, run_at: str, resuming: bool = False,
-                  read: Optional[_Read] = None) -> Claimed | None:
-        """Take the large head item of ``queue`` that the claim left for us, check it here
-        (``bytes.decode`` and the JSON parser run in C, off Redis) and show it in the worker
-        key if it is a UTF-8 JSON object, byte for byte as Ruby would write it.
-
-        Read where it is and removed in one transaction that fails if the queue changed
-        meanwhile (``WATCH``): Redis copies the megabyte once each way. When another client
-        changed the queue, or for a while after that, it is moved with ``LMOVE`` into the raw
-        list instead (a copy more, but nothing to lose to a race).
-
-        ``resuming``: an earlier attempt may already have moved it. ``read``: the head was
-        read with the claim, and the queue is watched since. None when the queue was emptied
-        meanwhile (another worker was faster).
+        The script costs Redis about 25 µs here (a megabyte's copies have just emptied the
+        caches). Its effects for a plain success on the queue read ahead are few: the
+        sequence key, the finish, and the worker key saying a large item is being taken. They
+        go in one ``MULTI`` (atomic, and resolvable by the sequence key if the reply is lost),
+        with the check for pauses and caps and the watched read of the next head in the same
+        round trip. A large head is then taken as after the script. Anything else (pauses or
+        caps in use, a small head, an empty queue) undoes the placeholder and asks the script,
+        which then has nothing to finish.
         """
         key, name_json = self._queue_parts(queue)
-        head = f'{{"queue":{name_json},"run_at":"{run_at}","payload":'.encode()
-        item = read_raw(self.conn, self.raw_key) if resuming else None
-        if item is None:
-            if read is not None or (self.caller.pipelines and self._skip_watching == 0):
-                taken = self._take_watching(queue, key, head, read)
-                # Taken: the next claim reads this queue's next head with it.
-                self._reading_ahead = queue if isinstance(taken, Claimed) else None
-                if taken is None or isinstance(taken, Claimed):
-                    return taken
-                self._skip_watching = _SKIP_WATCHING_AFTER_CONTENTION
-            elif self._skip_watching:
-                self._skip_watching -= 1
-            moved = command(self.conn, "LMOVE", key, self.raw_key, "LEFT", "RIGHT")
-            item = None if moved is None else bytes(moved)
-        self._holds_raw = True
-        if item is None:
-            command(self.conn, "DEL", self.worker_key)
-            return None
-        payload = checked_payload(item)
-        valid = payload is not None
-        with self.conn.pipeline(transaction=False) as pipe:
-            # In this order: a kill between the two leaves the job in both keys, never none.
-            if valid:
-                pipe.set(self.worker_key, head + item + b"}")
-                pipe.delete(self.raw_key)
-            else:
-                pipe.set(self.worker_key, head + invalid_note(item))
-            pipe.execute()
-        self._holds_raw = not valid
-        return Claimed(queue, item, valid, payload)
-
-    def _take_watching(self, queue: str, key: str, head: bytes, read: Optional[_Read]
-                       ) -> Claimed | Literal["contended"] | None:
-        """The head of ``key`` read with ``LINDEX`` under ``WATCH`` (unless ``read`` already)
-        and taken with ``LTRIM`` in the ``MULTI`` that writes the worker key;
-        :data:`_CONTENDED` if the queue changed."""
+        args, keys = call.args, self.keys
+        expiry = ("EX", 86400) if args[0][4] == "e" else ("KEEPTTL",)
+        placeholder = f'{{"queue":{name_json},"run_at":"{run_at}"'.encode() + BEING_TAKEN
         fast = self.caller
         try:
-            if read is None:
-                watched = fast.many([("WATCH", key), ("LINDEX", key, 0)])
-                fast.raise_for(watched[0])
-                got = fast.raise_for(watched[1])
-            else:
-                got = read.item
-            if got is None:
-                for reply in fast.many([("UNWATCH",), ("DEL", self.worker_key)]):
-                    fast.raise_for(reply)
-                return None
-            item = bytes(got)
-            payload = checked_payload(item)
-            valid = payload is not None
-            commands: list[tuple[Any, ...]] = [("MULTI",), ("LTRIM", key, 1, -1)]
-            if valid:
-                commands.append(("SET", self.worker_key, Joined((head, item, b"}"))))
-            else:  # kept byte for byte in the raw list, as the claim script does
-                commands += [("DEL", self.raw_key), ("RPUSH", self.raw_key, Joined((item,))),
-                             ("SET", self.worker_key, head + invalid_note(item))]
-            replies = fast.many([*commands, ("EXEC",)], same_connection=True)
-            for reply in replies[:-1]:
-                fast.raise_for(reply)  # a refused command (OOM, READONLY) aborts the EXEC
-            done = fast.raise_for(replies[-1])
-        except redis.exceptions.WatchError:
-            return _CONTENDED  # reconnected since the read (a failover): its WATCH is gone
-        except Exception:
-            self._end_watch()  # whatever went wrong, no WATCH may outlive this call
+            replies = fast.many([
+                ("MULTI",), ("SET", self.seq_key, args[2], *expiry), ("DEL", self.worker_key),
+                ("INCRBY", keys.stat("processed"), 1),
+                ("INCRBY", keys.stat("processed", self.worker_id), 1),
+                ("SET", self.worker_key, placeholder), ("EXEC",),
+                ("EXISTS", keys.concurrency_caps, keys.paused_queues, keys.pause_all),
+                ("WATCH", key), ("LINDEX", key, 0)])
+            for reply in replies:
+                fast.raise_for(reply)  # (a refused command aborts the EXEC: nothing ran)
+        except REDIS_ERRORS:
+            self._end_watch()
+            self.lost(call)
             raise
-        if done is None:
-            return _CONTENDED
-        for reply in done:
+        self._unanswered = None
+        got = replies[-1]
+        if replies[-3] == 0 and got is not None and len(got) > LARGE:
+            self._holds_raw = True  # (as after the script's answer: the take may move it)
+            return HeldLarge(queue), Read(bytes(got))
+        self._reading_ahead = None
+        for reply in fast.many([("UNWATCH",), ("DEL", self.worker_key)]):
             fast.raise_for(reply)
-        self._holds_raw = not valid
-        return Claimed(queue, item, valid, payload)
+        again = self.prepare(call.queues, NO_FINISH, run_at)
+        return self.settle(again, self._call(again)), None
 
     def adopt(self, queue: str, item: bytes, finish: Finish, run_at: str) -> Claimed:
         """Write a job popped outside the script (``--fetch blpop``) to the worker key."""
