@@ -219,3 +219,27 @@ def test_a_finish_redis_refuses_runs_nothing_and_is_sent_again(
         r.config_set("maxmemory", 0)
     assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", big(2), True)
     assert int(r.get(keys.stat("processed")) or 0) == 1
+
+
+def test_a_cut_while_undoing_the_placeholder_does_not_finish_the_job_twice(
+    slot_claimer: tuple[Claimer, Keys], r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claimer, keys = slot_claimer
+    r.rpush(keys.queue("high"), big(1), big(2))
+    assert claimer.claim(["high"], NO_FINISH, RUN_AT) == Claimed("high", big(1), True)
+    r.set(keys.pause_all, "true")  # so the finish is followed by the undo
+    fast = claimer.caller
+    real_many = fast.many
+
+    def cut_the_undo(commands: Any, **kw: Any) -> list[Any]:
+        if commands[0] == ("UNWATCH",):
+            raise redis.ConnectionError("connection cut")
+        return real_many(commands, **kw)
+
+    monkeypatch.setattr(fast, "many", cut_the_undo)
+    with pytest.raises(redis.ConnectionError):
+        claimer.claim(["high"], SUCCESS, RUN_AT)
+    monkeypatch.undo()
+    r.delete(keys.pause_all)
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", big(2), True)
+    assert int(r.get(keys.stat("processed")) or 0) == 1

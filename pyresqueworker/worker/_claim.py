@@ -270,8 +270,15 @@ class Claimer(LargeItemTaker):
             self._holds_raw = True  # (as after the script's answer: the take may move it)
             return HeldLarge(queue), Read(bytes(got))
         self._reading_ahead = None
-        for reply in fast.many([("UNWATCH",), ("DEL", self.worker_key)]):
-            fast.raise_for(reply)
+        try:
+            for reply in fast.many([("UNWATCH",), ("DEL", self.worker_key)]):
+                fast.raise_for(reply)
+        except REDIS_ERRORS:
+            # The finish ran: resolving finds its sequence and the placeholder, and goes on
+            # from there rather than finishing the job a second time.
+            self._end_watch()
+            self.lost(call)
+            raise
         again = self.prepare(call.queues, NO_FINISH, run_at)
         return self.settle(again, self._call(again)), None
 
