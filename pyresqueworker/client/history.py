@@ -212,7 +212,7 @@ class HistoryBuffer:
     def write(self, conn: redis.Redis) -> int:
         """Write every buffered record in one pipeline, then trim; returns how many.
 
-        On a Redis outage the jobs go back to the buffer and the error is raised; any other
+        On a Redis outage the records go back to the buffer and the error is raised; any other
         error drops the batch (and is raised, to be logged), so one bad record can never
         block the history for good.
         """

@@ -29,8 +29,9 @@ from ..protocol._claim_script import CLAIM_SCRIPT, REQUEUE_SCRIPT
 from ..protocol._resp import FastCaller, LuaScript, command
 from ..protocol.redis_errors import REDIS_ERRORS
 from ..protocol.wire import Keys
-from ._claim_large import LARGE, LargeItemTaker, Read
+from ._claim_large import LARGE, LargeItemTaker, Read, worker_head
 from ._held import (
+    BEING_CHECKED,
     BEING_TAKEN,
     Claimed,
     HeldLarge,
@@ -66,6 +67,7 @@ PAUSED = "paused"
 # The sequence key lives a day (see the script); renewing that hourly lets every other call
 # use the cheaper KEEPTTL.
 _RENEW_SEQ_EVERY = 3600.0
+_SEQ_TTL = 86400  # seconds: the claim script's own expiry of the sequence key
 _HELD = 3  # claim reply: a large item heads a queue, for the caller to take and check
 
 
@@ -247,8 +249,8 @@ class Claimer(LargeItemTaker):
         """
         key, name_json = self._queue_parts(queue)
         args, keys = call.args, self.keys
-        expiry = ("EX", 86400) if args[0][4] == "e" else ("KEEPTTL",)
-        placeholder = f'{{"queue":{name_json},"run_at":"{run_at}"'.encode() + BEING_TAKEN
+        expiry = ("EX", _SEQ_TTL) if args[0][4] == "e" else ("KEEPTTL",)
+        placeholder = worker_head(name_json, run_at) + BEING_CHECKED
         fast = self.caller
         try:
             replies = fast.many([

@@ -21,7 +21,7 @@ from ..protocol.redis_errors import REDIS_ERRORS
 from ..protocol.wire import Keys, dumps
 from ._held import Claimed, checked_payload, invalid_note, read_raw
 
-__all__ = ["LARGE", "LargeItemTaker", "Read"]
+__all__ = ["LARGE", "LargeItemTaker", "Read", "worker_head"]
 
 LARGE = 4096  # bytes: the claim script's own limit (BIG) for items it takes itself
 # _take_watching's answer when the queue changed between the read and the take.
@@ -29,6 +29,11 @@ _CONTENDED: Final = "contended"
 # After a contended take, this many large items are moved with LMOVE before watching again:
 # several slots draining one queue of large items would otherwise keep reading each other's.
 _SKIP_WATCHING_AFTER_CONTENTION = 16
+
+
+def worker_head(name_json: str, run_at: str) -> bytes:
+    """A worker key's value up to its payload, byte for byte as Ruby writes it."""
+    return f'{{"queue":{name_json},"run_at":"{run_at}","payload":'.encode()
 
 
 class Read(NamedTuple):
@@ -91,7 +96,7 @@ class LargeItemTaker:
         meanwhile (another worker was faster).
         """
         key, name_json = self._queue_parts(queue)
-        head = f'{{"queue":{name_json},"run_at":"{run_at}","payload":'.encode()
+        head = worker_head(name_json, run_at)
         item = read_raw(self.conn, self.raw_key) if resuming else None
         if item is None:
             if read is not None or (self.caller.pipelines and self._skip_watching == 0):

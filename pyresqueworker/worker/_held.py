@@ -14,11 +14,12 @@ import redis
 from ..protocol._resp import command
 from ..protocol.wire import DecodeError, dumps, loads
 
-__all__ = ["BEING_TAKEN", "Claimed", "HeldLarge", "checked_payload", "invalid_note",
-           "parse_worker_value", "read_raw"]
+__all__ = ["BEING_CHECKED", "BEING_TAKEN", "Claimed", "HeldLarge", "checked_payload",
+           "invalid_note", "parse_worker_value", "read_raw"]
 
 # The end of a worker key written while a large item is being taken (see Claimer.take_held).
-BEING_TAKEN = b',"payload":"payload being checked"}'
+BEING_CHECKED = b'"payload being checked"}'  # (the payload, after the worker key's head)
+BEING_TAKEN = b',"payload":' + BEING_CHECKED
 
 
 def invalid_note(item: bytes) -> bytes:
