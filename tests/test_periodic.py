@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -18,6 +19,7 @@ import click
 import pytest
 import redis
 from conftest import free_port
+from periodic_helpers import KEYS, FakeClock, Records, enqueuer, queued, seen_at
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from worker_helpers import NS, WorkerProc, wait_until
@@ -36,56 +38,17 @@ Spawn = Callable[..., WorkerProc]
 T0 = 1705287600.0  # 2024-01-15 03:00:00 UTC, a Monday
 RUNTIME = NS + "pyresque:schedules"
 LAST = NS + "pyresque:schedules:last-enqueued-at"
-KEYS = wire.Keys(NS)
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Records(logging.Handler):
-    """The periodic module's log records (attached directly: the package logger may not
-    propagate to pytest's handler once a test has set up logging)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def messages(self, level: int = logging.DEBUG) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno >= level]
 
 
 @pytest.fixture
 def log() -> Iterator[Records]:
-    handler = Records()
-    periodic_logger = logging.getLogger("pyresqueworker.periodic")
-    old_level = periodic_logger.level
-    periodic_logger.addHandler(handler)
-    periodic_logger.setLevel(logging.DEBUG)
-    yield handler
-    periodic_logger.removeHandler(handler)
-    periodic_logger.setLevel(old_level)
+    with Records.attached() as handler:
+        yield handler
 
 
 @pytest.fixture
 def store(r: redis.Redis) -> ScheduleStore:
     return ScheduleStore(r, KEYS)
-
-
-def enqueuer(r: redis.Redis, clock: FakeClock, registry: Registry | None = None,
-             **options: Any) -> PeriodicEnqueuer:
-    return PeriodicEnqueuer(r, KEYS, registry, clock=clock, **options)
-
-
-def queued(r: redis.Redis, queue: str) -> list[bytes]:
-    return list(r.lrange(NS + f"queue:{queue}", 0, -1))
 
 
 def utc(year: int, month: int, day: int, hour: int, minute: int) -> datetime:
@@ -199,6 +162,7 @@ def test_delete_removes_a_runtime_schedule_and_its_last_firing(
     r: redis.Redis, store: ScheduleStore
 ) -> None:
     store.add("job", "* * * * *", "A", queue="q")
+    seen_at(r, T0 - 1)
     enqueuer(r, FakeClock(T0 + 1)).tick()
     assert r.hexists(LAST, "job")
     assert store.delete("job") is True
@@ -336,6 +300,7 @@ def test_each_firing_is_enqueued_exactly_once_however_many_enqueuers_race(
 ) -> None:
     args = [1, {"name": "é", "ratio": 1e20}]
     store.add("report", "*/5 * * * *", "Report", args, queue="reports")
+    seen_at(r, T0 - 1)  # the fleet has known it since 02:59:59
     clock = FakeClock(T0 + 1)
     racers = [enqueuer(redis.Redis.from_url(redis_url), clock, lock_value=f"racer-{i}")
               for i in range(5)]
@@ -367,8 +332,10 @@ def test_each_firing_is_enqueued_exactly_once_however_many_enqueuers_race(
 
 
 def test_a_code_declared_schedule_fires_with_no_args_to_its_queue(r: redis.Redis) -> None:
-    clock = FakeClock(T0 + 0.5)
+    clock = FakeClock(T0 - 0.5)
     fire = enqueuer(r, clock, code_registry())
+    assert fire.tick() == 0
+    clock.now = T0 + 0.5
     assert fire.tick() == 2  # 03:00 is a firing of both "0 3 * * *" and "*/5 * * * *"
     assert queued(r, "low") == [b'{"class":"Cleanup","args":[]}']
     assert queued(r, "reports") == [b'{"class":"Report","args":[1]}']
@@ -405,6 +372,7 @@ def test_a_starting_enqueuer_fires_only_firings_within_the_grace_period(
     store.add("daily", "0 3 * * *", "Daily", queue="q")
     store.add("minutely", "* * * * *", "Minutely", queue="m")
     r.hset(LAST, "daily", wire.started_at(T0 - 2 * 86400))  # it last ran two days ago
+    r.hset(LAST, "minutely", wire.started_at(T0))  # and this one at 03:00
     assert enqueuer(r, FakeClock(T0 + 90)).tick() == 1
     # 03:00 is 90 s old (> the 60 s grace): skipped, with one line naming what was missed;
     # 03:01 is 30 s old: fired.
@@ -427,6 +395,7 @@ def test_firings_missed_during_a_stall_are_skipped_with_one_log_line(
     r: redis.Redis, store: ScheduleStore, log: Records
 ) -> None:
     store.add("minutely", "* * * * *", "Minutely", queue="m")
+    seen_at(r, T0 - 1)
     clock = FakeClock(T0 + 1)
     fire = enqueuer(r, clock)
     assert fire.tick() == 1  # 03:00
@@ -442,6 +411,7 @@ def test_a_tick_fires_at_most_max_catch_up_firings_of_a_schedule(
     r: redis.Redis, store: ScheduleStore, log: Records
 ) -> None:
     store.add("minutely", "* * * * *", "Minutely", queue="m")
+    r.hset(LAST, "minutely", wire.started_at(T0))  # it ran at 03:00
     fire = enqueuer(r, FakeClock(T0 + 3600 + 1), grace=3600.0, max_catch_up=10)
     assert fire.tick() == 10  # of the 60 firings within the grace period, the last 10
     assert r.hget(LAST, "minutely") == wire.started_at(T0 + 3600).encode()
@@ -462,6 +432,8 @@ def test_runtime_changes_are_picked_up_at_the_next_tick(
     assert fire.tick() == 1
     store.add("minutely", "0 4 * * *", "Minutely", queue="m", replace=True)  # re-timed
     clock.now = T0 + 121
+    assert fire.tick() == 0
+    clock.now = T0 + 181
     assert fire.tick() == 0
     store.add("minutely", "*/2 * * * *", "Other", queue="m", replace=True)
     clock.now = T0 + 241
@@ -485,8 +457,10 @@ def test_unreadable_stored_schedules_are_logged_once_and_the_others_still_fire(
     store.add("good", "* * * * *", "Good", queue="g")
     # resque-scheduler's shapes are read as Ruby reads them: class from the name, Hash args.
     r.hset(RUNTIME, "Hashy", '{"cron":"* * * * *","queue":"g","args":{"a":1}}')
-    clock = FakeClock(T0 + 1)
+    clock = FakeClock(T0 - 1)
     fire = enqueuer(r, clock)
+    assert fire.tick() == 0
+    clock.now = T0 + 1
     assert fire.tick() == 2
     assert sorted(queued(r, "g")) == [b'{"class":"Good","args":[]}',
                                       b'{"class":"Hashy","args":[{"a":1}]}']
@@ -510,6 +484,7 @@ def test_a_firing_cut_off_by_a_redis_error_is_retried_at_the_next_tick(
     r: redis.Redis, store: ScheduleStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store.add("minutely", "* * * * *", "Minutely", queue="m")
+    seen_at(r, T0 - 1)
     clock = FakeClock(T0 + 1)
     fire = enqueuer(r, clock)
     real_fire = fire._fire
@@ -535,6 +510,7 @@ def test_a_runtime_schedule_named_like_a_code_one_is_ignored_where_the_code_decl
     r: redis.Redis, log: Records
 ) -> None:
     r.hset(RUNTIME, "Cleanup", '{"cron":"* * * * *","class":"Imposter","queue":"low"}')
+    seen_at(r, T0 - 1, code_registry())
     fire = enqueuer(r, FakeClock(T0 + 1), code_registry())
     assert fire.tick() == 2
     assert queued(r, "low") == [b'{"class":"Cleanup","args":[]}']
@@ -556,7 +532,10 @@ def test_two_workers_started_together_enqueue_each_firing_once(
     r: redis.Redis, spawn_worker: Spawn
 ) -> None:
     # With the default 60 s grace, the last minute boundary is always within the grace
-    # period, so each worker's first tick tries to fire it: exactly one of them does.
+    # period, so each worker's first tick tries to fire it: exactly one of them does. It is
+    # the schedule's own firing only if the fleet knew the schedule then: say it did.
+    r.hset(NS + "pyresque:schedules:first-seen", "PeriodicTick",
+           json.dumps({"cron": "* * * * *", "at": int(time.time()) - 60}))
     args = ("--queues", "other", "--app", "periodic_jobs", "--log-level", "debug")
     workers = [spawn_worker(*args), spawn_worker(*args)]
 

@@ -189,7 +189,11 @@ class ScheduleKeys:
         # name -> Ruby Time#to_s of the last firing, as resque-scheduler's
         # delayed:last_enqueued_at (ours, so the two never overwrite each other)
         self.last = keys.own("schedules:last-enqueued-at")
-        # Bumped by every change of the two above, so idle workers re-read them only then.
+        # name -> {"cron": ..., "at": epoch}: when a worker first saw the schedule with that
+        # cron; earlier firings are not its own (worker/_first_seen.py)
+        self.first_seen = keys.own("schedules:first-seen")
+        # Bumped by every change of the runtime schedules or of the disabled set, so idle
+        # workers re-read those only then.
         self.version = keys.own("schedules:version")
 
     def fired(self, name: str, when: float) -> str:
@@ -297,7 +301,8 @@ class ScheduleStore:
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(self._k.runtime, name)
             pipe.hdel(self._k.last, name)
-            deleted, _ = pipe.execute()
+            pipe.hdel(self._k.first_seen, name)  # added again, it is a new schedule
+            deleted = pipe.execute()[0]
         if deleted:
             self._changed()
             return True

@@ -19,7 +19,9 @@ Missed firings: each tick fires the firings in ``(now - grace, now]`` that were 
 (``grace`` defaults to 60 s, at most :data:`MAX_CATCH_UP` per schedule, the most recent ones).
 Firings older than that are skipped, with one log line, like resque-scheduler, which never
 runs a cron firing it missed. So a worker restarted at 03:00:20 still enqueues the 03:00 run,
-and workers started after an outage do not replay the night.
+and workers started after an outage do not replay the night. Only firings after the fleet
+first saw the schedule count (see :mod:`._first_seen`): one first deployed at 03:00:30 waits
+for its next firing instead of running the 03:00 one.
 
 Cron times are in UTC unless the cron string ends with a time-zone name, as in rufus-scheduler
 (resque-scheduler's cron engine): ``"0 3 * * * Europe/Berlin"``.
@@ -49,6 +51,7 @@ from ..jobs.schedules import (
 from ..protocol import wire
 from ..protocol._resp import LuaScript
 from ..protocol.redis_errors import REDIS_ERRORS
+from ._first_seen import FirstSeen
 
 if TYPE_CHECKING:
     from ..jobs.registry import Registry
@@ -124,6 +127,7 @@ class PeriodicEnqueuer:
         self._next_due: dict[tuple[str, str], tuple[Schedule, float]] = {}
         self._parsed: dict[str, tuple[bytes, Optional[Schedule]]] = {}  # runtime, by raw bytes
         self._clash_reported: set[str] = set()
+        self._first_seen = FirstSeen(redis, self._k.first_seen)
         # The schedules read last, the change counter they were read at, and when it was read.
         self._config: Optional[tuple[dict[str, bytes], set[str]]] = None
         self._version: Optional[bytes | str] = None
@@ -178,6 +182,10 @@ class PeriodicEnqueuer:
         if len(self._next_due) > len(active):  # forget deleted and disabled schedules
             keep = {(s.source, s.name) for s in active}
             self._next_due = {k: v for k, v in self._next_due.items() if k in keep}
+        # A schedule with no record (or one for another cron) is first seen now, except one
+        # that appeared or changed while this process ticked on time: it is seen since the
+        # last tick, which lacked it and is where a running worker always fired it from.
+        self._first_seen.update(active, now if gap else since, last)
         for schedule in active:
             try:
                 fired += self._fire_due(schedule, since, now, last.get(schedule.name) if gap
@@ -240,6 +248,8 @@ class PeriodicEnqueuer:
         cached = self._next_due.get(key)
         if cached is not None and cached[0] == schedule and cached[1] > now:
             return 0  # the common case: nothing due, no cron arithmetic
+        seen = self._first_seen.since(schedule)
+        since = max(since, seen)  # firings from before the schedule existed are not missed
         firings = walker(schedule.cron, since)
         due: deque[float] = deque(maxlen=self.max_catch_up)
         count = 0
@@ -250,11 +260,13 @@ class PeriodicEnqueuer:
             when = firings.get_next(float)
         next_due = when
         over_limit = count - len(due)
-        # Firings before the window that nobody fired: count from the last known firing.
+        # Firings before the window that nobody fired: count from the last known firing, but
+        # not from before the schedule's first sight (those were never its own).
         too_old = 0
         known = [t for t in (horizon, wire.parse_time(last_text)) if t is not None]
-        if known and max(known) < since:
-            older = walker(schedule.cron, max(known))
+        counted_from = max(*known, seen) if known else since
+        if counted_from < since:
+            older = walker(schedule.cron, counted_from)
             when = older.get_next(float)
             while when <= since and too_old < _MAX_WALK:
                 too_old += 1
