@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from pyresqueworker.protocol.queues import QueueSpec, QueueSpecError
+from pyresqueworker.protocol.queues import QueueSpec, QueueSpecError, closest_queue
 
 
 def test_strict_order_without_weights() -> None:
@@ -65,3 +65,13 @@ def test_braces_are_literal_and_dotfiles_need_a_dot() -> None:
     spec = QueueSpec.parse("{a,b}*,.x*")
     assert spec.patterns == ("{a", "b}*", ".x*")
     assert [q for q, _ in QueueSpec.parse("*").expand([".hidden", "seen"])] == ["seen"]
+
+
+def test_the_queues_named_outright_and_the_closest_known_name() -> None:
+    # What the worker's start-up check and `pyresque pause` look up (globs match, never miss).
+    assert QueueSpec.parse("hihg=2,mail_*=1,*=1,low=1,!slwo").named == ("hihg", "low")
+    known = ["high", "low", "mailers"]
+    assert closest_queue("hihg", known) == "high"
+    assert closest_queue("mailer", known) == "mailers"
+    assert closest_queue("zzqqx", known) is None  # nothing close: no guess
+    assert closest_queue("low", ["low"]) is None  # a name is not its own typo

@@ -101,7 +101,8 @@ def test_bad_payloads_become_failures_and_the_worker_keeps_working(
     r.rpush(NS + "queue:q", '{"class":"Record","args":["still alive"]}')
     assert wait_ran(r, 1)[0]["args"] == ["still alive"]
     found = wait_failures(r, len(BAD_PAYLOADS))
-    assert worker.log().count("no Python handler is registered for this class") == 2
+    assert worker.log().count("no Python handler is registered for class") == 2  # Nope, Rec\0ord
+    assert "no Python handler is registered for class 'Rec\\x00ord'" in worker.log()  # escaped
     for (item, exception, error), entry in zip(BAD_PAYLOADS, found):
         assert list(entry) == FAILURE_KEYS, item
         assert (entry["exception"], entry["worker"], entry["queue"]) == (

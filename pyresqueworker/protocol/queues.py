@@ -8,12 +8,14 @@ way Resque's dynamic queues do: each pattern's matches sorted, concatenated, de-
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Optional
 
-__all__ = ["QueueSpec", "QueueSpecError"]
+__all__ = ["QueueSpec", "QueueSpecError", "closest_queue"]
 
 _GLOB_CHARS = frozenset("*?[]{}")
 
@@ -32,6 +34,17 @@ def _check_name(name: str) -> None:
         raise QueueSpecError(
             f"queue name {name!r} contains white space or a control character; separate "
             "queues with ',' (e.g. --queues high,low)")
+
+
+def _is_glob(pattern: str) -> bool:
+    return bool(_GLOB_CHARS & set(pattern))
+
+
+def closest_queue(name: str, known: Iterable[str]) -> Optional[str]:
+    """The known queue name most like ``name`` (``hihg`` -> ``high``), or None when none is
+    close enough (difflib's ratio under 0.6): the "did you mean" of a mistyped queue."""
+    matches = difflib.get_close_matches(name, [k for k in known if k != name], n=1)
+    return matches[0] if matches else None
 
 
 def _ruby_fnmatch(pattern: str, name: str) -> bool:
@@ -95,7 +108,12 @@ class QueueSpec:
     @property
     def dynamic(self) -> bool:
         """True when the queue list depends on the ``queues`` set (globs or exclusions)."""
-        return bool(self.exclusions) or any(_GLOB_CHARS & set(p) for p in self.patterns)
+        return bool(self.exclusions) or any(_is_glob(p) for p in self.patterns)
+
+    @property
+    def named(self) -> tuple[str, ...]:
+        """The queues named outright, not matched by a glob (``*``, ``mail_*``)."""
+        return tuple(p for p in self.patterns if not _is_glob(p))
 
     @property
     def id_queues(self) -> tuple[str, ...]:
@@ -113,7 +131,7 @@ class QueueSpec:
         names = sorted({n for n in known if not any(_ruby_fnmatch(e, n) for e in self.exclusions)})
         seen: dict[str, int] = {}
         for pattern, weight in zip(self.patterns, self.weights):
-            if _GLOB_CHARS & set(pattern):
+            if _is_glob(pattern):
                 matches: Sequence[str] = [n for n in names if _ruby_fnmatch(pattern, n)]
             else:
                 matches = [pattern] if pattern in names else []

@@ -23,7 +23,7 @@ from redis.retry import Retry
 from ..client.history import HistoryBuffer, HistorySettings
 from ..jobs.registry import Registry
 from ..jobs.tracing import JobTracing
-from ..log import logger
+from ..log import capped, logger
 from ..protocol import wire
 from ..protocol._outage import OutageBook
 from ..protocol.connection import ConnectionFactory, describe, redact_url
@@ -35,6 +35,7 @@ from ._shutdown import give_back_running_jobs, retry_while_stopping, unregister,
 from ._signals import SignalHandling
 from ._slot import Slot
 from ._slot_view import SlotView
+from ._start_checks import handler_hint, warn_at_start
 from ._startup import WorkerError, is_cluster_node, retry_start_up
 from ._supervisor import RECYCLE_EXIT
 from .config import WorkerConfig
@@ -60,8 +61,11 @@ class WorkerProcess(SignalHandling):
     """Runs ``config.concurrency`` slots in this process until told to stop."""
 
     def __init__(self, config: WorkerConfig, registry: Registry,
-                 metrics: Optional[Metrics] = None) -> None:
+                 metrics: Optional[Metrics] = None, *, start_warnings: bool = False) -> None:
         self.config = config
+        # Whether this process says the start-up warnings: the one run_worker runs itself,
+        # never a supervisor's child (the parent says them once, not at every fork).
+        self.start_warnings = start_warnings
         self.registry = registry
         self.metrics = metrics or NULL_METRICS
         self.tracing = JobTracing(config.tracing, config.trace_worker_redis)
@@ -134,7 +138,8 @@ class WorkerProcess(SignalHandling):
         """A start-up step, retried while Redis is away (see :func:`retry_start_up`); a stop
         signal ends the wait."""
         return retry_start_up(step, what, redact_url(self.connections.url),
-                              self.config.connect_timeout, lambda: self.signal_count > 0)
+                              self.config.connect_timeout, lambda: self.signal_count > 0,
+                              self.config.tls)
 
     def new_connection(self) -> redis.Redis:
         """A single-socket client from the process's one :class:`ConnectionFactory`; it
@@ -151,11 +156,13 @@ class WorkerProcess(SignalHandling):
 
     def _watch_connection(self) -> redis.Redis:
         """A queue watcher's connection: it blocks longer than a slot's, and its timeout
-        must not cut the wait."""
+        must not cut the wait. Only just longer, and no retry: a reply lost in a black hole
+        is noticed a second after it was due, and the watcher then waits for the process's
+        prober, not for a blind retry's timeout (see protocol._probe)."""
         return self.connections.connect(single_connection_client=True,
-                                        socket_timeout=WATCH_TIMEOUT + 5.0,
+                                        socket_timeout=WATCH_TIMEOUT + 1.0,
                                         socket_connect_timeout=5.0,
-                                        retry=Retry(NoBackoff(), 1))
+                                        retry=Retry(NoBackoff(), 0))
 
     def queue_order(self, conn: redis.Redis) -> list[str]:
         """The queues to try for one fetch (weighted shuffle, dynamic expansion)."""
@@ -191,9 +198,12 @@ class WorkerProcess(SignalHandling):
         """Say once per class why its jobs fail (the failure keeps Ruby's exact text)."""
         if class_name not in self._unknown_classes:
             self._unknown_classes.add(class_name)
-            logger.warning("no Python handler is registered for this class: its jobs fail "
-                           "with NameError (is the module that registers it in --app?)",
-                           extra={"class": class_name, "apps": ",".join(self.config.apps)})
+            # repr and capped: the name comes from a payload, and must not forge log lines.
+            shown = capped(repr(class_name))
+            hint = handler_hint(self.config, "its handler")
+            logger.warning(f"no Python handler is registered for class {shown}: its jobs fail "
+                           f"with NameError ({hint})",
+                           extra={"class": class_name, "apps": ",".join(self.config.apps) or None})
 
     def note_global_pause(self, paused: bool) -> None:
         """Log once when a claim first finds ``pause-all-workers`` on, and once when off."""
@@ -230,6 +240,8 @@ class WorkerProcess(SignalHandling):
         self.starting(self.housekeeper.prune, "prune dead workers")
         self.starting(lambda: self.register(self.worker_ids), "register the worker")
         self.starting(self._publish_concurrency_caps, "publish concurrency caps")
+        if self.start_warnings:  # after the steps that may fail: a failed start is one line
+            warn_at_start(self.config, self.registry, self.conn)
         watch = self.connections.failover_watch()
         if watch is not None:
             watch.start()

@@ -8,6 +8,7 @@ from typing import Optional
 from ..jobs.tracing import MODES as TRACING_MODES
 from ..protocol.connection import TLSFiles
 from ..protocol.queues import QueueSpec
+from ..protocol.urls import resolve_namespace
 
 __all__ = ["MAX_ASYNC_SLOTS", "MAX_CONNECTIONS", "MAX_THREAD_SLOTS", "WorkerConfig"]
 
@@ -28,7 +29,8 @@ class WorkerConfig:
     redis_url: Optional[str] = None
     connect_timeout: float = 30.0  # seconds start-up keeps retrying an unreachable Redis
     tls: Optional[TLSFiles] = None
-    namespace: str = "resque:"
+    # Not given: PYRESQUE_NAMESPACE, else "resque:" (as Client() and the command lines read it).
+    namespace: str = field(default_factory=resolve_namespace)
     concurrency: int = 1
     processes: int = 1
     # "threads": a thread per slot; "asyncio": every slot a task on one event loop (sync
@@ -68,6 +70,10 @@ class WorkerConfig:
     metrics_port: Optional[int] = None  # serve Prometheus metrics on this port
     metrics_host: str = "127.0.0.1"
     apps: list[str] = field(default_factory=list)
+    # The command line that started the worker ("pyresque-work"), or None when run_worker is
+    # called from Python: a missing handler is then explained in its terms (--app, or an
+    # import), since a hint about a flag means nothing to code that has none.
+    command: Optional[str] = None
     log_format: str = "text"
     log_level: str = "INFO"
     hostname: Optional[str] = None

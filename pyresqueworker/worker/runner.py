@@ -17,6 +17,7 @@ from ..protocol.failure import DIRTY_EXIT
 from ..protocol.wire import Keys, WorkerId
 from ._process import WorkerProcess
 from ._prune import Pruner
+from ._start_checks import warn_at_start
 from ._startup import WorkerError, retry_start_up
 from ._supervisor import Supervisor
 from .config import WorkerConfig
@@ -87,14 +88,16 @@ def _run_worker(config: WorkerConfig, registry: Registry,
         # 2 here, where in forked children it would be a restart loop.
         registry.periodic_schedules()
     if config.processes == 1 and not config.recycles:
-        worker = WorkerProcess(config, registry, metrics=metrics)
+        worker = WorkerProcess(config, registry, metrics=metrics, start_warnings=True)
         if exporter is not None:
             exporter.start()
         return worker.run()
     factory = ConnectionFactory(config.redis_url, tls=config.tls)
     probe = factory.connect(socket_connect_timeout=5.0)
     try:  # before forking, so an unreachable Redis is one line, not N crashing children
-        retry_start_up(probe.ping, "connect", redact_url(factory.url), config.connect_timeout)
+        retry_start_up(probe.ping, "connect", redact_url(factory.url), config.connect_timeout,
+                       tls=config.tls)
+        warn_at_start(config, registry, probe)  # here, not in each child: said once
     finally:
         probe.close()
 
@@ -123,8 +126,9 @@ def _where(exc: BaseException) -> str:
     return ""
 
 
-def recover_dead_process(config: WorkerConfig, pid: int, metrics: Metrics = NULL_METRICS) -> None:
-    """Clean up after a worker process the supervisor saw die (``kill -9``, a crash).
+def recover_dead_process(config: WorkerConfig, pid: int, metrics: Metrics = NULL_METRICS) -> bool:
+    """Clean up after a worker process the supervisor saw die (``kill -9``, a crash); returns
+    whether it held a job (it died working, so the supervisor replaces it at once).
 
     Its ids cannot be left for a prune: Resque's prune lock is usually held for a minute by
     the prune of some worker's start-up, so the replacement's own prune is skipped and the
@@ -137,6 +141,7 @@ def recover_dead_process(config: WorkerConfig, pid: int, metrics: Metrics = NULL
     ids = [str(WorkerId.build(hostname, pid, patterns, slot=i))
            for i in range(config.concurrency)]
     conn = connect(config.redis_url, tls=config.tls, socket_timeout=5, socket_connect_timeout=5)
+    held_job = False
     try:
         pruner = Pruner(conn, Keys(config.namespace), ids[0], patterns, hostname,
                         config.prune_after, on_dead_worker=config.on_dead_worker,
@@ -144,8 +149,10 @@ def recover_dead_process(config: WorkerConfig, pid: int, metrics: Metrics = NULL
         for worker_id in ids:
             outcome = pruner.recover(worker_id, DIRTY_EXIT)
             if outcome != "idle":
+                held_job = True
                 metrics.recovered(1, outcome)
                 logger.warning("recovered job of dead worker process",
                                extra={"dead_worker": worker_id, "outcome": outcome})
     finally:
         conn.close()
+    return held_job
