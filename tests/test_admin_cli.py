@@ -23,6 +23,7 @@ from admin_helpers import (
 from conftest import GOLDEN, load_worker_state
 from worker_helpers import WorkerProc, wait_started
 
+from pyresqueworker.cli.admin.cli import ALL_PAUSED
 from pyresqueworker.client._client import Client
 from pyresqueworker.jobs.activejob import JOB_WRAPPER
 from pyresqueworker.protocol import wire
@@ -242,10 +243,36 @@ def test_pause_and_unpause(redis_url: str, r: redis.Redis, client: Client) -> No
     assert client.paused_queues() == ["mail"] and not client.all_paused()
     assert "paused all workers" in invoke(redis_url, "pause").stdout
     assert r.get("resque:pause-all-workers") == b"true"
-    assert invoke_json(redis_url, "unpause") == {"queue": None, "paused": False}
+    assert invoke_json(redis_url, "unpause") == {"queue": None, "paused": False, "changed": True}
     assert not client.all_paused() and client.paused_queues() == ["mail"]
-    assert invoke_json(redis_url, "unpause", "mail") == {"queue": "mail", "paused": False}
+    assert invoke_json(redis_url, "unpause", "mail") == {"queue": "mail", "paused": False,
+                                                         "changed": True}
     assert client.paused_queues() == []
+
+
+def test_pause_and_unpause_say_when_nothing_changed(redis_url: str, client: Client) -> None:
+    client.enqueue_to("mail", "Mailer", 1)
+    for args, said in [
+            (["unpause", "mail"], "queue mail was not paused (nothing changed)"),
+            (["unpause"], "workers were not paused (pause-all-workers was not set; nothing "
+                          "changed)"),
+            (["pause", "mail"], "paused queue mail"),
+            (["pause", "mail"], "queue mail was already paused (nothing changed)"),
+            (["pause"], "paused all workers"),
+            (["pause"], "all workers were already paused (pause-all-workers was set; nothing "
+                        "changed)")]:
+        result = invoke(redis_url, *args)
+        assert result.exit_code == 0, result.stderr  # the state asked for is the state there
+        assert result.stdout.startswith(said), (args, result.stdout)
+    assert client.paused_queues() == ["mail"] and client.all_paused()
+    assert invoke_json(redis_url, "pause", "mail") == {"queue": "mail", "paused": True,
+                                                       "changed": False}
+    # Resuming a queue while every worker is paused resumes nothing yet: it says so.
+    result = invoke(redis_url, "unpause", "mail")
+    assert result.stdout.splitlines() == ["unpaused queue mail", ALL_PAUSED]
+    assert invoke_json(redis_url, "unpause", "mail") == {"queue": "mail", "paused": False,
+                                                         "changed": False}
+    assert invoke_json(redis_url, "unpause") == {"queue": None, "paused": False, "changed": True}
 
 
 # -- prune ------------------------------------------------------------------------------------

@@ -84,6 +84,15 @@ def test_pause_refuses_a_queue_nobody_uses_unless_forced(redis_url: str, r: redi
     assert client.paused_queues() == ["mial"]
 
 
+def test_pause_names_the_closest_known_queue(redis_url: str, r: redis.Redis,
+                                             client: Client) -> None:
+    r.sadd("resque:queues", "mail", "low")
+    result = invoke(redis_url, "pause", "mial")
+    assert result.exit_code == 1 and client.paused_queues() == []
+    line = one_error_line(result.stderr)
+    assert line.endswith("no worker watches it); did you mean 'mail'? --force pauses it anyway")
+
+
 @pytest.mark.parametrize("make", ["list", "set", "worker"])
 def test_pause_takes_a_queue_with_jobs_in_the_set_or_watched(redis_url: str, r: redis.Redis,
                                                               client: Client, make: str) -> None:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import queue
+import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -15,15 +21,20 @@ import redis
 from pyresqueworker.cli.demo import DEMO_NAMESPACE
 
 
-def run_demo(*args: str, path: Optional[str] = None) -> subprocess.CompletedProcess[str]:
-    """Run ``pyresque-demo`` with ``args``; ``path`` replaces PATH (where ``ruby`` is found)."""
-    env = dict(os.environ)
-    for name in ("REDIS_URL", "RESQUE_REDIS_URL"):
-        env.pop(name, None)
+def clean_env(path: Optional[str] = None) -> dict[str, str]:
+    """The environment without Redis settings; ``path`` replaces PATH (where ``ruby`` is)."""
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("REDIS_URL", "RESQUE_REDIS_URL", "PYRESQUE_REDIS",
+                           "PYRESQUE_NAMESPACE")}
     if path is not None:
         env["PATH"] = path
-    return subprocess.run([sys.executable, "-m", "pyresqueworker.cli.demo", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return env
+
+
+def run_demo(*args: str, path: Optional[str] = None) -> subprocess.CompletedProcess[str]:
+    """Run ``pyresque-demo`` with ``args``; ``path`` replaces PATH (where ``ruby`` is found)."""
+    return subprocess.run([sys.executable, "-m", "pyresqueworker.cli.demo", *args],
+                          env=clean_env(path), capture_output=True, text=True, timeout=120)
 
 
 def ruby_and_gem() -> bool:
@@ -138,3 +149,88 @@ def test_demo_says_clearly_when_redis_is_unreachable() -> None:
     result = run_demo("--redis", "redis://127.0.0.1:1/0")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and "cannot reach Redis" in result.stderr
+
+
+# -- what the demo prints to try by hand ----------------------------------------------------------
+
+
+class Lines:
+    """A running process's stdout, line by line, each awaited with a deadline."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.seen: list[str] = []
+        self._lines: queue.Queue[Optional[str]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                raise AssertionError(f"no line like {pattern!r} in:\n" + "\n".join(self.seen))
+            self.seen.append(line)
+            found = re.search(pattern, line)
+            if found:
+                return found
+
+
+def test_serve_prints_each_job_it_runs_as_it_runs() -> None:
+    pytest.importorskip("fakeredis")
+    process = subprocess.Popen([sys.executable, "-m", "pyresqueworker.cli.demo", "--serve"],
+                               env=clean_env(), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = Lines(process)
+        url = lines.wait_for(r"Embedded Redis-protocol server \(fakeredis\) on (\S+)").group(1)
+        lines.wait_for(r"Worker keeps running; try: redis-cli .* RPUSH resque:queue:high ")
+        # What the suggested redis-cli command does: a raw RPUSH, no client of ours.
+        pushed = redis.Redis.from_url(url)
+        pushed.rpush("resque:queue:high", '{"class":"Greeter","args":["you"]}',
+                     '{"class":"Nope","args":[7]}', "\x1b[2J not json")
+        lines.wait_for(r'^  \[high\] Greeter\("you"\) -> success \(\d+\.\dms\)$')
+        lines.wait_for(r"^  \[high\] Nope\(7\) -> failure: NameError: uninitialized constant "
+                       r"Nope \(")
+        bad = lines.wait_for(r"^  \[high\] \(not a job\) -> failure: ").string
+        assert "\x1b" not in bad  # what came from Redis reaches the terminal escaped
+        pushed.close()
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        lines.wait_for(r"^  \[high\] Greeter: Hello, you!$")  # the summary, as before
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_the_printed_worker_command_runs_the_demo_jobs(redis_url: str, r: redis.Redis,
+                                                       tmp_path: Path) -> None:
+    result = run_demo("--redis", redis_url)
+    assert result.returncode == 0, result.stderr
+    [command] = [line[len("Running: "):] for line in result.stdout.splitlines()
+                 if line.startswith("Running: ")]
+    argv = shlex.split(command)
+    assert argv[0] == "pyresque-work" and "--exit-on-complete" in argv
+    beside = Path(sys.executable).with_name("pyresque-work")  # this environment's script
+    argv[0] = str(beside) if beside.exists() else argv[0]
+    r.rpush(DEMO_NAMESPACE + "queue:high", '{"class":"Greeter","args":["you"]}')
+    r.rpush(DEMO_NAMESPACE + "queue:low", '{"class":"Jobs::Archive","args":[7,"dev"]}')
+    processed = int(r.get(DEMO_NAMESPACE + "stat:processed") or 0)
+    # Pasted into a shell elsewhere: no checkout on the path, no Redis in the environment.
+    worker = subprocess.run(argv, env=clean_env(), cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert worker.returncode == 0, worker.stderr
+    assert "[high] Greeter: Hello, you!" in worker.stdout
+    assert "[low] Jobs::Archive: archived repo 7 at dev" in worker.stdout
+    assert int(r.get(DEMO_NAMESPACE + "stat:processed") or 0) == processed + 2
+    assert r.llen(DEMO_NAMESPACE + "failed") == 3  # the demo's own, no new one
+    assert r.llen(DEMO_NAMESPACE + "queue:high") == r.llen(DEMO_NAMESPACE + "queue:low") == 0

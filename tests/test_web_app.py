@@ -408,6 +408,24 @@ def test_pause_and_resume_a_queue(client: Client, web: WsgiClient) -> None:
     assert not client.all_paused()
 
 
+def test_pause_buttons_say_when_nothing_changed(client: Client, web: WsgiClient) -> None:
+    token = web.token()
+    for action, queue in [("queues/unpause", "mail"), ("queues/pause", "mail"),
+                          ("queues/pause", "mail"), ("unpause-all", ""), ("pause-all", ""),
+                          ("pause-all", ""), ("queues/unpause", "mail")]:
+        web.post("/action/" + action, {"csrf": token, "queue": queue})
+    assert flashes(web.get("/queues")[2]) == [
+        "Queue mail was not paused; nothing changed.",
+        "Queue mail is paused (pyresqueworker workers stop taking its jobs).",
+        "Queue mail was already paused; nothing changed.",
+        "Workers were not paused (pause-all-workers was not set); nothing changed.",
+        "All workers are paused (Ruby and Python).",
+        "All workers were already paused; nothing changed.",
+        "Queue mail is resumed.",
+    ]
+    assert client.paused_queues() == [] and client.all_paused()
+
+
 def test_schedule_buttons(client: Client, web: WsgiClient) -> None:
     client.schedules.add("nightly", "0 3 * * *", "Report", queue="reports")
     token = web.token()

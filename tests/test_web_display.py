@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -13,6 +14,7 @@ from conftest import GOLDEN
 from web_helpers import WsgiClient
 
 from pyresqueworker import Client
+from pyresqueworker.cli.admin.render import clean
 from pyresqueworker.protocol import wire
 from pyresqueworker.web import make_app
 
@@ -180,3 +182,85 @@ def test_a_queue_pushed_by_hand_shows_with_its_size(r: redis.Redis, client: Clie
     text = page_text(web, "/queues/low")
     assert "3 jobs." in text and "not in the queues set" in text and "Archive" in text
     assert "not in the queues set" not in page_text(web, "/queues/high")
+
+
+# -- control characters -----------------------------------------------------------------------
+
+RED = "\x1b[31mred\x1b[0m"
+# Other C0 and C1 controls, DEL, a bidi override and a line separator.
+CONTROLS = "\x00\x07\x08\x0b\x0c\r\x7f\x85\x9b\u202e\u2028"
+# What may not reach a page: every control but the newline (template layout, <pre> lines).
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+TIME = 2_000_000_000
+
+
+def seed_controls(r: redis.Redis, client: Client) -> tuple[str, str]:
+    """Control characters in every kind of text the pages show; returns (queue, worker id)."""
+    queue, worker = "mail" + RED + CONTROLS, "h:1:q" + RED + CONTROLS
+    payload = {"class": "Mailer" + RED, "args": [RED + CONTROLS, {"k": CONTROLS}]}
+    r.rpush(NS + "failed", failure_entry(
+        payload, exception="Boom" + RED + CONTROLS, error="first " + RED + "\nsecond" + CONTROLS,
+        backtrace=["app.rb:1" + RED, "app.rb:2" + CONTROLS], worker=worker, queue=queue))
+    r.rpush(NS + "queue:" + queue, wire.dumps(payload))
+    r.sadd(NS + "queues", queue)
+    r.sadd(NS + "workers", worker)
+    r.set(NS + "worker:" + worker, wire.worker_value(queue, "2024-01-15T09:50:00Z",
+                                                     wire.dumps(payload)))
+    r.set(NS + "stat:processed:" + worker, 1)
+    r.zadd(NS + "delayed_queue_schedule", {str(TIME): TIME})
+    r.rpush(NS + f"delayed:{TIME}", wire.dumps({**payload, "queue": queue}))
+    # (Schedule names, classes and queues must be printable: the store checks them.)
+    client.schedules.add("nightly", "0 3 * * *", "Report", [RED + CONTROLS], queue="reports",
+                         description=RED + CONTROLS)
+    record = wire.dumps({"finished_at": 1_700_000_000.0, "outcome": "failure",
+                         "duration_ms": 3.5, "queue": queue, "class": "Mailer" + RED,
+                         "worker": worker, "job_id": "id" + RED, "error": "Boom: " + RED
+                         + CONTROLS, "payload_bytes": 10, "payload": payload})
+    r.zadd(wire.Keys(NS).history, {record: 1_700_000_000.0})
+    return queue, worker
+
+
+def as_path_info(path: str) -> str:
+    """``path`` as a WSGI server hands it over: unquoted, UTF-8 bytes as latin-1 (PEP 3333)."""
+    return path.encode("utf-8").decode("latin-1")
+
+
+def hidden_fields(body: str, action: str) -> dict[str, str]:
+    """The hidden fields of the page's (first) form posting to ``action``."""
+    form = re.search(f'<form method="post" action="{action}".*?</form>', body, re.S)
+    assert form is not None, action
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group())
+    return {name: html.unescape(value) for name, value in fields}
+
+
+def test_control_characters_never_reach_a_page_and_read_as_in_the_cli(
+        r: redis.Redis, client: Client, web: WsgiClient) -> None:
+    queue, worker = seed_controls(r, client)
+    queue_page = as_path_info("/queues/" + queue)
+    # The Pause button carries the queue's exact name, controls and all, through the page.
+    web.post("/action/queues/pause", hidden_fields(web.get(queue_page)[2], "/action/queues/pause"))
+    assert client.paused_queues() == [queue]
+    bodies = {}
+    for path in ["/", "/queues", queue_page, "/workers", "/failed",
+                 "/delayed", f"/delayed/{TIME}", "/schedules", "/history",
+                 "/history?class=" + quote("Mailer" + RED), "/history?id=" + quote("id" + RED),
+                 "/stats", "/charts"]:
+        status, _, body = web.get(path)
+        assert status == "200 OK", path
+        found = RAW_CONTROL.search(body)
+        assert found is None, (path, found, body[max(0, found.start() - 80):found.end() + 80])
+        bodies[path] = html.unescape(body)
+    assert "Queue " + clean(queue) + " is paused" in bodies["/"]  # the flash message
+    # Shown as the CLI shows them (multi-line text keeps its lines), on every page.
+    failed = bodies["/failed"]
+    for text in ("Boom" + RED + CONTROLS, "first " + RED + "\nsecond" + CONTROLS,
+                 "app.rb:1" + RED + "\napp.rb:2" + CONTROLS, worker, queue):
+        assert clean(text, multiline=True) in failed, text
+    assert "\\x1b[31mred\\x1b[0m" in failed
+    assert clean(wire.dumps([RED + CONTROLS])[1:-1]) in failed  # args: JSON, then escaped
+    for path in ("/", "/queues", "/workers", queue_page, f"/delayed/{TIME}"):
+        assert clean(queue) in bodies[path], path
+    for path in ("/workers", "/stats", "/history"):
+        assert clean(worker) in bodies[path], path
+    assert clean("Boom: " + RED + CONTROLS) in bodies["/history"]
+    assert clean(RED + CONTROLS) in bodies["/schedules"]  # the description

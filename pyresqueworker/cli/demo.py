@@ -10,9 +10,9 @@ to by leaving ``--redis`` out.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.resources
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,76 +20,37 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 import click
+import redis
 
 from ..client._client import Client
-from ..jobs.registry import DontPerform, Registry
+from ..client.history import History, HistoryRecord
+from ..jobs.activejob import JOB_WRAPPER, wrapped_job_data
+from ..protocol import wire
 from ..protocol.connection import explain_error, redact_url
 from ..protocol.queues import QueueSpec
+from ..protocol.safe_text import escape_controls
 from ..worker.config import WorkerConfig
 from ..worker.runner import WorkerError, run_worker
 
-__all__ = ["demo_registry", "main"]
+__all__ = ["main"]
 
-demo_registry = Registry()
 # Its own namespace on a real Redis: the demo empties it on every run (see _reset_namespace).
 DEMO_NAMESPACE = "pyresque-demo:"
+# The module with the demo's jobs, which a worker started by hand loads with --app.
+DEMO_APP = "pyresqueworker.cli.demo_jobs"
+DEMO_QUEUES = "high=2,low=1,default=1"
+# While serving, how often the demo looks for jobs the worker finished, and how many it reads.
+FOLLOW_EVERY = 0.2
+FOLLOW_BATCH = 100
 RUBY_SCRIPT_NAME = "resque_compat.rb"
 # A source checkout has the script in examples/; the wheel carries that same file as package
-# data under pyresqueworker/ruby_client/ (setup.cfg maps the directory there).
+# data under pyresqueworker/ruby_client/ (a symbolic link to examples/ruby_client).
 _CHECKOUT_RUBY_SCRIPT = (
     Path(__file__).resolve().parents[2] / "examples" / "ruby_client" / RUBY_SCRIPT_NAME
 )
-
-
-def _record(text: str) -> None:
-    from ..jobs.registry import current_job
-
-    job, _call = current_job()
-    _DEMO_CLIENT.redis.rpush(_DEMO_CLIENT.keys.own("demo:ran"), f"[{job.queue}] {text}")
-
-
-@demo_registry.job("Greeter", queue="high")
-def greet(name: str, greeting: str = "Hello") -> None:
-    _record(f"Greeter: {greeting}, {name}!")
-
-
-@demo_registry.job("Jobs::Archive", queue="low")
-class Archive:
-    """A class job with Resque-style hooks."""
-
-    @staticmethod
-    def before_perform_check(repo_id: int, branch: str) -> None:
-        if branch == "skip-me":
-            raise DontPerform()
-
-    @staticmethod
-    def perform(repo_id: int, branch: str) -> None:
-        _record(f"Jobs::Archive: archived repo {repo_id} at {branch}")
-
-    @staticmethod
-    def after_perform_log(repo_id: int, branch: str) -> None:
-        _record(f"Jobs::Archive: after_perform hook ran for {repo_id}")
-
-
-@demo_registry.job("AsyncFetch", queue="low")
-async def fetch(url: str) -> None:
-    await asyncio.sleep(0.01)
-    _record(f"AsyncFetch (async def): fetched {url}")
-
-
-@demo_registry.job("HelloJob", queue="default")
-def hello_job(who: str, count: int, greeting: str = "hi") -> None:
-    _record(f"HelloJob (ActiveJob): {greeting} {who} x{count}")
-
-
-@demo_registry.job("FlakyPayment", queue="high")
-def charge(amount: int) -> None:
-    raise ValueError(f"card declined for amount {amount}")
-
-
-_DEMO_CLIENT: Client
 
 
 def _ruby_script(stack: ExitStack) -> Optional[Path]:
@@ -175,21 +136,125 @@ def _serve_embedded() -> tuple[Any, str]:
 
 
 def _report(client: Client) -> None:
+    # Every line but the headings holds text from Redis (a job pushed with redis-cli can
+    # carry any bytes): its control characters are written out, never sent to the terminal.
     click.echo("\nWhat ran:")
     for line in client.redis.lrange(client.keys.own("demo:ran"), 0, -1):
-        click.echo("  " + (line.decode() if isinstance(line, bytes) else line))
+        text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+        click.echo("  " + escape_controls(text))
     click.echo(f"\nFailures in {client.keys.failed} (what resque-web shows):")
     for entry in client.failed(0, client.failed_count()):
         if entry is None:
             continue
         payload = entry["payload"]
         label = payload.get("class") if isinstance(payload, dict) else repr(payload)
-        click.echo(f"  {label}: {entry['exception']}: {entry['error']}")
+        click.echo(escape_controls(f"  {label}: {entry['exception']}: {entry['error']}"))
         for frame in entry["backtrace"][:3]:
-            click.echo(f"      {frame}")
+            click.echo(escape_controls(f"      {frame}"))
     info = client.info()
     click.echo(f"\nStats: processed={info['processed']} failed={info['failed']} "
                f"pending={info['pending']} workers={info['workers']}")
+
+
+def _has_password(url: str) -> bool:
+    return "@" in urlsplit(url).netloc
+
+
+def _url_for_shell(url: str) -> str:
+    """``url`` in a command to paste; ``"$REDIS_URL"`` when it holds credentials, which the
+    demo does not print (it says to set the variable instead)."""
+    return '"$REDIS_URL"' if _has_password(url) else shlex.quote(url)
+
+
+def _worker_command(url: str, namespace: str, serve: bool) -> str:
+    """The ``pyresque-work`` command for the worker the demo runs, ready to paste."""
+    words = ["--namespace", namespace, "--queues", DEMO_QUEUES]
+    if not serve:
+        words.append("--exit-on-complete")
+    return (f"pyresque-work --app {DEMO_APP} --redis {_url_for_shell(url)} "
+            + " ".join(shlex.quote(word) for word in words))
+
+
+def _say_commands(client: Client, url: str, serve: bool, embedded: bool) -> None:
+    """The commands to try by hand: a redis-cli push while serving, and the worker's."""
+    if _has_password(url):
+        click.echo("(The commands below read the Redis URL, which holds a password, from "
+                   "$REDIS_URL: set it first.)")
+    if serve:
+        job = shlex.quote('{"class":"Greeter","args":["you"]}')
+        click.echo(f"Worker keeps running; try: redis-cli -u {_url_for_shell(url)} RPUSH "
+                   f"{shlex.quote(client.keys.queue('high'))} {job}   (Ctrl-C stops)")
+    click.echo(f"Running: {_worker_command(url, client.keys.ns, serve)}")
+    if embedded and not serve:
+        click.echo("(The embedded server stops with the demo: to run that command yourself, "
+                   "start the demo with --serve or --redis.)")
+    click.echo()
+
+
+def _job_line(record: HistoryRecord) -> str:
+    """A finished job as the demo prints it: ``[high] Greeter("you") -> success (0.3ms)``."""
+    args: Any = record.args
+    data = wrapped_job_data({"class": JOB_WRAPPER, "args": args})
+    if data is not None and data.get("job_class") == record.class_name:
+        args = data.get("arguments")  # ActiveJob's own arguments, not the wrapper's job_data
+    call = record.class_name or "(not a job)"
+    if record.class_name and isinstance(args, list):
+        call += f"({_cut(wire.dumps(args)[1:-1])})"
+    outcome = record.outcome + (f": {_cut(record.error)}" if record.error else "")
+    # Class, arguments and error came from Redis: any bytes at all.
+    return escape_controls(f"  [{record.queue}] {call} -> {outcome} "
+                           f"({record.duration_ms:.1f}ms)")
+
+
+def _cut(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _follow(client: Client, stop: threading.Event) -> None:
+    """While serving, print each job the worker finishes, from the worker's job history (which
+    has every job: those without a handler and those that are not even JSON too)."""
+    store = History(client.redis, client.keys)
+    shown: set[tuple[float, str]] = set()
+    while True:
+        stopping = stop.wait(FOLLOW_EVERY)
+        try:
+            records = store.recent(FOLLOW_BATCH)
+        except redis.RedisError:  # Redis away for a moment: the next look catches up
+            records = None
+        if records is not None:
+            for record in reversed(records):  # oldest first
+                if (record.finished_at, record.worker) not in shown:
+                    click.echo(_job_line(record))
+            # Only these, the newest, can come back in the next look.
+            shown = {(record.finished_at, record.worker) for record in records}
+        if stopping:
+            return
+
+
+def _work(client: Client, url: str, serve: bool) -> None:
+    """Run the worker of :func:`_worker_command` here, until the queues are empty (or, while
+    serving, until Ctrl-C), printing each job as it finishes while serving."""
+    from . import demo_jobs  # not at import: its handlers go into the default registry
+
+    demo_jobs.record_to(client)
+    config = WorkerConfig(queues=QueueSpec.parse(DEMO_QUEUES), redis_url=url,
+                          namespace=client.keys.ns, apps=[DEMO_APP], interval=0.2,
+                          exit_on_complete=not serve, history=3600.0 if serve else None,
+                          log_level="WARNING")
+    stop = threading.Event()
+    follower = None
+    if serve:
+        follower = threading.Thread(target=_follow, args=(client, stop), name="demo-follow",
+                                    daemon=True)
+        follower.start()
+    try:
+        run_worker(config)
+    except WorkerError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        stop.set()
+        if follower is not None:
+            follower.join(timeout=5)  # its last look prints the jobs finished at the end
 
 
 @click.command()
@@ -202,10 +267,10 @@ def _report(client: Client) -> None:
                    "embedded server). Its keys are deleted at the start of each run; a "
                    "namespace holding keys the demo did not write is refused.")
 @click.option("--serve", is_flag=True,
-              help="Afterwards keep the worker running for redis-cli / Ruby until Ctrl-C.")
+              help="Afterwards keep the worker running for redis-cli / Ruby until Ctrl-C, "
+                   "printing each job it finishes.")
 def demo(redis_url: Optional[str], namespace: Optional[str], serve: bool) -> None:
     """Run a worker on high=2,low=1,default against sample jobs and show what happened."""
-    global _DEMO_CLIENT
     server = None
     if redis_url is None:
         server, url = _serve_embedded()
@@ -217,7 +282,7 @@ def demo(redis_url: Optional[str], namespace: Optional[str], serve: bool) -> Non
     elif not namespace:
         raise click.BadParameter("must not be empty", param_hint="--namespace")
     try:
-        client = _DEMO_CLIENT = Client(url=url, namespace=namespace)
+        client = Client(url=url, namespace=namespace)
         client.redis.ping()
         _reset_namespace(client)
     except click.ClickException:
@@ -229,19 +294,8 @@ def demo(redis_url: Optional[str], namespace: Optional[str], serve: bool) -> Non
                    "(emptied at the start of each run)")
     for note in _enqueue_samples(client, url):
         click.echo(note)
-    if serve:
-        click.echo(f"Worker keeps running; try: redis-cli -u {url} RPUSH "
-                   f"{client.keys.queue('high')} "
-                   "'{\"class\":\"Greeter\",\"args\":[\"you\"]}'   (Ctrl-C stops)")
-    click.echo(f"Running: pyresque-work --namespace {client.keys.ns} "
-               "--queues high=2,low=1,default=1" + ("" if serve else " --exit-on-complete") + "\n")
-    config = WorkerConfig(queues=QueueSpec.parse("high=2,low=1,default=1"), redis_url=url,
-                          namespace=client.keys.ns, interval=0.2, exit_on_complete=not serve,
-                          log_level="WARNING")
-    try:
-        run_worker(config, demo_registry)
-    except WorkerError as exc:
-        raise click.ClickException(str(exc)) from None
+    _say_commands(client, url, serve, embedded=server is not None)
+    _work(client, url, serve)
     _report(client)
     if server is not None:
         server.shutdown()

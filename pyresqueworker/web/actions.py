@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Callable, Union
+from urllib.parse import unquote
 
 import redis
 
@@ -30,7 +31,8 @@ class ActionError(Exception):
 
 
 def _field(form: Form, name: str) -> str:
-    value = form.get(name, "")
+    """A name the page's form carries percent-encoded (see macros.html's ``button``)."""
+    value = unquote(form.get(name, ""))
     if not value:
         raise ActionError(f"The form has no {name}.")
     return value
@@ -120,27 +122,36 @@ def clear_retried(client: Client, form: Form) -> str:
 def pause_queue(client: Client, form: Form) -> str:
     """Pause one queue for pyresqueworker workers."""
     queue = _field(form, "queue")
+    # Each state is read just before its write, so the message says what this click changed.
+    changed = queue not in client.paused_queues()
     client.pause_queue(queue)
-    return f"Queue {queue} is paused (pyresqueworker workers stop taking its jobs)."
+    return (f"Queue {queue} is paused (pyresqueworker workers stop taking its jobs)." if changed
+            else f"Queue {queue} was already paused; nothing changed.")
 
 
 def unpause_queue(client: Client, form: Form) -> str:
     """Resume one queue."""
     queue = _field(form, "queue")
+    changed = queue in client.paused_queues()
     client.unpause_queue(queue)
-    return f"Queue {queue} is resumed."
+    return (f"Queue {queue} is resumed." if changed
+            else f"Queue {queue} was not paused; nothing changed.")
 
 
 def pause_all(client: Client, form: Form) -> str:
     """Resque's global pause: Ruby and Python workers stop claiming."""
+    changed = not client.all_paused()
     client.pause_all()
-    return "All workers are paused (Ruby and Python)."
+    return ("All workers are paused (Ruby and Python)." if changed
+            else "All workers were already paused; nothing changed.")
 
 
 def unpause_all(client: Client, form: Form) -> str:
     """Lift the global pause."""
+    changed = client.all_paused()
     client.unpause_all()
-    return "Workers are resumed."
+    return ("Workers are resumed." if changed
+            else "Workers were not paused (pause-all-workers was not set); nothing changed.")
 
 
 # -- periodic schedules -------------------------------------------------------------------

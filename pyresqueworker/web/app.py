@@ -23,6 +23,7 @@ from ..client._client import Client
 from ..client.history import History
 from ..log import logger
 from ..protocol.connection import describe
+from ..protocol.safe_text import escape_controls
 from ..worker.timeseries import SeriesStore
 from . import chart_data, pages
 from .actions import ACTIONS, ActionError
@@ -124,6 +125,7 @@ class Dashboard:
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(HERE / "templates")),
             autoescape=True,  # every value is escaped unless a template says otherwise: none do
+            finalize=_shown,  # ... and every value's control characters too: none can forget
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
@@ -344,8 +346,18 @@ class Dashboard:
                 status=status, message=message, version=_version.__version__)
         except jinja2.TemplateError:
             body = f"<!doctype html><title>{html.escape(status)}</title>" \
-                   f"<p>{html.escape(message)}</p>"
+                   f"<p>{html.escape(escape_controls(message))}</p>"
         return Response(status, body.encode("utf-8"))
+
+
+def _shown(value: Any) -> Any:
+    """Every ``{{ value }}`` of every template, before it is escaped: text with its control
+    characters written out as the CLI writes them (``\\x1b``), since any client may have put
+    an escape sequence or a bidi override into what Redis holds. Newlines stay (backtraces in
+    ``<pre>``). Markup is what a macro made of values that already came through here."""
+    if value is None or isinstance(value, (int, float)) or hasattr(value, "__html__"):
+        return value
+    return escape_controls(str(value), keep_newlines=True)
 
 
 def make_app(client: Client, *, username: Optional[str] = None, password: Optional[str] = None,

@@ -16,6 +16,7 @@ import click
 from ..._version import __version__
 from ...protocol import wire
 from ...protocol.failure import PRUNE_DIRTY_EXIT
+from ...protocol.queues import closest_queue
 from ...worker._prune import Pruner
 from .._options import connection_options, tls_files
 from . import views
@@ -202,37 +203,60 @@ def pause(admin: AdminContext, queue: Optional[str], force: bool) -> None:
     """Pause QUEUE, or with no QUEUE every worker (Resque's pause-all-workers).
 
     A queue pause holds back this package's workers only; Ruby workers honour the global one.
+    A pause that is on already is said to be, and is not an error.
     """
+    client = admin.client
     if queue is None:
-        admin.client.pause_all()
-        message = "paused all workers (pause-all-workers is set; Ruby and Python workers stop)"
+        changed = not client.all_paused()
+        client.pause_all()
+        message = ("paused all workers (pause-all-workers is set; Ruby and Python workers stop)"
+                   if changed else "all workers were already paused (pause-all-workers was "
+                                   "set; nothing changed)")
     else:
         # A typo ("mial") would otherwise be paused silently while "mail" runs on.
-        if not force and not views.queue_is_known(admin.client, queue):
+        if not force and not views.queue_is_known(client, queue):
+            closest = closest_queue(queue, client.queues())
+            guess = f"did you mean {closest!r}? " if closest is not None else ""
             raise AdminError(f"there is no queue {queue!r} (no jobs waiting in it, not in the "
-                             "queues set, no worker watches it); --force pauses it anyway")
-        admin.client.pause_queue(queue)
-        message = f"paused queue {queue} (pyresqueworker workers only; Ruby workers ignore it)"
-    _report_pause(admin, queue, True, message)
+                             f"queues set, no worker watches it); {guess}--force pauses it "
+                             "anyway")
+        changed = queue not in client.paused_queues()
+        client.pause_queue(queue)
+        message = (f"paused queue {queue} (pyresqueworker workers only; Ruby workers ignore it)"
+                   if changed else f"queue {queue} was already paused (nothing changed)")
+    _report_pause(admin, queue, True, changed, message)
 
 
 @main.command()
 @click.argument("queue", required=False)
 @admin_command
 def unpause(admin: AdminContext, queue: Optional[str]) -> None:
-    """Resume QUEUE, or with no QUEUE lift the global pause-all-workers."""
+    """Resume QUEUE, or with no QUEUE lift the global pause-all-workers.
+
+    Resuming what was not paused is said to be, and is not an error.
+    """
+    client = admin.client
     if queue is None:
-        admin.client.unpause_all()
-        message = "unpaused all workers (pause-all-workers removed)"
+        changed = client.all_paused()
+        client.unpause_all()
+        message = ("unpaused all workers (pause-all-workers removed)" if changed else
+                   "workers were not paused (pause-all-workers was not set; nothing changed)")
     else:
-        admin.client.unpause_queue(queue)
-        message = f"unpaused queue {queue}"
-    _report_pause(admin, queue, False, message)
+        changed = queue in client.paused_queues()
+        client.unpause_queue(queue)
+        message = (f"unpaused queue {queue}" if changed
+                   else f"queue {queue} was not paused (nothing changed)")
+        if client.all_paused():  # the queue's jobs still wait: say why
+            message += "\n" + ALL_PAUSED
+    _report_pause(admin, queue, False, changed, message)
 
 
-def _report_pause(admin: AdminContext, queue: Optional[str], paused: bool, message: str) -> None:
+def _report_pause(admin: AdminContext, queue: Optional[str], paused: bool, changed: bool,
+                  message: str) -> None:
+    # ``changed`` is read just before the write: a client pausing the same queue at the same
+    # moment may make both claim the change, but the state left is the one asked for.
     if admin.as_json:
-        echo_json({"queue": queue, "paused": paused})
+        echo_json({"queue": queue, "paused": paused, "changed": changed})
     else:
         click.echo(message)
 

@@ -19,6 +19,8 @@ from typing import IO, Any, Optional
 
 import click
 
+from ...protocol.safe_text import escape_controls
+
 __all__ = [
     "ProgressLine",
     "clean",
@@ -41,20 +43,8 @@ GAP = "  "
 # How far ``shrink_first`` columns give way before the others start to shrink.
 SOFT_FLOOR = 24
 
-# C0/C1 controls, DEL, line/paragraph separators and bidi embedding/override/isolate marks.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_UNSAFE_KEEP_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e"
-                                  "\u2066-\u2069]")
 # What json.dumps(ensure_ascii=False) leaves raw although a terminal may act on it.
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    char = match.group()
-    if char in "\t\r\n":
-        return " "
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def clean(value: Any, *, multiline: bool = False) -> str:
@@ -62,8 +52,7 @@ def clean(value: Any, *, multiline: bool = False) -> str:
     text = value if isinstance(value, str) else ("-" if value is None else str(value))
     if not multiline:
         text = text[: MAX_CELL * 4]
-        return _UNSAFE.sub(_escape, text)
-    return _UNSAFE_KEEP_NEWLINE.sub(_escape, text)
+    return escape_controls(text, keep_newlines=multiline)
 
 
 def display_width(text: str) -> int:
