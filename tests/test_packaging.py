@@ -7,6 +7,7 @@ checkout cannot add files the published archives would lack.
 
 from __future__ import annotations
 
+import configparser
 import email
 import os
 import re
@@ -22,6 +23,9 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 from test_demo import ruby_and_gem
 
 from pyresqueworker import __version__
@@ -33,6 +37,20 @@ NOT_SOURCE = (".git", "__pycache__", "*.egg-info", "build", "dist", ".mypy_cache
               ".ruff_cache", ".pytest_cache", ".hypothesis", ".benchmarks", "*.pyc")
 # Markdown links and images: [text](target) and ![alt](target).
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+# pip before 23.3 (the pip Python 3.9 to 3.12 come with) can backtrack for many minutes when
+# the newest release of a package the [test] tree asks for with an extra (X[extra]) cannot
+# install on the running Python and the index does not say so up front (a local index or a
+# mirror without Requires-Python data; from PyPI pip skips such releases unseen). For each such
+# package (ours: fakeredis[lua], mkdocstrings[python]; selenium's urllib3[socks]): its newest
+# release, which every Python it did not drop must still get, and for each Python it dropped,
+# the last release that installs there and the first that does not (PyPI, measured for issue
+# 24; docs/getting-started.md). A new requirement with an extra needs its line here.
+ASKED_WITH_AN_EXTRA: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
+    "fakeredis": ("2.41.0", {}),
+    "mkdocstrings": ("1.0.8", {"3.9": ("0.30.1", "1.0.0"), "3.10": ("1.0.6", "1.0.7")}),
+    "urllib3": ("2.8.0", {"3.9": ("2.6.3", "2.7.0")}),
+}
+UPPER_BOUNDS = ("<", "<=", "==", "===", "~=")
 
 
 @dataclass(frozen=True)
@@ -69,7 +87,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     pytest.importorskip("wheel", reason="the test extra's `wheel` is not installed")
     work = tmp_path_factory.mktemp("packaging")
     source = work / "src"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+    # symlinks=True: pyresqueworker/ruby_client stays the link to examples/ruby_client it is in
+    # the checkout, not a second copy of the Ruby client.
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     out = work / "dist"
     # --sdist --wheel builds the wheel from the unpacked sdist: the sdist must be complete.
     result = subprocess.run(
@@ -182,3 +202,57 @@ def test_the_version_says_beta_and_titles_are_built_from_it() -> None:
              for under in ("pyresqueworker", "tests") for path in (ROOT / under).rglob("*.py")
              if re.search(r"resque-\d+\.\d+\.\d+: ", path.read_text(encoding="utf-8"))]
     assert not stale, stale
+
+
+def setup_cfg() -> configparser.ConfigParser:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg", encoding="utf-8")
+    return config
+
+
+def supported_pythons() -> list[str]:
+    """The Python versions setup.cfg's classifiers promise: 3.9 to 3.13."""
+    classifiers = setup_cfg()["metadata"]["classifiers"].splitlines()
+    return [found.group(1) for line in classifiers
+            if (found := re.fullmatch(r"Programming Language :: Python :: (3\.\d+)", line))]
+
+
+def requirements_on(extra: str, python: str) -> dict[str, SpecifierSet]:
+    """What ``pip install '.[extra]'`` asks for on ``python``, by name, specifiers combined."""
+    lines = setup_cfg()["options.extras_require"][extra].splitlines()
+    env = {"python_version": python, "python_full_version": f"{python}.0", "extra": extra}
+    asked: dict[str, SpecifierSet] = {}
+    for requirement in (Requirement(line) for line in lines if line.strip()):
+        if requirement.marker is None or requirement.marker.evaluate(env):
+            name = canonicalize_name(requirement.name)
+            asked[name] = asked.get(name, SpecifierSet()) & requirement.specifier
+    return asked
+
+
+def test_every_requirement_of_the_test_extra_with_an_extra_is_accounted_for() -> None:
+    lines = setup_cfg()["options.extras_require"]["test"].splitlines()
+    with_extras = {canonicalize_name(Requirement(line).name) for line in lines
+                   if line.strip() and Requirement(line).extras}
+    assert with_extras <= set(ASKED_WITH_AN_EXTRA), with_extras - set(ASKED_WITH_AN_EXTRA)
+    # A Python added to the classifiers needs the [test] extra measured on it (getting-started).
+    assert supported_pythons() == ["3.9", "3.10", "3.11", "3.12", "3.13"]
+
+
+@pytest.mark.parametrize("python", supported_pythons())
+def test_the_test_extra_resolves_without_backtracking_on(python: str) -> None:
+    """On each Python a package's newest releases dropped, the [test] extra caps it at the last
+    release that installs there, so that pip before 23.3 resolves the extra in seconds (Python
+    3.9's took more than 15 minutes); nothing else has an upper bound, so every Python gets the
+    newest releases it can install."""
+    asked = requirements_on("test", python)
+    for name, (newest, dropped) in ASKED_WITH_AN_EXTRA.items():
+        specifier = asked.get(name, SpecifierSet())
+        if python in dropped:
+            last, first_without = dropped[python]
+            assert last in specifier and first_without not in specifier, (name, str(specifier))
+        else:
+            assert newest in specifier, (name, str(specifier))
+    capped = {name for name, specifier in asked.items()
+              if any(spec.operator in UPPER_BOUNDS for spec in specifier)}
+    expected = {name for name, (_, dropped) in ASKED_WITH_AN_EXTRA.items() if python in dropped}
+    assert capped == expected, f"capped on {python}: {sorted(capped)}, not {sorted(expected)}"

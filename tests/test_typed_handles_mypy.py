@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+TYPED_JOBS = ROOT / "docs" / "typed-jobs.md"
 
 GOOD = '''
 from pyresqueworker import JobHandle, job, default_registry
@@ -99,4 +101,71 @@ def test_mypy_rejects_wrong_arguments_and_accepts_right_ones(tmp_path: Path) -> 
     assert 'Too many arguments for "enqueue_to" of "JobHandle"' in by_line[20]
     assert 'Unexpected keyword argument "m" for "enqueue" of "JobHandle"' in by_line[21]
     assert sorted(by_line) == [17, 18, 19, 20, 21], result.stdout
+    assert result.returncode == 1
+
+
+def promised_example() -> tuple[str, list[str]]:
+    """The example under docs/typed-jobs.md's "The mypy error you get", and what mypy says."""
+    text = TYPED_JOBS.read_text(encoding="utf-8")
+    section = text.split("\n## The mypy error you get\n", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"(?ms)^```python\n(.*?)^```", section)
+    errors = re.search(r"(?ms)^```text\n(.*?)^```", section)
+    assert code and errors, section
+    return code.group(1), errors.group(1).splitlines()
+
+
+def test_the_promised_example_is_where_the_install_test_reads_it() -> None:
+    code, errors = promised_example()
+    assert "from pyresqueworker import job" in code
+    assert len(errors) == 2 and all(line.startswith("example.py:") for line in errors), errors
+
+
+@pytest.mark.slow
+def test_mypy_sees_the_editable_install_of_the_readme(tmp_path: Path) -> None:
+    """The README's `pip install -e` and then mypy --strict in another folder: the errors
+    docs/typed-jobs.md promises, not `Cannot find implementation or library stub for module
+    named "pyresqueworker"`. mypy and pyright read the paths of a .pth file but cannot follow
+    the import hook setuptools installs for a layout it does not find simple (issue 24)."""
+    pytest.importorskip("mypy", reason="the test extra's mypy is not installed")
+    specs = [importlib.util.find_spec(name) for name in ("pip", "setuptools", "wheel")]
+    if specs[0] is None or specs[1] is None:
+        pytest.skip("needs pip and setuptools to install offline")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    python = str(venv / "bin" / "python")
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    # Offline, so the venv borrows this interpreter's pip and build tools (pip installs the
+    # project without build isolation), and gives them back before mypy looks at it: then mypy
+    # can find pyresqueworker only through what the install itself wrote into the venv.
+    borrowed = Path(purelib) / "borrowed-build-tools.pth"
+    borrowed.write_text("".join(f"{Path(spec.origin).parent.parent}\n"
+                                for spec in specs if spec and spec.origin))
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("PYTHONPATH", "MYPYPATH", "PYTHONHOME")}
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-index",
+         "--no-deps", "--no-build-isolation", "-e", str(ROOT)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    borrowed.unlink()
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # Python finds the checkout's package (found, not imported: its dependencies are not here).
+    where = "import importlib.util as u; print(u.find_spec('pyresqueworker').origin)"
+    probe = subprocess.run([python, "-c", where], cwd=elsewhere, env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert probe.stdout.strip() == str(ROOT / "pyresqueworker" / "__init__.py"), probe.stderr
+
+    code, promised = promised_example()
+    (elsewhere / "example.py").write_text(code, encoding="utf-8")
+    # --python-executable: mypy takes its installed packages from the venv's interpreter alone.
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--python-executable", python, "--strict",
+         "--no-error-summary", "--cache-dir", str(tmp_path / "cache"), "example.py"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert result.stdout.splitlines() == promised, result.stdout + result.stderr
     assert result.returncode == 1
