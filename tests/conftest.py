@@ -126,6 +126,40 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def tls_files() -> Iterator[Path]:
+    """A CA, and a server and a client certificate it signed (for 127.0.0.1), made with
+    openssl in a temporary directory: ``ca.crt``, ``server.*`` and ``client.*`` (.crt, .key)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    folder = Path(tempfile.mkdtemp(prefix="pyresque-tls-"))
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    for name in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-copy_extensions", "copy", "-out", f"{name}.crt")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def tls_redis_server(tls: Path) -> RedisServer:
+    """A redis-server that speaks TLS only (on its ``port``) and requires a client certificate
+    signed by the CA of ``tls`` (``tls-auth-clients yes``, Redis's default)."""
+    port = free_port()
+    return RedisServer((
+        "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(tls / "server.crt"),
+        "--tls-key-file", str(tls / "server.key"),
+        "--tls-ca-cert-file", str(tls / "ca.crt"), "--tls-auth-clients", "yes",
+    ), ready_port=port, tls=tls)
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> Iterator[str]:
     """URL of the session's real Redis, emptied before each test."""

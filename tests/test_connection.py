@@ -24,7 +24,7 @@ from pyresqueworker.protocol.connection import (
 )
 from pyresqueworker.protocol.wire import Keys
 from pyresqueworker.worker._claim import NO_FINISH, SUCCESS, Claimed, Claimer
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer, free_port, tls_redis_server
 
 
 def test_redact_url_hides_passwords_everywhere() -> None:
@@ -68,34 +68,9 @@ async def ping_async(url: str, tls: TLSFiles | None = None) -> bool:
         await client.aclose(close_connection_pool=True)
 
 
-@pytest.fixture(scope="module")
-def tls_files() -> Iterator[Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    folder = Path(tempfile.mkdtemp(prefix="pyresque-tls-"))
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-        "-keyout", "ca.key", "-out", "ca.crt")
-    for name in ("server", "client"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", f"{name}.key",
-            "-out", f"{name}.csr")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-copy_extensions", "copy", "-out", f"{name}.crt")
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 def test_tls_with_ca_and_client_certificate(tls_files: Path) -> None:
-    port = free_port()
-    server = RedisServer((
-        "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(tls_files / "server.crt"),
-        "--tls-key-file", str(tls_files / "server.key"),
-        "--tls-ca-cert-file", str(tls_files / "ca.crt"), "--tls-auth-clients", "yes",
-    ), ready_port=port, tls=tls_files)
+    server = tls_redis_server(tls_files)
+    port = server.port
     try:
         files = TLSFiles(ca=str(tls_files / "ca.crt"), cert=str(tls_files / "client.crt"),
                          key=str(tls_files / "client.key"))

@@ -12,7 +12,7 @@ import click
 
 from ..protocol.connection import NAMESPACE_ENV, REDIS_ENV, TLSFiles
 
-__all__ = ["NAMESPACE_ENV", "REDIS_ENV", "connection_options", "tls_files"]
+__all__ = ["NAMESPACE_ENV", "REDIS_ENV", "connection_options", "ps_note", "tls_files"]
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -20,12 +20,21 @@ F = TypeVar("F", bound=Callable[..., object])
 _FILE = click.Path(exists=True, dir_okay=False)
 
 
-def connection_options(*, from_env: bool = True, hide_tls: bool = False) -> Callable[[F], F]:
+def ps_note(when: str) -> str:
+    """What ``--redis`` help says about a password on the command line: ``ps`` shows it to
+    every user of the machine (``when``: for how long)."""
+    return f"A password in it shows in ps {when}: prefer PYRESQUE_REDIS or REDIS_URL."
+
+
+def connection_options(*, from_env: bool = True, hide_tls: bool = False,
+                       when_shown: str = "while the command runs") -> Callable[[F], F]:
     """Add ``--redis`` (``redis_url``), ``--tls-ca``, ``--tls-cert``, ``--tls-key`` and
     ``--namespace`` to a click command.
 
     ``from_env=False`` gives options with no environment fallback and no defaults (``None``
     when not given), for a subcommand that may override what its group already read.
+    ``when_shown``: how long ``ps`` shows a password given with ``--redis`` (see
+    :func:`ps_note`).
     """
 
     def env(*names: str) -> Optional[list[str]]:
@@ -34,9 +43,11 @@ def connection_options(*, from_env: bool = True, hide_tls: bool = False) -> Call
     def decorate(function: F) -> F:
         options = [
             click.option("--redis", "redis_url", envvar=env(*REDIS_ENV),
-                         help="redis://, rediss://, unix:// or redis+sentinel:// URL.  "
+                         help="redis://, rediss://, unix:// or redis+sentinel:// URL. "
+                              + ps_note(when_shown) + "  "
                               + ("[default: redis://127.0.0.1:6379/0]" if from_env else
-                                 "[default: as given before the subcommand, or REDIS_URL]")),
+                                 "[default: as given before the subcommand, or "
+                                 "PYRESQUE_REDIS / RESQUE_REDIS_URL / REDIS_URL]")),
             click.option("--tls-ca", envvar=env("PYRESQUE_TLS_CA"), type=_FILE, hidden=hide_tls,
                          help="CA bundle to trust for rediss:// (default: the system's)."),
             click.option("--tls-cert", envvar=env("PYRESQUE_TLS_CERT"), type=_FILE,

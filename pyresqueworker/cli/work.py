@@ -1,8 +1,10 @@
 """``pyresque-work``: a thin click layer over :func:`pyresqueworker.run_worker`.
 
 Every flag can also come from an environment variable (shown in ``--help``); Resque's own
-``QUEUES``/``QUEUE``, ``INTERVAL`` and ``REDIS_URL`` work too. A bad value prints one line and
-exits with 2; an unreachable Redis prints one line and exits with 1; never a traceback.
+``QUEUES``/``QUEUE``, ``INTERVAL`` and ``RESQUE_REDIS_URL``/``REDIS_URL`` work too (after
+``PYRESQUE_REDIS``: the order every entry point reads, see :mod:`pyresqueworker.protocol.urls`).
+A bad value prints one line and exits with 2; an unreachable Redis prints one line and exits
+with 1; never a traceback.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import click
 from .._version import __version__
 from ..client.history import parse_duration
 from ..log import setup_logging
-from ..protocol.connection import ConfigError, TLSFiles
+from ..protocol.connection import NAMESPACE_ENV, REDIS_ENV, ConfigError, TLSFiles
 from ..protocol.queues import QueueSpec, QueueSpecError
 from ..worker.config import MAX_ASYNC_SLOTS, MAX_CONNECTIONS, WorkerConfig
 from ..worker.runner import WorkerError, run_worker
+from ._options import ps_note
 
 __all__ = ["run_command", "work", "work_main"]
 
@@ -43,15 +46,15 @@ def _env(*names: str) -> list[str]:
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
                epilog="Every option can also be set from the environment: PYRESQUE_<OPTION> "
                       "(e.g. PYRESQUE_CONCURRENCY=8); Resque's QUEUES/QUEUE, INTERVAL and "
-                      "REDIS_URL / RESQUE_REDIS_URL work too.")
+                      "RESQUE_REDIS_URL / REDIS_URL work too (PYRESQUE_REDIS first).")
 @click.option("--queues", "-q", callback=_queues, envvar=_env("PYRESQUE_QUEUES", "QUEUES", "QUEUE"),
               help="Queues: 'high=2,low=1' weighted, 'high,low' strict, '*', 'mail_*', '!slow'.")
 @click.option("--app", "-a", "apps", multiple=True, envvar="PYRESQUE_APP",
               help="Module or .py file that registers handlers (repeatable).")
-@click.option("--redis", "redis_url",
-              envvar=_env("PYRESQUE_REDIS", "RESQUE_REDIS_URL", "REDIS_URL"),
-              help="redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL.  "
-                   "[default: redis://127.0.0.1:6379/0]")
+@click.option("--redis", "redis_url", envvar=list(REDIS_ENV),
+              help="redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL. "
+                   + ps_note("for ~0.2 s, until the worker renames its process")
+                   + "  [default: redis://127.0.0.1:6379/0]")
 @click.option("--connect-timeout", default=30.0, type=click.FloatRange(0),
               envvar="PYRESQUE_CONNECT_TIMEOUT",
               help="Seconds to keep retrying Redis at start-up before giving up.")
@@ -61,7 +64,7 @@ def _env(*names: str) -> list[str]:
               help="Client certificate for rediss://.")
 @click.option("--tls-key", envvar="PYRESQUE_TLS_KEY", type=_FILE,
               help="Key of the client certificate.")
-@click.option("--namespace", default="resque:", envvar="PYRESQUE_NAMESPACE",
+@click.option("--namespace", default="resque:", envvar=NAMESPACE_ENV,
               help="Key prefix shared with Ruby ('{resque}:' for Redis Cluster).")
 @click.option("--concurrency", "-c", default=1, type=click.IntRange(1, MAX_ASYNC_SLOTS),
               envvar="PYRESQUE_CONCURRENCY",
@@ -147,7 +150,8 @@ def work(**options: Any) -> int:
     options["apps"] = list(options["apps"])
     tls = TLSFiles(options.pop("tls_ca"), options.pop("tls_cert"), options.pop("tls_key"))
     options["tls"] = tls if tls.options() else None
-    config = WorkerConfig(**options)
+    # The program's name (pyresque-work, manage.py pyresque_work) lets hints name its --app.
+    config = WorkerConfig(**options, command=click.get_current_context().info_name)
     return run_worker(config)
 
 

@@ -17,8 +17,8 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.client import Pipeline
 
 from ..jobs.retry import Retry
-from ..protocol import wire
 from ..protocol.connection import connect_async, describe
+from ..protocol.urls import resolve_namespace
 from ._aio_delayed import AsyncDelayedQueue
 from ._client import Client
 from ._commands import Op, T, arun
@@ -35,9 +35,10 @@ class AsyncClient(ClientCore):
 
     ``redis``: a ``redis.asyncio.Redis`` or a URL (the same as ``url=``; every URL
     :func:`~pyresqueworker.protocol.connection.connect_async` takes: ``redis://``, ``rediss://``,
-    ``unix://``, ``redis+sentinel://``, with ACL users and passwords). ``queue_for``: as for
-    :class:`~pyresqueworker.Client`. Close it with ``await client.close()`` or use it
-    as ``async with AsyncClient(url) as client:``.
+    ``unix://``, ``redis+sentinel://``, with ACL users and passwords). Without a URL or a
+    namespace, both come from the environment as for :class:`~pyresqueworker.Client`.
+    ``queue_for``: as for :class:`~pyresqueworker.Client`. Close it with
+    ``await client.close()`` or use it as ``async with AsyncClient(url) as client:``.
     """
 
     def __init__(
@@ -45,9 +46,10 @@ class AsyncClient(ClientCore):
         redis: Optional[AsyncRedis | str] = None,
         *,
         url: Optional[str] = None,
-        namespace: str = wire.DEFAULT_NAMESPACE,
+        namespace: Optional[str] = None,
         queue_for: Optional[Callable[[str], Optional[str]]] = REGISTERED_QUEUE,
     ) -> None:
+        namespace = resolve_namespace(namespace)
         if isinstance(redis, str):
             if url is not None:
                 raise TypeError("pass the Redis URL once: AsyncClient(url) or AsyncClient(url=...)")

@@ -15,8 +15,8 @@ from redis import Redis
 
 from ..jobs.registry import default_registry
 from ..jobs.retry import Retry
-from ..protocol import wire
 from ..protocol.connection import connect, describe, pinned_to_namespace
+from ..protocol.urls import resolve_namespace
 from ._commands import Op, T, run
 from ._core import REGISTERED_QUEUE, ClientCore
 from ._enqueue_ops import NoClassError, NoQueueError
@@ -35,6 +35,9 @@ class Client(ClientCore):
 
     ``redis``: a ``redis.Redis``, a ``redis.cluster.RedisCluster``, or a URL (the same as
     ``url=``; see :class:`~pyresqueworker.protocol.connection.ConnectionFactory` for the schemes).
+    Without one, the URL comes from the environment as for every entry point (``PYRESQUE_REDIS``,
+    ``RESQUE_REDIS_URL``, ``REDIS_URL``, first set wins), and so does a namespace not given
+    (``PYRESQUE_NAMESPACE``, else ``resque:``).
     ``queue_for`` maps a class name to its default queue (Ruby's ``@queue``) for
     :meth:`enqueue` calls without ``queue=``; by default the queue of the handler registered
     with ``@job`` in this process (``None`` turns that off).
@@ -45,9 +48,10 @@ class Client(ClientCore):
         redis: Optional[Redis | str] = None,
         *,
         url: Optional[str] = None,
-        namespace: str = wire.DEFAULT_NAMESPACE,
+        namespace: Optional[str] = None,
         queue_for: Optional[Callable[[str], Optional[str]]] = REGISTERED_QUEUE,
     ) -> None:
+        namespace = resolve_namespace(namespace)
         if isinstance(redis, str):  # Client("redis://..."), as redis.Redis.from_url users write
             if url is not None:
                 raise TypeError("pass the Redis URL once: Client(url) or Client(url=...)")

@@ -21,6 +21,7 @@ import redis
 import redis.asyncio
 
 from ..protocol._resp import LuaScript
+from ..protocol.connection import CredentialsError, credentials_error
 
 __all__ = ["Batch", "Command", "Op", "ScriptCall", "arun", "call", "cmd", "run", "send"]
 
@@ -103,6 +104,12 @@ def run(conn: redis.Redis, op: Op[T], pipeline: Optional[redis.client.Pipeline] 
     except StopIteration as done:
         result: T = done.value
         return result
+    except CredentialsError:
+        raise
+    except redis.exceptions.AuthenticationError as exc:
+        # Redis's words ("HELLO must be called with the client already authenticated...")
+        # do not say that the URL lacks a password: say it, as the command lines do.
+        raise credentials_error(exc, conn) from exc
 
 
 def _send_sync(conn: redis.Redis, batch: Batch,
@@ -150,6 +157,10 @@ async def arun(conn: redis.asyncio.Redis, op: Op[T],
     except StopIteration as done:
         result: T = done.value
         return result
+    except CredentialsError:
+        raise
+    except redis.exceptions.AuthenticationError as exc:
+        raise credentials_error(exc, conn) from exc  # explained, as in run()
 
 
 async def _send_async(conn: redis.asyncio.Redis, batch: Batch,

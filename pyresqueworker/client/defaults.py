@@ -2,7 +2,7 @@
 
 ``archive.enqueue(7)`` (see :mod:`pyresqueworker.jobs.handles`) needs a Redis to write to. It uses
 the client made from :func:`configure`'s settings, or, when the program never called it, from
-the environment the command-line tools read (``PYRESQUE_REDIS``, ``RESQUE_REDIS_URL``,
+the environment every entry point reads (``PYRESQUE_REDIS``, ``RESQUE_REDIS_URL``,
 ``REDIS_URL``, first set wins, else ``redis://127.0.0.1:6379/0``; ``PYRESQUE_NAMESPACE``).
 
 Both clients are made on first use, under a lock, so threads starting together share one.
@@ -14,14 +14,11 @@ get two); it is dropped once its loop is closed and another loop asks for one.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..jobs.handles import use_default_clients
-from ..protocol import wire
-from ..protocol.connection import NAMESPACE_ENV, REDIS_ENV, resolve_url
 from ._client import Client
 
 if TYPE_CHECKING:
@@ -105,13 +102,9 @@ def _make_client() -> Client:
 
 
 def _settings() -> dict[str, Any]:
-    """Constructor arguments for either client: the configured ones, else the environment's."""
-    url, namespace = _url, _namespace
-    if url is None:
-        url = resolve_url(None, REDIS_ENV)
-    if namespace is None:
-        namespace = os.environ.get(NAMESPACE_ENV) or wire.DEFAULT_NAMESPACE
-    return {"url": url, "namespace": namespace, **_options}
+    """Constructor arguments for either client: the configured ones; what is not configured
+    the clients read from the environment (see :mod:`pyresqueworker.protocol.urls`)."""
+    return {"url": _url, "namespace": _namespace, **_options}
 
 
 def _close_on(loop: asyncio.AbstractEventLoop, client: AsyncClient) -> None:

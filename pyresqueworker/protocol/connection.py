@@ -6,12 +6,10 @@ uses, so all of them follow Redis when it moves (see :mod:`pyresqueworker.protoc
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Sequence
+import inspect
 from dataclasses import dataclass
 from typing import Any, Optional
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 import redis.asyncio
@@ -29,22 +27,18 @@ from ._locate import (
     NodeLocator,
     SentinelLocator,
 )
+from .urls import DEFAULT_URL, NAMESPACE_ENV, REDIS_ENV, redact_url, resolve_url
 from .wire import has_hash_tag as wire_has_hash_tag
 
+# DEFAULT_URL, NAMESPACE_ENV, REDIS_ENV, redact_url and resolve_url live in .urls; they are
+# named here too, where callers have always imported them from.
 __all__ = [
     "DEFAULT_URL", "NAMESPACE_ENV", "REDIS_ENV", "WORKER_PERMISSIONS", "ConfigError",
-    "ConnectionFactory", "TLSFiles",
-    "connect", "connect_async", "describe", "explain_error", "pinned_to_namespace", "redact_url",
-    "resolve_url",
+    "ConnectionFactory", "CredentialsError", "TLSFiles", "certificate_required",
+    "connect", "connect_async", "credentials_error", "describe", "explain_error",
+    "pinned_to_namespace", "redact_url", "resolve_url", "wants_client_certificate",
 ]
 
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
-#: Where the command lines and the default client read the Redis URL from (first set wins),
-#: as ``pyresque-work`` does, and the namespace.
-REDIS_ENV = ("PYRESQUE_REDIS", "RESQUE_REDIS_URL", "REDIS_URL")
-NAMESPACE_ENV = "PYRESQUE_NAMESPACE"
-# What a bare Client() reads: the Resque variables, not the command lines' own.
-_ENV_VARS = REDIS_ENV[1:]
 _SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster",
             "rediss+cluster")
 
@@ -53,33 +47,9 @@ class ConfigError(ValueError):
     """A setting that cannot work; its message is safe to print (no credentials)."""
 
 
-def resolve_url(url: Optional[str] = None, env: Sequence[str] = _ENV_VARS) -> str:
-    """The URL to use: the argument, else the first set of ``env`` (``RESQUE_REDIS_URL``,
-    ``REDIS_URL``), else local."""
-    if url:
-        return url
-    for name in env:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return DEFAULT_URL
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password (and query-string password) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable redis url>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = (f"{user}:***@" if ":" in userinfo else "***@") + host
-        if not user and ":" in userinfo:
-            netloc = ":***@" + host
-    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+class CredentialsError(redis.exceptions.AuthenticationError):
+    """Redis refused the connection's credentials, or wanted some and got none; the message
+    (from :func:`explain_error`) says which and how to give them, without the password."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +144,7 @@ class ConnectionFactory:
 
     def connect(self, **options: Any) -> redis.Redis:
         """A ``redis.Redis`` client; ``single_connection_client=True`` for one socket."""
-        options.setdefault("retry", Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10))
+        options.setdefault("retry", _default_retry(Retry))
         single = options.pop("single_connection_client", False)
         kwargs, secure = self._client_kwargs(options)
         pool_class = _LazyPool if single else redis.ConnectionPool
@@ -210,8 +180,7 @@ class ConnectionFactory:
         if self.is_cluster:
             raise ConfigError(f"{redact_url(self.url)!r}: the asyncio client does not "
                               "support redis+cluster:// URLs")
-        options.setdefault("retry", AsyncRetry(ExponentialWithJitterBackoff(base=0.01, cap=1.0),
-                                               10))
+        options.setdefault("retry", _default_retry(AsyncRetry))
         kwargs, secure = self._client_kwargs(options)
         if self.scheme == "unix":
             kwargs["connection_class"] = aio_connection.UnixDomainSocketConnection
@@ -243,6 +212,22 @@ class ConnectionFactory:
         if not isinstance(self.locator, SentinelLocator):
             return None
         return FailoverWatch(self.locator, self._sentinels, self._sentinel_options)
+
+
+def _default_retry(retry_class: Any) -> Any:
+    """Ten retries with short backoff; where redis-py can be told (its ``is_retryable``),
+    none for what no retry fixes: credentials refused or missing, or a TLS server's demand
+    for a client certificate. redis-py nests the retries of a command and of its connect, so
+    such an error would otherwise take ~45 s to be raised."""
+    checks = "is_retryable" in inspect.signature(retry_class.__init__).parameters
+    return retry_class(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10,
+                       **({"is_retryable": _retryable} if checks else {}))
+
+
+def _retryable(exc: Exception) -> bool:
+    # A module function: redis-py deep-copies the retry into every connection.
+    return not (isinstance(exc, redis.exceptions.AuthenticationError)
+                or certificate_required(exc))
 
 
 class _LazyPool(redis.ConnectionPool):
@@ -301,14 +286,58 @@ WORKER_PERMISSIONS = ("+@read", "+@write", "+@scripting", "+@connection", "+time
                       "+client", "~<namespace>*")
 
 
-def explain_error(exc: BaseException, where: str) -> str:
+# What a server that wants a password says to a connection that gave none: RESP2's reply,
+# and RESP3's to the HELLO redis-py sends first.
+_NO_PASSWORD_GIVEN = ("NOAUTH", "Authentication required",
+                      "HELLO must be called with the client already authenticated")
+# How a TLS server that requires a client certificate turns away a connection without one:
+# TLS 1.3 sends its alert after the handshake, so the client sees the alert, or (when it was
+# writing its first command at that moment) the connection closed under it. Only the alert
+# is certain: a connection closed under a command may also be a blip, worth a retry.
+_CERTIFICATE_REQUIRED = "certificate required"
+_CLOSED_UNDER_IT = ("EOF occurred in violation of protocol", "unexpected eof while reading",
+                    "Connection reset by peer")
+
+
+def _text_of(exc: BaseException) -> str:
+    return f"{exc} {exc.__cause__ or ''} {exc.__context__ or ''}".lower()
+
+
+def certificate_required(exc: BaseException) -> bool:
+    """Whether ``exc`` carries a TLS server's "certificate required" alert: no retry helps."""
+    return _CERTIFICATE_REQUIRED in _text_of(exc)
+
+
+def wants_client_certificate(exc: BaseException, where: str,
+                             tls: Optional[TLSFiles] = None) -> bool:
+    """Whether ``exc`` is, or looks like, a TLS server turning away a connection made to
+    ``where`` (a URL) without a client certificate (``tls`` holds none)."""
+    if not where.lower().startswith("rediss") or (tls is not None and tls.cert):
+        return False
+    text = _text_of(exc)
+    return any(sign.lower() in text for sign in (_CERTIFICATE_REQUIRED, *_CLOSED_UNDER_IT))
+
+
+def explain_error(exc: BaseException, where: str, tls: Optional[TLSFiles] = None) -> str:
     """One line, the same in every command, for a Redis that cannot be used as configured.
 
-    ``where`` is the redacted URL (see :func:`redact_url`).
+    ``where`` is the redacted URL (see :func:`redact_url`); ``tls`` the TLS files the
+    connection was made with, to tell a server that wants a client certificate.
     """
     text = str(exc).strip()
+    if isinstance(exc, CredentialsError):  # explained already (by a Client)
+        return text
     if isinstance(exc, redis.exceptions.AuthenticationError):
+        if any(sign in text for sign in _NO_PASSWORD_GIVEN):
+            # Redis's own words (NOAUTH, or RESP3's advice about HELLO AUTH) would mislead.
+            return (f"Redis at {where} needs a password and none was given: put it in the URL,"
+                    " redis://:PASSWORD@host:port/db (redis://USER:PASSWORD@... for an ACL "
+                    "user), e.g. in PYRESQUE_REDIS or REDIS_URL")
         return f"Redis at {where} refused the credentials (wrong user or password): {text}"
+    if wants_client_certificate(exc, where, tls):
+        return (f"Redis at {where} asked for a TLS client certificate and none was given; pass"
+                " --tls-cert and --tls-key (PYRESQUE_TLS_CERT, PYRESQUE_TLS_KEY; from Python "
+                f"TLSFiles(cert=..., key=...)): {text}")
     if isinstance(exc, redis.exceptions.NoPermissionError):
         return (f"Redis at {where} refused a command to this ACL user: {text}; the user needs "
                 + " ".join(WORKER_PERMISSIONS))
@@ -319,6 +348,13 @@ def explain_error(exc: BaseException, where: str) -> str:
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
         return f"cannot reach Redis at {where}: {text}"
     return f"Redis at {where} answered with an error: {type(exc).__name__}: {text}"
+
+
+def credentials_error(exc: redis.exceptions.AuthenticationError,
+                      client: redis.Redis | redis.asyncio.Redis) -> CredentialsError:
+    """``exc`` as a :class:`~pyresqueworker.Client` raises it: explained the way the command
+    lines explain it (a password missing, or refused), still an ``AuthenticationError``."""
+    return CredentialsError(explain_error(exc, describe(client)))
 
 
 def connect(

@@ -9,13 +9,13 @@ traceback (:class:`WorkerError`).
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 import redis
 
 from ..log import logger
 from ..protocol._outage import Backoff, is_redis_away, server_info
-from ..protocol.connection import explain_error
+from ..protocol.connection import TLSFiles, explain_error, wants_client_certificate
 
 __all__ = ["WorkerError", "is_cluster_node", "retry_start_up"]
 
@@ -33,11 +33,13 @@ def is_cluster_node(conn: redis.Redis) -> bool:
 
 
 def retry_start_up(step: Callable[[], T], what: str, where: str, timeout: float,
-                   stopped: Callable[[], bool] = lambda: False) -> T:
+                   stopped: Callable[[], bool] = lambda: False,
+                   tls: Optional[TLSFiles] = None) -> T:
     """Run a start-up step, retrying while Redis is away for up to ``timeout`` seconds.
 
     Then, or at once for an error that waiting cannot fix (credentials, permissions, a bad
-    database index), :class:`WorkerError` with one line naming ``where`` (no password).
+    database index, a TLS server that wants the client certificate ``tls`` lacks),
+    :class:`WorkerError` with one line naming ``where`` (no password).
     """
     deadline = time.monotonic() + timeout
     backoff = Backoff(base=0.1, cap=1.0)
@@ -45,8 +47,11 @@ def retry_start_up(step: Callable[[], T], what: str, where: str, timeout: float,
         try:
             return step()
         except Exception as exc:
-            if not is_redis_away(exc) or isinstance(exc, redis.exceptions.AuthenticationError):
-                raise WorkerError(explain_error(exc, where) + f" (while trying to {what})"
+            # A fresh TLS connection without a client certificate, closed at its first
+            # command, is the server wanting one (its alert may come second): no wait helps.
+            if (not is_redis_away(exc) or isinstance(exc, redis.exceptions.AuthenticationError)
+                    or wants_client_certificate(exc, where, tls)):
+                raise WorkerError(explain_error(exc, where, tls) + f" (while trying to {what})"
                                   ) from None
             if stopped():
                 raise WorkerError(f"stopped while waiting for Redis at {where}: {exc}") from None

@@ -16,7 +16,8 @@ import redis
 
 from ...client._client import Client
 from ...protocol import wire
-from ...protocol.connection import TLSFiles, connect, explain_error, redact_url, resolve_url
+from ...protocol.connection import TLSFiles, connect, explain_error
+from ...protocol.urls import PASSWORD_IN_PS, password_in_argv, redact_url, resolve_url
 from .._options import connection_options, tls_files
 
 __all__ = [
@@ -55,6 +56,7 @@ class AdminContext:
         self.as_json = as_json
         self._client: Optional[Client] = None
         self._now: Optional[float] = None
+        self._warned = False
 
     def override(self, redis_url: Optional[str], tls_ca: Optional[str], tls_cert: Optional[str],
                  tls_key: Optional[str], namespace: Optional[str], as_json: bool) -> None:
@@ -92,6 +94,13 @@ class AdminContext:
             self._now = int(seconds) + int(micros) / 1e6
         return self._now
 
+    def warn_of_password_in_ps(self) -> None:
+        """Say once, on stderr, that the Redis password stands on the command line, where
+        ``ps`` shows it; only once Redis was used, so that a failure stays one line."""
+        if self._client is not None and not self._warned and password_in_argv(self.redis_url):
+            self._warned = True
+            click.echo(f"{PROG}: warning: {PASSWORD_IN_PS}", err=True)
+
     def close(self) -> None:
         if self._client is not None:
             self._client.redis.close()
@@ -116,10 +125,14 @@ class AdminGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
         except redis.RedisError as exc:
-            where = ctx.obj.where if isinstance(ctx.obj, AdminContext) else "?"
-            raise AdminError(explain_error(exc, where)) from None
+            if not isinstance(ctx.obj, AdminContext):
+                raise AdminError(explain_error(exc, "?")) from None
+            raise AdminError(explain_error(exc, ctx.obj.where, ctx.obj.tls)) from None
+        if isinstance(ctx.obj, AdminContext):  # set by the group's callback, run just now
+            ctx.obj.warn_of_password_in_ps()
+        return result
 
 
 def json_option(function: F) -> F:

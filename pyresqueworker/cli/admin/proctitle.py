@@ -26,3 +26,4 @@ def hide_password_from_ps(admin: AdminContext, *words: str) -> None:
     shown = redact_url(url)
     if shown != url:
         set_proctitle(" ".join((PROG, *words, shown)))
+    admin.warn_of_password_in_ps()  # now, not when the command ends (it may run for hours)
