@@ -17,13 +17,18 @@ import click
 import pytest
 import redis
 import yaml
-from doc_blocks import ROOT, python_blocks, run_page
+from doc_blocks import ROOT, Block, bound_and_free, python_blocks, run_page
 
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
 RUNNABLE = [page for page in PAGES
             if any(block.skip is None
                    for block in python_blocks(page.read_text(encoding="utf-8")))]
+# Pages with a block that stands alone (neither skipped nor continued from above).
+README = ROOT / "README.md"
+STANDALONE = [page for page in [*PAGES, README]
+              if any(block.skip is None and not block.needs
+                     for block in python_blocks(page.read_text(encoding="utf-8")))]
 GITHUB_DOCS = "https://github.com/pyresqueworker/pyresqueworker/blob/main/docs/"
 # The guides issue 14 lists, and the pages that carry the rest of the old README.
 GUIDES = ("getting-started.md", "ruby.md", "worker.md", "reliability.md", "scheduling.md",
@@ -81,10 +86,11 @@ def real_flags() -> set[str]:
                 flags.add(option.split("=")[0])
         if isinstance(command, click.Group):
             commands.extend(command.commands.values())
-    bench = "".join(path.read_text(encoding="utf-8")
-                    for path in [ROOT / "scripts" / "bench.py",
-                                 *(ROOT / "scripts" / "benchkit").glob("*.py")])
-    return flags | set(re.findall(r"""["'](--[a-z][a-z0-9-]*)["']""", bench))
+    scripts = "".join(path.read_text(encoding="utf-8")
+                      for name in ("bench", "soak")
+                      for path in [ROOT / "scripts" / f"{name}.py",
+                                   *(ROOT / "scripts" / f"{name}kit").glob("*.py")])
+    return flags | set(re.findall(r"""["'](--[a-z][a-z0-9-]*)["']""", scripts))
 
 
 @pytest.mark.parametrize("page", RUNNABLE, ids=[str(p.relative_to(DOCS)) for p in RUNNABLE])
@@ -92,6 +98,76 @@ def test_page_python_blocks_run_in_order_on_a_fresh_redis(page: Path, redis_url:
                                                           r: redis.Redis) -> None:
     result = run_page(page, redis_url)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("page", STANDALONE,
+                         ids=[str(p.relative_to(DOCS)) if p.is_relative_to(DOCS) else p.name
+                              for p in STANDALONE])
+def test_page_python_blocks_run_each_on_its_own_on_a_fresh_redis(page: Path, redis_url: str,
+                                                                 r: redis.Redis) -> None:
+    """A reader copies one block: it runs by itself (fresh globals, registry and Redis),
+    unless its first line says what it takes from above (``# continued from above: ...``)."""
+    result = run_page(page, redis_url, alone=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_block_continued_from_above_names_what_it_takes_and_above_has_it() -> None:
+    for page in [*PAGES, README]:
+        blocks = [block for block in python_blocks(page.read_text(encoding="utf-8"))
+                  if block.skip is None]
+        defined: set[str] = set()
+        for block in blocks:
+            where = f"{page.name} line {block.line}"
+            bound, free = bound_and_free(block.code)
+            if block.needs:
+                assert set(block.needs) <= defined, (where, set(block.needs) - defined)
+                assert free <= set(block.needs), (where, "also needs", free - set(block.needs))
+            defined |= bound
+
+
+def test_the_parser_reads_what_a_block_continued_from_above_needs() -> None:
+    text = ("## A\n```python\nx, y = 1, 2\n```\n```python\n"
+            "# continued from above: x,y\nprint(x + y)\n```\n"
+            "```python\n# continued from above, sort of\n```\n")
+    assert python_blocks(text) == [
+        Block(3, "A", "x, y = 1, 2\n", None),
+        Block(6, "A", "# continued from above: x,y\nprint(x + y)\n", None, ("x", "y")),
+        Block(10, "A", "# continued from above, sort of\n", None)]
+    assert bound_and_free("import os.path as p\nfor i in x: print(p, i, len(y))\n") == (
+        {"p", "i"}, {"x", "y"})
+
+
+def test_alone_each_block_gets_fresh_globals_registry_and_redis(tmp_path: Path, redis_url: str,
+                                                                 r: redis.Redis) -> None:
+    """What ``alone`` promises, on a page of blocks that lean on the one before them."""
+    page = tmp_path / "page.md"
+    page.write_text("\n".join([
+        "## Set up", "```python",
+        "from pyresqueworker import Client, job",
+        "x = 1",
+        '@job("Probe", queue="probe")',
+        "def probe() -> None: ...",
+        'Client("redis://127.0.0.1:6379/0").enqueue("Probe")',
+        "```",
+        "## Leaning on it", "```python",
+        "print(x)",
+        "```", "```python",
+        "from pyresqueworker.testing import run_inline",
+        'run_inline({"class": "Probe", "args": []})',
+        "```", "```python",
+        "from pyresqueworker import Client",
+        'assert Client("redis://127.0.0.1:6379/0").size("probe") == 1',
+        "```", "```python",
+        "# continued from above: x",
+        "assert x == 1",
+        "```", ""]), encoding="utf-8")
+    assert run_page(page, redis_url).returncode == 0
+    result = run_page(page, redis_url, alone=True)
+    assert result.returncode == 1
+    failed = re.findall(r"page\.md line (\d+) ", result.stderr)
+    assert failed == ["11", "14", "18"], result.stderr
+    assert "NameError: name 'x'" in result.stderr
+    assert "uninitialized constant Probe" in result.stderr
 
 
 def test_skipped_blocks_say_why_and_stay_the_exception() -> None:
