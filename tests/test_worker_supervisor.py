@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 from typing import Callable
 
 import pytest
@@ -22,6 +23,8 @@ from worker_helpers import (
     wait_started,
     wait_until,
 )
+
+from pyresqueworker.worker._supervisor import Supervisor
 
 Spawn = Callable[..., WorkerProc]
 HOST = socket.gethostname()
@@ -123,3 +126,43 @@ def test_draining_processes_exit_and_the_supervisor_with_them(
     assert supervisor.wait_exit() == 0  # children that finish cleanly are not restarted
     assert sorted(d["args"][0] for d in ran(r)) == list(range(6))
     assert r.smembers(NS + "workers") == set() and all_worker_keys(r) == []
+
+
+def test_a_child_its_job_kills_is_replaced_at_once_until_the_job_is_a_poison_pill(
+    r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    """A handler that segfaults kills the child running it. Each death is replaced at once
+    (no restart delay: the child was working, and its job counts toward --max-recoveries),
+    so the job ends as a poison pill after a few quick restarts and the job behind it runs,
+    where a growing restart delay used to stall the queue for seconds."""
+    # --max-jobs: a supervisor even with one process (it replaces recycled children).
+    supervisor = spawn_worker("--app", "crash_jobs", "--queues", "q", "--processes", "1",
+                              "--max-jobs", "1000", "--max-recoveries", "3")
+    registered_children(supervisor, 1)
+    pushed = time.monotonic()
+    r.rpush(NS + "queue:q", '{"class":"Segfault","args":["x"]}', '{"class":"Record","args":[1]}')
+    [entry] = wait_failures(r, 1, timeout=30)
+    assert entry["exception"] == "pyresqueworker.PoisonPill"
+    assert entry["payload"] == {"class": "Segfault", "args": ["x"]}
+    [done] = wait_ran(r, 1, timeout=30)
+    took = time.monotonic() - pushed
+    assert done["args"] == [1]
+    assert r.llen("test:segfaults") == 4  # the first run and three recoveries
+    restarts = [line for line in supervisor.log().splitlines()
+                if "worker process died; restarting" in line]
+    assert len(restarts) == 4, supervisor.log()
+    assert all("held_job=True" in line and "restart_in_s=0.0" in line for line in restarts), (
+        "\n".join(restarts))
+    print(f"\nSEGFAULT x4 under a supervisor: the next job ran {took:.2f} s after the push")
+    registered_children(supervisor, 1)  # a live replacement is registered
+    assert supervisor.stop(signal.SIGTERM) == 0
+    assert r.smembers(NS + "workers") == set() and all_worker_keys(r) == []
+
+
+def test_a_child_that_dies_before_working_still_waits_a_growing_delay() -> None:
+    supervisor = Supervisor(1, lambda: 0)
+    supervisor.started_at[0] = 100.0
+    assert [supervisor.next_restart_delay(0, 101.0) for _ in range(3)] == [0.5, 1.0, 2.0]
+    # Dying with a job: replaced at once, and the crash loop's delays are forgotten.
+    assert supervisor.next_restart_delay(0, 101.0, held_job=True) == 0.0
+    assert supervisor.next_restart_delay(0, 101.0) == 0.5

@@ -11,6 +11,7 @@ streak and retried the same way: no loop ever dies of it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
@@ -20,9 +21,17 @@ from typing import Any, Callable, Optional
 import redis
 
 from ..log import logger
+from ._probe import Prober, is_link_down
 from .redis_errors import REDIS_ERRORS, transient_code
 
-__all__ = ["Backoff", "Outage", "OutageBook", "is_redis_away", "server_info"]
+__all__ = ["STOP_PATIENCE", "Backoff", "Outage", "OutageBook", "is_redis_away", "server_info"]
+
+#: Seconds a stopping worker keeps trying a Redis that does not answer (to report a finished
+#: job, give back running ones, unregister) before it leaves them to recovery and exits.
+STOP_PATIENCE = 2.0
+#: Longest wait for the prober before a loop retries its own command anyway.
+PROBE_PATIENCE = 10.0
+_JITTER = 0.05  # spread of the retries of a process's loops once the prober heard Redis
 
 
 class Backoff:
@@ -39,11 +48,14 @@ class Backoff:
         self.failures = 0
 
 
-def gives_up_when_stopping(stopping: bool, owes_redis: bool, deadline: float) -> bool:
+def gives_up_when_stopping(stopping: bool, owes_redis: bool, deadline: float,
+                           down_for: float = 0.0) -> bool:
     """Whether a slot whose Redis call failed stops retrying: only once the worker is stopping,
     and then at once if it owes Redis nothing (no finished job to report), else when its
-    shutdown time is over (recovery takes what is left)."""
-    return stopping and (not owes_redis or time.monotonic() > deadline)
+    shutdown time is over or Redis has not answered it for :data:`STOP_PATIENCE` seconds
+    (``down_for``): recovery takes what is left, and the stop does not hang on a dead Redis."""
+    return stopping and (not owes_redis or time.monotonic() > deadline
+                         or down_for >= STOP_PATIENCE)
 
 
 def is_redis_away(exc: BaseException) -> bool:
@@ -74,6 +86,33 @@ class OutageBook:
         self._lock = threading.Lock()
         self._down: set[int] = set()
         self._since = 0.0
+        self.prober: Optional[Prober] = None  # see probe_with
+        self._on_reachable: list[Callable[[], None]] = []
+
+    def probe_with(self, connect: Callable[[], redis.Redis]) -> None:
+        """Let loops that lost their link wait for a :class:`Prober` on connections from
+        ``connect`` (fresh, long timeouts, no retries) instead of retrying blind; the first
+        caller's ``connect`` is kept."""
+        with self._lock:
+            if self.prober is None:
+                self.prober = Prober(connect)
+
+    def on_reachable(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (it must not raise or block) each time an outage ends: a loop that
+        did not notice the outage, blocked in a call on a connection the outage may have
+        killed, is then told to move on."""
+        with self._lock:
+            self._on_reachable.append(callback)
+
+    def reachable_again(self) -> None:
+        """Run the :meth:`on_reachable` callbacks (an outage just ended)."""
+        with self._lock:
+            callbacks = list(self._on_reachable)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # a listener's bug must not end the loop that noticed
+                logger.exception("outage listener failed")
 
     def down(self, loop: Outage) -> bool:
         """Record ``loop`` as failing; True if it opens the outage (the one that logs)."""
@@ -107,13 +146,21 @@ class Outage:
         self.on_recovered = on_recovered
         self._redis_down = False
         self._crashing = False
+        self._failing_since = 0.0  # monotonic time this streak of failures began
 
     @property
     def active(self) -> bool:
         return self.backoff.failures > 0
 
+    @property
+    def down_for(self) -> float:
+        """Seconds this loop has been failing (0 while it is not)."""
+        return time.monotonic() - self._failing_since if self.active else 0.0
+
     def failed(self, exc: BaseException) -> float:
         """Log ``exc`` if it starts an outage (or a streak of errors); returns the delay."""
+        if not self.active:
+            self._failing_since = time.monotonic()
         delay = self.backoff.next_delay()
         if is_redis_away(exc):
             self._redis_down = True
@@ -129,6 +176,33 @@ class Outage:
             self._crashing = True
         return delay
 
+    def pause(self, exc: BaseException, stopped: Callable[[], bool]) -> None:
+        """:meth:`failed`, then wait before the retry: while the link is down and the book
+        has a prober, until a probe sent after now gets an answer (see
+        :mod:`~pyresqueworker.protocol._probe`), else (or once ``stopped()``) the backoff."""
+        delay = self.failed(exc)
+        prober = self.book.prober
+        if (prober is not None and is_link_down(exc)
+                and prober.wait(time.monotonic(), stopped, PROBE_PATIENCE)):
+            time.sleep(random.uniform(0, _JITTER))
+            return
+        time.sleep(delay)
+
+    async def apause(self, exc: BaseException, stopped: Callable[[], bool]) -> None:
+        """:meth:`pause` for a coroutine: the event loop goes on meanwhile."""
+        delay = self.failed(exc)
+        prober = self.book.prober
+        if prober is not None and is_link_down(exc):
+            since = time.monotonic()
+            deadline = since + PROBE_PATIENCE
+            while not stopped() and time.monotonic() < deadline:
+                if prober.answered_since(since):
+                    await asyncio.sleep(random.uniform(0, _JITTER))
+                    return
+                prober.want()
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(delay)
+
     def succeeded(self) -> None:
         """A pass went through: end the outage (logging it if this loop was the last)."""
         if not self.backoff.failures:
@@ -141,5 +215,6 @@ class Outage:
             if lasted is not None:
                 logger.info("redis reachable again", extra={
                     "loop": self.what, "outage_s": round(lasted, 2)})
+                self.book.reachable_again()
         if self.on_recovered is not None:
             self.on_recovered()

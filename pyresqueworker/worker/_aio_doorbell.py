@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import Sequence
 from typing import Callable, Optional
 
@@ -75,7 +76,10 @@ class AioDoorbell:
         self._wanted: set[str] = set()
         self._watched: dict[str, asyncio.Task[None]] = {}
         self._stopped = False
-        self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+        self._loop = asyncio.get_running_loop()
+        self._poller = self._loop.create_task(self._poll_loop())
+        if book is not None:
+            book.on_reachable(self._after_outage_threadsafe)
 
     # -- the slots' side ------------------------------------------------------------------
 
@@ -123,6 +127,24 @@ class AioDoorbell:
         for task in list(self._watched.values()):
             task.cancel()
 
+    def _after_outage_threadsafe(self) -> None:
+        # (Called from whichever thread saw Redis answer again; after the runtime ended, the
+        # loop is closed and there is nothing to restart.)
+        if not self._stopped and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # (closed meanwhile)
+                self._loop.call_soon_threadsafe(self._after_outage)
+
+    def _after_outage(self) -> None:
+        """Redis answers again: a watcher may still await a reply the outage lost (until its
+        link's timeout), and a job pushed meanwhile rang nobody. Restart the watchers and wake
+        every sleeper to claim once."""
+        if self._stopped:
+            return
+        for task in self._watched.values():
+            task.cancel()
+        self._watched.clear()
+        self.wake(len(self._sleepers))
+
     # -- the watchers ---------------------------------------------------------------------
 
     @property
@@ -158,8 +180,8 @@ class AioDoorbell:
                     if isinstance(reply, Exception):
                         raise reply
                     outage.succeeded()
-                except Exception as exc:
-                    await asyncio.sleep(outage.failed(exc))
+                except Exception as exc:  # (until Redis answers a probe, if the link is down)
+                    await outage.apause(exc, lambda: self._stopped)
                     continue
                 if reply is None:
                     continue

@@ -165,7 +165,9 @@ class AsyncRuntime:
         return task
 
     def _watch_link(self) -> AioLink:
-        return AioLink(self.process.connections, WATCH_BLOCK + 5.0)
+        # Just longer than the block: a reply lost in a black hole is noticed a second after
+        # it was due (the watcher then waits for the process's prober, see protocol._probe).
+        return AioLink(self.process.connections, WATCH_BLOCK + 1.0)
 
     async def _monitor(self, tasks: dict[AioSlot, asyncio.Task[None]]) -> None:
         """Act on the process's flags (set by the main thread), refresh glob queues, end a

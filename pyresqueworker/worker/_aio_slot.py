@@ -12,12 +12,12 @@ signals, shutdown) an :class:`AioSlot` looks like a thread slot: ``worker_id``, 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Optional, Union
 
 from ..protocol import wire
 from ..protocol._outage import Outage, gives_up_when_stopping
+from ..protocol._probe import probe_clients
 from ._aio_doorbell import Ring
 from ._aio_perform import perform
 from ._claim import NO_FINISH, PAUSED, Claimed, Claimer, Finish, HeldLarge
@@ -81,6 +81,7 @@ class AioSlot(JobTracking):
         process = self.process
         outage = Outage(f"slot-{self.index}", book=process.outages,
                         on_recovered=process.metrics.reconnected)
+        process.outages.probe_with(probe_clients(process.connections))
         try:
             with process.tracing.worker_calls():  # this task's context: tasks it starts too
                 while True:
@@ -91,9 +92,9 @@ class AioSlot(JobTracking):
                     except Exception as exc:
                         owes = self.finish != NO_FINISH
                         if gives_up_when_stopping(process.stopping.is_set(), owes,
-                                                  process.stop_deadline):
+                                                  process.stop_deadline, outage.down_for):
                             return
-                        await asyncio.sleep(outage.failed(exc))
+                        await outage.apause(exc, process.stopping.is_set)
         finally:
             self.ended = True
 

@@ -77,6 +77,8 @@ class Doorbell:
         self._rings: collections.deque[Ring] = collections.deque()
         self._watched: dict[str, threading.Thread] = {}
         self._wanted: set[str] = set()
+        if book is not None:
+            book.on_reachable(self._after_outage)
 
     # -- the slots' side ------------------------------------------------------------------
 
@@ -118,6 +120,20 @@ class Doorbell:
                     self._watched[queue] = thread
                     thread.start()
 
+    def _after_outage(self) -> None:
+        """Redis answers again. A watcher may still be blocked in a call whose reply the outage
+        lost, waiting out its socket timeout, and a job pushed meanwhile rang nobody: start a
+        fresh watcher per queue (the old one leaves once its call returns) and wake every
+        sleeper to claim once."""
+        with self._cond:  # (re-entrant: _watch takes it too)
+            self._watched.clear()
+            while self._sleepers > len(self._rings):
+                self._rings.append(Ring())  # (nobody waits for these answers)
+            self._cond.notify_all()
+            queues = sorted(self._wanted)
+            self._wanted = set()  # so that _watch starts them again
+            self._watch(queues)
+
     # -- the watchers ----------------------------------------------------------------------
 
     def _watch_loop(self, queue: str) -> None:
@@ -133,9 +149,10 @@ class Doorbell:
                     rang = self._block(conn, key)
                     outage.succeeded()
                 except Exception as exc:
-                    self._stopping.wait(outage.failed(exc))
+                    # (Until Redis answers a probe, when the link is down.)
+                    outage.pause(exc, self._stopping.is_set)
                     continue
-                if not rang:
+                if not rang or not self._current(queue):
                     continue
                 answer = self._ring()
                 if answer is False:
@@ -156,11 +173,17 @@ class Doorbell:
         """Wait until some slot sleeps; False when the process stops or the queue is retired."""
         with self._cond:
             while True:
-                if self._stopping.is_set() or queue not in self._wanted:
+                if (self._stopping.is_set() or queue not in self._wanted
+                        or not self._current(queue)):
                     return False
                 if self._sleepers > len(self._rings):
                     return True
                 self._cond.wait(_CHUNK)
+
+    def _current(self, queue: str) -> bool:
+        """Whether the calling thread is still ``queue``'s watcher (not replaced after an
+        outage, see :meth:`_after_outage`)."""
+        return self._watched.get(queue) is threading.current_thread()
 
     def _block(self, conn: redis.Redis, key: str) -> bool:
         started = time.monotonic()

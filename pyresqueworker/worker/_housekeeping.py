@@ -19,6 +19,7 @@ from .._version import __version__
 from ..log import logger
 from ..protocol import wire
 from ..protocol._outage import Outage, is_redis_away, server_info
+from ..protocol._probe import is_link_down
 from ._host import WorkerHost
 from .timeseries import SeriesStore, SeriesWriter
 
@@ -121,12 +122,19 @@ class Housekeeper:
         outage = Outage("housekeeping", book=p.outages, cap=min(interval, 1.0),
                         on_recovered=p.metrics.reconnected)
         next_second = time.monotonic()
+        # Set when the link went down: Redis work then waits for the process's prober (a
+        # heartbeat sent into a black hole would hold this loop past the heal for its timeout);
+        # the watchdog and the title go on.
+        probe_since: Optional[float] = None
         while not p.stopping.wait(min(_WATCHDOG_TICK, interval)):
             try:
                 now = time.monotonic()
                 for slot in p.slots:
                     slot.interrupt_if_overdue(now)
                 self.update_title()
+                if probe_since is not None and not self._heard_since(probe_since):
+                    continue
+                probe_since = None
                 self.publish_pause()
                 if p.history is not None:
                     p.history.write(p.conn)
@@ -149,6 +157,16 @@ class Housekeeper:
                 # Heartbeat again as soon as Redis answers: after a failover the new master
                 # must see this worker alive before anyone prunes it.
                 next_beat = time.monotonic() + outage.failed(exc)
+                if is_link_down(exc) and p.outages.prober is not None:
+                    probe_since = time.monotonic()
+
+    def _heard_since(self, since: float) -> bool:
+        """Whether the process's prober heard Redis after ``since`` (asking it to go on)."""
+        prober = self.process.outages.prober
+        if prober is None:
+            return True
+        prober.want()
+        return prober.answered_since(since)
 
     def publish_pause(self) -> None:
         """Tell the CLI, dashboard and metrics that this process is paused (USR2), or not."""

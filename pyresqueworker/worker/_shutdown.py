@@ -7,11 +7,19 @@ out of :mod:`~pyresqueworker.worker._process` so it reads as the process's life.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import threading
 import time
-from typing import Callable, TypeVar
+from collections.abc import Iterator
+from typing import Callable, Optional, TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ..log import logger
-from ..protocol._outage import Backoff
+from ..protocol._outage import STOP_PATIENCE, Backoff
 from ..protocol.failure import DIRTY_EXIT
 from ..protocol.redis_errors import REDIS_ERRORS
 from ._claim import Claimer, Finish
@@ -25,13 +33,44 @@ __all__ = ["give_back_running_jobs", "retry_while_stopping", "unregister", "writ
 
 T = TypeVar("T")
 
+#: Timeouts of one shutdown call: a call sent into a black hole must not use up the stop's
+#: patience (STOP_PATIENCE) on its own.
+STOP_CALL_TIMEOUT = 1.0
+
+
+class _Patience(threading.local):
+    # When the shutdown steps give up on Redis: set by the first that finds it away, shared
+    # by the steps after it (a stop gives up once, not once per step), cleared by a success.
+    give_up_at: Optional[float] = None
+
+
+_patience = _Patience()
+
+
+@contextlib.contextmanager
+def _stop_link(process: WorkerHost) -> Iterator[redis.Redis]:
+    """A connection for one shutdown step, with short timeouts and no retries of its own
+    (the process's connection waits 5 s and more on a silent Redis)."""
+    conn = process.connections.connect(
+        single_connection_client=True, socket_timeout=STOP_CALL_TIMEOUT,
+        socket_connect_timeout=STOP_CALL_TIMEOUT, retry=Retry(NoBackoff(), 0))
+    try:
+        yield conn
+    finally:
+        conn.close()
+
 
 def write_history(process: WorkerHost) -> None:
     """Write the last buffered history records at a clean stop (best effort)."""
     if process.history is None or not len(process.history):
         return
+    if _patience.give_up_at is not None:  # an earlier step found Redis gone
+        logger.warning("history records not written", extra={
+            "records": len(process.history), "error": "Redis unreachable"})
+        return
     try:
-        process.history.write(process.conn)
+        with _stop_link(process) as conn:
+            process.history.write(conn)
     except REDIS_ERRORS as exc:
         logger.warning("history records not written", extra={
             "records": len(process.history), "error": str(exc)})
@@ -40,28 +79,40 @@ def write_history(process: WorkerHost) -> None:
 def unregister(process: WorkerHost) -> None:
     """Unregister every slot; a job still in a worker key here was claimed but never
     started (its reply was in flight at the deadline), so it goes back to its queue."""
-    for worker_id in process.worker_ids:
-        outcome = process.pruner.recover(worker_id, DIRTY_EXIT, action="requeue")
+    with _stop_link(process) as conn:
+        pruner = dataclasses.replace(process.pruner, conn=conn)
+        outcomes = [(worker_id, pruner.recover(worker_id, DIRTY_EXIT, action="requeue"))
+                    for worker_id in process.worker_ids]
+    for worker_id, outcome in outcomes:
         if outcome != "idle":
             process.metrics.recovered(1, outcome)
             logger.warning("gave back a claimed job that never started",
                            extra={"worker": worker_id})
 
 
-def retry_while_stopping(step: Callable[[], T], seconds: float = 10.0) -> T:
-    """Run a shutdown step, riding out a short Redis outage; then give up with one line."""
-    backoff = Backoff(base=0.1, cap=1.0)
-    deadline = time.monotonic() + seconds
+def retry_while_stopping(step: Callable[[], T], seconds: float = STOP_PATIENCE) -> T:
+    """Run a shutdown step, riding out a Redis outage of up to ``seconds`` (counted from the
+    first failure of any step of this stop); then give up with one line. The jobs are then
+    where recovery finds them (the worker keys), so a dead Redis costs a stop seconds, not
+    the many a retried call would wait in a black hole."""
+    backoff = Backoff(base=0.05, cap=0.5)
     while True:
+        started = time.monotonic()
         try:
-            return step()
+            result = step()
         except REDIS_ERRORS as exc:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if _patience.give_up_at is None:
+                _patience.give_up_at = started + seconds
+            if now >= _patience.give_up_at:
                 raise WorkerError(
                     f"Redis unreachable while stopping ({exc}); the next prune will "
                     "recover this worker's jobs"
                 ) from None
-            time.sleep(backoff.next_delay())
+            time.sleep(min(backoff.next_delay(), _patience.give_up_at - now))
+        else:
+            _patience.give_up_at = None
+            return result
 
 
 def give_back_running_jobs(process: WorkerHost) -> list[SlotView]:
@@ -74,14 +125,15 @@ def give_back_running_jobs(process: WorkerHost) -> list[SlotView]:
         if slot.child is not None:  # --fork-per-job: the child must not run on
             kill_pid(slot.child)
         abandoned.append(slot)
-        claimer = Claimer(process.conn, process.keys, slot.worker_id)
         if process.config.on_shutdown_timeout == "requeue" and job.payload is not None:
-            claimer.requeue(job.queue, job.raw)
+            with _stop_link(process) as conn:
+                Claimer(conn, process.keys, slot.worker_id).requeue(job.queue, job.raw)
             outcome = "requeued"
         else:
             dirty = RuntimeError("Job still being processed")
             entry = failure_for(job, dirty, name=DIRTY_EXIT)
-            claimer.claim((), Finish("3", entry), "")
+            with _stop_link(process) as conn:
+                Claimer(conn, process.keys, slot.worker_id).claim((), Finish("3", entry), "")
             try:
                 process.registry.run_failure_hooks(job, dirty)
             except Exception as exc:

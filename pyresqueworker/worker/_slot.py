@@ -16,6 +16,7 @@ from typing import Any, Optional
 from ..log import logger
 from ..protocol import wire
 from ..protocol._outage import Outage, gives_up_when_stopping
+from ..protocol._probe import probe_clients
 from ..protocol.job import Job, JobCall
 from ._claim import NO_FINISH, PAUSED, Claimed, Claimer, Finish
 from ._doorbell import Ring
@@ -76,6 +77,7 @@ class Slot(JobTracking, threading.Thread):
         process = self.process
         outage = Outage(self.name, book=process.outages,
                         on_recovered=process.metrics.reconnected)
+        process.outages.probe_with(probe_clients(process.connections))
         while True:
             try:
                 if not self._turn():
@@ -84,9 +86,11 @@ class Slot(JobTracking, threading.Thread):
             except Exception as exc:
                 self.claimer.caller.run_after_send()  # (no request went out: report now)
                 if gives_up_when_stopping(process.stopping.is_set(), self.finish != NO_FINISH,
-                                          process.stop_deadline):
+                                          process.stop_deadline, outage.down_for):
                     return
-                time.sleep(outage.failed(exc))  # not wake.wait: once stopping, wake stays set
+                # Until Redis answers a probe (a lost link), else the backoff; not wake.wait:
+                # once stopping, wake stays set.
+                outage.pause(exc, process.stopping.is_set)
 
     def _turn(self) -> bool:
         """One claim and what follows it (a job, or an idle wait); False to end the loop."""

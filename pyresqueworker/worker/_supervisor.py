@@ -3,7 +3,14 @@
 The parent never starts threads or opens Redis connections before forking (forking a
 threaded Python process is unsafe; the one thread ``--metrics-port`` adds serves scrapes and
 takes no lock a forked worker needs), forwards every signal a worker understands to its
-children, and restarts a child that dies with a growing delay so a crash loop cannot spin.
+children, and replaces a child that dies.
+
+A child that died holding a job (a handler that segfaulted, an OOM kill) is replaced at once:
+its job was recovered and counted toward ``--max-recoveries``, so a job that kills every
+worker that runs it ends as a poison-pill failure after a few quick restarts instead of
+stalling the queue behind growing delays. A child that died holding nothing (a crash at
+start-up, a broken import, a Redis it cannot use) waits a growing delay, so a crash loop that
+does no work cannot spin.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from ..log import logger
 
@@ -34,14 +41,16 @@ class Supervisor:
         count: int,
         child_main: Callable[[], int],
         title: str = "",
-        on_child_died: Optional[Callable[[int], None]] = None,
+        on_child_died: Optional[Callable[[int], Union[bool, None]]] = None,
         on_child_exit: Optional[Callable[[int], None]] = None,
     ) -> None:
         self.count = count
         self.child_main = child_main
         self.title = title
         # Called with the pid of a child that exited uncleanly (killed, crashed): that child
-        # could not unregister, and may have died holding a job in its worker key.
+        # could not unregister, and may have died holding a job in its worker key. It returns
+        # True if the child held a job (it was working: replace it at once), else False or
+        # None (not known: the restart waits its delay).
         self.on_child_died = on_child_died
         self.on_child_exit = on_child_exit  # called with the pid of every child that exits
         self.children: dict[int, int] = {}  # pid -> slot index
@@ -108,9 +117,10 @@ class Supervisor:
                 logger.info("worker process recycled", extra={"pid": pid})
                 self._spawn(index)  # it unregistered cleanly: replace it at once
                 continue
+            held_job = False
             if code not in (0, RECYCLE_EXIT) and self.on_child_died is not None:
                 try:
-                    self.on_child_died(pid)
+                    held_job = self.on_child_died(pid) is True
                 except Exception as exc:  # the supervisor must outlive a failed clean-up
                     logger.error("clean-up after dead worker process failed",
                                  extra={"pid": pid, "error": repr(exc)})
@@ -118,18 +128,23 @@ class Supervisor:
                 finished_cleanly.add(index)
                 logger.info("worker process exited", extra={"pid": pid, "code": code})
                 continue
-            delay = self.next_restart_delay(index, time.monotonic())
+            delay = self.next_restart_delay(index, time.monotonic(), held_job)
             self.restart_at[index] = time.monotonic() + delay
             logger.warning("worker process died; restarting", extra={
-                "pid": pid, "code": code, "restart_in_s": delay})
+                "pid": pid, "code": code, "held_job": held_job, "restart_in_s": delay})
             self._restart_due(finished_cleanly, pending=index)
         return 0
 
-    def next_restart_delay(self, index: int, now: float) -> float:
-        """Seconds before child ``index`` is started again: doubling from 0.5 s to 30 s while
-        it keeps dying young, back to 0.5 s after it ran :data:`HEALTHY_RUN` seconds."""
-        if now - self.started_at[index] >= HEALTHY_RUN:
+    def next_restart_delay(self, index: int, now: float, held_job: bool = False) -> float:
+        """Seconds before child ``index`` is started again: none if it died holding a job,
+        else doubling from 0.5 s to 30 s while it keeps dying young, back to 0.5 s after it
+        ran :data:`HEALTHY_RUN` seconds or died working."""
+        if held_job or now - self.started_at[index] >= HEALTHY_RUN:
+            # It was working: the delays of an earlier crash loop say nothing about it. (Each
+            # such death counts its job toward --max-recoveries, which bounds the restarts.)
             self.restart_delay[index] = 0.0
+        if held_job:
+            return 0.0
         delay = min(max(0.5, self.restart_delay[index] * 2), 30.0)
         self.restart_delay[index] = delay
         return delay
