@@ -239,6 +239,9 @@ def _work(client: Client, url: str, serve: bool) -> None:
     demo_jobs.record_to(client)
     config = WorkerConfig(queues=QueueSpec.parse(DEMO_QUEUES), redis_url=url,
                           namespace=client.keys.ns, apps=[DEMO_APP], interval=0.2,
+                          # It stands for the pyresque-work command printed above, so its
+                          # hints speak of that command's flags.
+                          command="pyresque-work",
                           exit_on_complete=not serve, history=3600.0 if serve else None,
                           log_level="WARNING")
     stop = threading.Event()
