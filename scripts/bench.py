@@ -5,6 +5,7 @@
     python scripts/bench.py --quick         # seconds: small sizes, 1 run (the CI smoke test)
     python scripts/bench.py --only drain,latency --peers rq --runs 5 --json out.json
     python scripts/bench.py --only payload,ioscale,logging,idle --runs 1
+    python scripts/bench.py --baseline main --only drain,payload,ioscale,idle,latency --peers ''
 
 Workloads: drain (queued no-op jobs), floor (a bare socket replaying our per-job Redis bytes),
 enqueue (single calls and bulk), io (50 ms sleeps at concurrency 100), latency (one job at a
@@ -18,6 +19,8 @@ commands (including those inside Lua scripts) and round trips (``INFO`` deltas; 
 is one server read event), worker and Redis CPU time (start-up subtracted), and the worker's
 peak RSS. Peers come from the optional ``[bench]`` extra (Sidekiq from Debian's
 ``ruby-sidekiq``) and are skipped, with a note, when missing: nothing is installed here.
+``--baseline REF`` also runs our worker at git revision REF (from a temporary ``git archive``)
+beside each of ours, and adds a before / after table (after / before, flagged outside +-5 %).
 The code is the ``benchkit`` package beside this file.
 """
 

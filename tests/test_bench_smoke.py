@@ -121,3 +121,95 @@ def test_peers_are_measured_or_skipped_with_a_note(
             assert row["median"]["value"] > 0
         else:
             assert f"{peer}: skipped" in notes and row["note"]
+
+
+def _git_head() -> str:
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=False)
+    if shutil.which("git") is None or done.returncode != 0:
+        pytest.skip("not a git checkout: --baseline needs git")
+    return done.stdout.strip()
+
+
+def test_baseline_measures_ours_at_a_revision_beside_the_working_tree(tmp_path: Path) -> None:
+    """``--baseline HEAD``: each of our rows also at HEAD (from a temporary git archive), side
+    by side in one run, with after / before and the per-job differences."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    head, out = _git_head(), tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--baseline", "HEAD", "--quick", "--only", "payload",
+         "--peers", "", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    base = results["baseline"]
+    assert base["sha"] == head and base["ref"] == "HEAD" and base["name"].startswith("ours@")
+    assert head.startswith(base["name"].removeprefix("ours@"))
+    assert not Path(base["root"]).exists()  # the temporary archive is gone
+    rows = {r["system"]: r for r in results["rows"] if r["workload"] == "payload"}
+    after, before = "ours 1 proc x 1 slot, 10 KB", f"{base['name']} 1 proc x 1 slot, 10 KB"
+    for system in (after, before):  # both measured, with their Redis counts
+        median = rows[system]["median"]
+        assert median["value"] > 0 and median["redis_cpu_us"] > 0, rows[system]
+        assert median["cmds_per_job"] > 1 and median["rts_per_job"] >= 1, rows[system]
+    (record,) = base["comparisons"]
+    assert (record["workload"], record["system"], record["unit"]) == ("payload", after, "jobs/s")
+    assert record["before"] == rows[before]["median"]["value"]
+    assert record["after"] == rows[after]["median"]["value"]
+    assert record["ratio"] == pytest.approx(record["after"] / record["before"])
+    assert {"redis_cpu_us", "cmds_per_job", "rts_per_job"} <= set(record["delta"])
+    assert record["verdict"] in ("same", "better", "WORSE")
+    # The table: both rows, then the before / after section with the ratio.
+    stdout = proc.stdout
+    assert before in stdout and after in stdout
+    section = stdout.split("Before and after: before = " + base["name"], 1)[1]
+    header = section.splitlines()[1]
+    for column in ("before", "after", "after/before", "Redis us/job", "cmds/job", "RTs/job"):
+        assert column in header
+    line = next(ln for ln in section.splitlines() if ln.startswith("payload"))
+    assert after in line and f"{record['ratio']:.3f}" in line
+    assert "rows within +-5% of before" in section
+
+
+def test_baseline_refuses_an_unknown_revision() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--baseline", "no-such-revision-x9", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode != 0 and "--baseline no-such-revision-x9" in proc.stderr
+
+
+def test_comparison_flags_rows_outside_five_percent_and_more_commands() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from benchkit.common import Checkout, Row
+    from benchkit.compare import compare
+
+    code = Checkout("ours@abc1234", "/nowhere", "m:f", "main", "abc1234" * 5)
+
+    def pair(workload: str, system: str, unit: str, old: dict[str, float],
+             new: dict[str, float]) -> list[Row]:
+        return [Row(workload, code.name + system, unit, samples={k: [v] for k, v in old.items()}),
+                Row(workload, "ours" + system, unit, samples={k: [v] for k, v in new.items()})]
+
+    rows = [*pair("drain", " 1x1", "jobs/s", {"value": 100, "cmds_per_job": 10, "rts_per_job": 1},
+                  {"value": 96, "cmds_per_job": 10, "rts_per_job": 1}),
+            *pair("drain", " 1x8", "jobs/s", {"value": 100, "cmds_per_job": 10},
+                  {"value": 94, "cmds_per_job": 11}),
+            *pair("latency", " 1 slot", "ms p50", {"value": 1.0}, {"value": 0.9}),
+            *pair("idle", " idle 50x8x5", "cmds/s", {"value": 30}, {"value": 33}),
+            *pair("idle", " idle 1x1x1", "cmds/s", {"value": 0}, {"value": 0}),
+            *pair("idle", " idle 1x8x5", "cmds/s", {"value": 0}, {"value": 0.4}),
+            Row("drain", "ours 1x25", "jobs/s", samples={"value": [1.0]})]  # no twin: not shown
+    got = {r["system"]: r for r in compare(rows, code)}
+    assert set(got) == {"ours 1x1", "ours 1x8", "ours 1 slot", "ours idle 50x8x5",
+                        "ours idle 1x1x1", "ours idle 1x8x5"}
+    assert got["ours 1x1"]["verdict"] == "same" and got["ours 1x1"]["flags"] == []
+    assert got["ours 1x1"]["ratio"] == pytest.approx(0.96)
+    assert got["ours 1x8"]["flags"] == ["WORSE", "more commands"]
+    assert got["ours 1x8"]["delta"]["cmds_per_job"] == 1
+    assert got["ours 1 slot"]["verdict"] == "better"  # lower latency is better
+    assert got["ours idle 50x8x5"]["verdict"] == "WORSE"  # more idle commands are worse
+    assert (got["ours idle 1x1x1"]["verdict"], got["ours idle 1x1x1"]["ratio"]) == ("same", 1.0)
+    assert (got["ours idle 1x8x5"]["verdict"], got["ours idle 1x8x5"]["ratio"]) == ("WORSE", None)

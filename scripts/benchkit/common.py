@@ -8,7 +8,7 @@ from typing import Optional
 
 from benchkit import jobs as bj
 
-__all__ = ["WORKLOADS", "BenchError", "Metrics", "Row", "Settings", "System"]
+__all__ = ["WORKLOADS", "BenchError", "Checkout", "Metrics", "Row", "Settings", "System"]
 
 # The classic workloads, then issue 13's scale rows.
 WORKLOADS = ("floor", "drain", "enqueue", "io", "latency",
@@ -42,6 +42,21 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class Checkout:
+    """Another version of this package, whose worker runs as a system of its own (``--baseline``).
+
+    Only the worker subprocesses run it: the bench itself (its client, floors, enqueue calls and
+    jobs file) is this checkout's, so both versions are measured by the same code.
+    """
+
+    name: str  # its rows' label prefix instead of "ours": "ours@<short sha>"
+    root: str  # a directory holding that version's ``pyresqueworker`` package
+    entry: str  # what its ``pyresque-work`` console script runs, "module:function"
+    ref: str = ""  # the git revision asked for
+    sha: str = ""  # ...and the commit it named
+
+
+@dataclass(frozen=True)
 class System:
     """One framework in one configuration (``None``: the framework's default)."""
 
@@ -56,6 +71,7 @@ class System:
     extra: tuple[str, ...] = ()  # more worker flags (ours: --history ...)
     queues: tuple[str, ...] = ()  # ours: the watched queues (default: the bench queue only)
     log_level: str = "warning"  # ours: --log-level
+    checkout: Optional[Checkout] = None  # ours: run this version's worker (None: this checkout)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from typing import Any
 import redis
 
 __all__ = [
-    "FRAMEWORKS", "PEERS", "PYTHON_PEERS", "Item", "Pusher", "available", "enqueue",
+    "FRAMEWORKS", "OURS_ENTRY", "PEERS", "PYTHON_PEERS", "Item", "Pusher", "available", "enqueue",
     "enqueue_rate", "worker_argv", "worker_env",
 ]
 
@@ -37,6 +37,7 @@ QUEUE = "bench"
 PYTHON_PEERS = ("rq", "dramatiq", "arq")
 PEERS = (*PYTHON_PEERS, "sidekiq")
 FRAMEWORKS = ("pyresque", *PEERS)
+OURS_ENTRY = "pyresqueworker.cli.work:work_main"  # the pyresque-work console script
 # (job kind, args): ("noop", ()), ("sleep", (seconds,)), ("mark", (tag, sleep seconds)).
 Item = tuple[str, tuple[Any, ...]]
 
@@ -122,7 +123,14 @@ async def arq_mark(ctx: dict[str, Any], tag: str, sleep_s: float) -> None:
 
 
 def _register_ours() -> None:
+    import pyresqueworker
     from pyresqueworker import job
+
+    # The checkout whose package the bench started this worker with (--baseline runs two).
+    want = os.environ.get("BENCH_PACKAGE_ROOT")
+    have = os.path.dirname(os.path.dirname(os.path.realpath(pyresqueworker.__file__)))
+    if want and have != os.path.realpath(want):
+        raise RuntimeError(f"this worker imported the pyresqueworker of {have}, not of {want}")
 
     for kind, fn in (("noop", noop), ("sleep", sleep), ("mark", mark), ("payload", payload),
                      ("asleep", asleep), ("amark", amark)):
@@ -151,12 +159,14 @@ def available(framework: str) -> str | None:
 
 def worker_argv(framework: str, url: str, *, concurrency: int | None = None, processes: int = 1,
                 burst: bool = True, poll: float | None = None, extra: tuple[str, ...] = (),
-                queues: Sequence[str] = (), log_level: str = "warning") -> list[str]:
+                queues: Sequence[str] = (), log_level: str = "warning",
+                entry: str = OURS_ENTRY) -> list[str]:
     """The command that runs one worker of ``framework`` on the ``bench`` queue.
 
     ``concurrency`` None keeps the framework's default (ours 1 slot, dramatiq 8 threads, arq
     10 jobs, Sidekiq its default; RQ's SimpleWorker always runs one job at a time).
-    ``queues`` and ``log_level`` are ours only.
+    ``queues``, ``log_level`` and ``entry`` (the console script's "module:function") are ours
+    only.
     """
     here = os.path.abspath(__file__)
     peers = os.path.join(os.path.dirname(here), "peers.py")
@@ -166,8 +176,9 @@ def worker_argv(framework: str, url: str, *, concurrency: int | None = None, pro
         return bench_sidekiq.worker_argv(concurrency)
     if framework == "pyresque":
         # Exactly what the pyresque-work console script runs, with this interpreter.
-        entry = "import sys; from pyresqueworker.cli.work import work_main; work_main(sys.argv[1:])"
-        argv = [sys.executable, "-c", entry, "--queues", ",".join(queues or [QUEUE]),
+        module, _, function = entry.partition(":")
+        script = f"import sys; from {module} import {function}; sys.exit({function}())"
+        argv = [sys.executable, "-c", script, "--queues", ",".join(queues or [QUEUE]),
                 "--app", here, "--redis", url, "--concurrency", str(concurrency or 1),
                 "--processes", str(processes), "--log-level", log_level, *extra]
         return [*argv, "--exit-on-complete"] if burst else argv

@@ -9,15 +9,21 @@ import argparse
 import json
 import os
 import random
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any, Optional
 
+from benchkit import baseline as bl
+from benchkit import compare as cmp
 from benchkit import jobs as bj
 from benchkit import report as rep
-from benchkit.common import WORKLOADS, Row, Settings, System
+from benchkit.common import WORKLOADS, Checkout, Row, Settings, System
 from benchkit.redis_server import Pinning, redis_server
 from benchkit.scale import ScaleBench
 
@@ -28,33 +34,59 @@ QUICK = dict(runs=1, jobs=2_000, io_jobs=200, latency_samples=20,
              idle_window=2.0)
 
 
-def run(settings: Settings, url: str, pinning: Pinning) -> tuple[dict[str, Any], list[Row]]:
-    """Every selected workload, ``settings.runs`` times, runs interleaved across systems."""
+_INTERRUPTED = threading.Event()
+
+
+def _on_ctrl_c(_signum: int, _frame: Optional[FrameType]) -> None:
+    _INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
+def _go(systems: Iterable[System]) -> Iterator[System]:
+    """``systems`` one by one, the run stopped after Ctrl-C. Ctrl-C also reaches the workers
+    and Redis (one process group), and a row that fails is recorded and the run goes on: left
+    alone, every row after it would fail and the report would be written as if complete."""
+    for system in systems:
+        if _INTERRUPTED.is_set():
+            raise KeyboardInterrupt
+        yield system
+
+
+def run(settings: Settings, url: str, pinning: Pinning,
+        baseline: Optional[Checkout] = None) -> tuple[dict[str, Any], list[Row]]:
+    """Every selected workload, ``settings.runs`` times, runs interleaved across systems (and
+    each of ours beside its twin on ``baseline``, when given)."""
     bench, rng, only = ScaleBench(url, settings, pinning), random.Random(0), settings.only
     info = {**rep.machine_info(url, settings), "pinning": pinning.describe()}
+    pair = bl.Pairing(baseline)
     for n in range(settings.runs):
         print(f"run {n + 1}/{settings.runs}", file=sys.stderr)
+        pair.run = n
         if "floor" in only:
             bench.floor()
-        for system in rep.DRAIN if "drain" in only else []:
+        for system in _go(pair.each(rep.DRAIN)) if "drain" in only else []:
             bench.drain(system)
         if "enqueue" in only:
             bench.enqueue()
-        for system in rep.io_systems(settings.io_concurrency) if "io" in only else []:
+        io = rep.io_systems(settings.io_concurrency) if "io" in only else []
+        for system in _go(pair.each(io)):
             bench.io(system)
         for size, jobs in settings.payloads if "payload" in only else []:
-            for system in rep.PAYLOAD:
+            for system in _go(pair.each(rep.PAYLOAD)):
                 bench.payload(system, size, jobs)
             bench.payload_floor(size, jobs)
-        for system in rep.LOGGING if "logging" in only else []:
+        for system in _go(pair.each(rep.LOGGING)) if "logging" in only else []:
             bench.logging(system)
         for c, jobs in settings.io_scale if "ioscale" in only else []:
-            for system in rep.io_scale_systems(c, settings.io_connections):
+            for system in _go(pair.each(rep.io_scale_systems(c, settings.io_connections))):
                 bench.io_scale(system, jobs)
-        for system in rep.LATENCY if "latency" in only else []:
+        for system in _go(pair.each(rep.LATENCY)) if "latency" in only else []:
             bench.latency(system, rng)
-        for system, interval in rep.idle_systems(settings) if "idle" in only else []:
-            bench.idle(system, interval)
+        for idle, interval in rep.idle_systems(settings) if "idle" in only else []:
+            for system in _go(pair(idle)):
+                bench.idle(system, interval)
+    if _INTERRUPTED.is_set():  # during the last row
+        raise KeyboardInterrupt
     info["load_avg_end"] = os.getloadavg()
     if rep.package_hash() != info["package_sha256"]:
         bench.notes.append("the package's source changed during the run: results mix versions")
@@ -67,11 +99,19 @@ def run(settings: Settings, url: str, pinning: Pinning) -> tuple[dict[str, Any],
                            "(MONITOR, in a second window of the same length); commandstats "
                            "counts a blocking command when it returns, MONITOR when it is sent: "
                            "the target takes the larger")
+    if baseline is not None and {"floor", "enqueue"} & set(only):
+        bench.notes.append("floor and enqueue run in the bench's own process, on this "
+                           f"checkout's code: not compared with {baseline.name}")
     rows = bench.rows
     results = {"machine": info, "settings": asdict(settings), "notes": bench.notes,
                "rows": [{**asdict(r), "median": {m: r.median(m) for m in r.samples}}
                         for r in rows],
                "ratios": rep.ratios(rows, settings), "targets": rep.targets(rows, settings)}
+    if baseline is not None:
+        results["baseline"] = {"name": baseline.name, "ref": baseline.ref, "sha": baseline.sha,
+                               "entry": baseline.entry, "root": baseline.root,
+                               "package_sha256": rep.package_hash(Path(baseline.root)),
+                               "comparisons": cmp.compare(rows, baseline)}
     return results, rows
 
 
@@ -86,6 +126,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--peers", default=",".join(bj.PEERS), help="peers ('' for none)")
     parser.add_argument("--io-connections", type=int, help="ours --connections K (ioscale)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin Redis and workers")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also run our worker at git revision REF (main, a commit, HEAD~3) "
+                             "beside this checkout's, and compare the two")
     args = parser.parse_args(argv)
     only = tuple(w for w in args.only.split(",") if w)
     peers = tuple(p for p in args.peers.split(",") if p)
@@ -99,8 +142,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     settings = replace(settings, runs=args.runs or settings.runs,
                        jobs=max(args.jobs or settings.jobs, 3))
     pinning = Pinning(settings.pin)
-    with redis_server(pinning) as url:
-        results, rows = run(settings, url, pinning)
+    _INTERRUPTED.clear()
+    previous = signal.signal(signal.SIGINT, _on_ctrl_c)
+    try:
+        with ExitStack() as stack:  # the baseline's directory goes last, after its workers
+            code = stack.enter_context(bl.checkout(args.baseline)) if args.baseline else None
+            url = stack.enter_context(redis_server(pinning))
+            results, rows = run(settings, url, pinning, code)
+    except KeyboardInterrupt:
+        print("interrupted: no report written", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     m, s = results["machine"], settings
     print(f"pyresqueworker benchmark, {m['date']}: {m['nproc']} CPUs ({m['cpu']}), Python "
           f"{m['python']}, redis-server {m['redis_server']}, {m['platform']}")
@@ -110,7 +163,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{s.runs} run(s) each; drain/floor/enqueue {s.jobs:,} jobs; io {s.io_jobs:,} x "
           f"{s.io_sleep * 1000:.0f} ms at concurrency {s.io_concurrency}; latency "
           f"{s.latency_samples} samples; pinning: {m['pinning']}\n")
+    if code is not None:
+        b = results["baseline"]
+        print(f"baseline: {b['name']} = {b['ref']} ({b['sha']}), package sha256 "
+              f"{b['package_sha256']}, run from a temporary git archive (removed); after = "
+              f"this working tree\n")
     print(rep.render(rows, results["ratios"], results["targets"]))
+    if code is not None:
+        print("\n" + cmp.render(results["baseline"]["comparisons"], code))
     for note in results["notes"]:
         print(f"note: {note}")
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

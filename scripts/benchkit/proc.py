@@ -14,10 +14,19 @@ from typing import IO, Any, Optional
 from benchkit import jobs as bj
 from benchkit.common import BenchError, System
 
-__all__ = ["PeakRss", "Worker", "threads_of", "tree"]
+__all__ = ["PeakRss", "Worker", "package_env", "threads_of", "tree"]
 
 SCRIPTS = Path(__file__).resolve().parent.parent  # where the benchkit package is
 ROOT = SCRIPTS.parent
+
+
+def package_env(root: str) -> dict[str, str]:
+    """The environment of a process that imports ``pyresqueworker`` from ``root`` (run it with
+    ``cwd=root``: ``python -c`` puts the working directory first on its path), and ``benchkit``
+    from this checkout. ``PYTHONPATH`` comes before site-packages, so before an editable
+    install's path or finder. Our jobs file checks that it did (``BENCH_PACKAGE_ROOT``)."""
+    path = os.pathsep.join(p for p in (root, str(SCRIPTS), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path, "BENCH_PACKAGE_ROOT": root}
 
 
 def tree(pid: int) -> list[int]:
@@ -91,16 +100,17 @@ class Worker:
 
     def __init__(self, url: str, system: System, burst: bool,
                  prefix: Optional[list[str]] = None) -> None:
+        code = system.checkout  # ours at another version (--baseline), or None: this checkout
+        root = code.root if code is not None else str(ROOT)
         argv = bj.worker_argv(system.framework, url, concurrency=system.concurrency,
                               processes=system.processes, burst=burst, poll=system.poll,
                               extra=system.extra, queues=system.queues,
-                              log_level=system.log_level)
-        path = os.pathsep.join(p for p in (str(ROOT), str(SCRIPTS), os.environ.get("PYTHONPATH"))
-                               if p)
+                              log_level=system.log_level,
+                              entry=code.entry if code is not None else bj.OURS_ENTRY)
         env = {**os.environ, "BENCH_FRAMEWORK": system.framework, "BENCH_REDIS_URL": url,
-               "PYTHONPATH": path, **bj.worker_env(system.framework, url)}
+               **package_env(root), **bj.worker_env(system.framework, url)}
         self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([*(prefix or []), *argv], env=env, cwd=ROOT,
+        self.proc = subprocess.Popen([*(prefix or []), *argv], env=env, cwd=root,
                                      stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log)
         self.rss = PeakRss(self.proc.pid)

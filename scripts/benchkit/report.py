@@ -23,8 +23,9 @@ __all__ = ["DRAIN", "LATENCY", "LOGGING", "idle_systems", "io_scale_systems", "i
 
 ROOT = Path(__file__).resolve().parents[2]
 
-OURS_1, OURS_8, OURS_2X8, OURS_25 = (
+OURS_1, OURS_8, OURS_2X4, OURS_2X8, OURS_25 = (
     System("ours 1 proc x 1 slot", "pyresque", 1), System("ours 1 proc x 8 slots", "pyresque", 8),
+    System("ours 2 procs x 4 slots", "pyresque", 4, 2),
     System("ours 2 procs x 8 slots", "pyresque", 8, 2),
     System("ours 1 proc x 25 slots", "pyresque", 25))
 PEER_DRAIN = [
@@ -38,7 +39,7 @@ SIDEKIQ = [System("sidekiq (default concurrency)", "sidekiq"),
 # The cost of job history: the same single slot with --history on.
 OURS_1_HISTORY = System("ours 1 proc x 1 slot --history", "pyresque", 1,
                         extra=("--history", "1d"))
-DRAIN = [OURS_1, OURS_1_HISTORY, OURS_8, OURS_2X8, OURS_25, *PEER_DRAIN, *SIDEKIQ]
+DRAIN = [OURS_1, OURS_1_HISTORY, OURS_8, OURS_2X4, OURS_2X8, OURS_25, *PEER_DRAIN, *SIDEKIQ]
 # Pick-up from the last (lightest) of five watched queues: every other queue is checked first.
 OURS_LAST_OF_5 = System("ours 1 slot, 5th of 5 queues", "pyresque", 1,
                         queues=("q1", "q2", "q3", "q4", "bench"))
@@ -165,7 +166,7 @@ def targets(rows: list[Row], settings: Settings) -> list[dict[str, Any]]:
         return max(values, default=None)
 
     one_proc = best([OURS_1, OURS_8])
-    rts = [v for s in (OURS_1, OURS_8, OURS_2X8, OURS_25)
+    rts = [v for s in (OURS_1, OURS_8, OURS_2X4, OURS_2X8, OURS_25)
            if (v := _med(rows, "drain", s.label, metric="rts_per_job")) is not None]
     sizes = dict(settings.payloads)
     tiny, huge = (payload_systems(s)[0] if s in sizes else "" for s in (100, 1_000_000))
@@ -181,7 +182,7 @@ def targets(rows: list[Row], settings: Settings) -> list[dict[str, Any]]:
         ("drain, 1 slot with --history / without",
          _ratio(_med(rows, "drain", OURS_1_HISTORY.label), _med(rows, "drain", OURS_1.label)),
          0.85, True),
-        ("drain, best configuration (jobs/s)", best([OURS_1, OURS_8, OURS_2X8, OURS_25]),
+        ("drain, best configuration (jobs/s)", best([OURS_1, OURS_8, OURS_2X4, OURS_2X8, OURS_25]),
          10_000, True),
         ("drain, round trips per job (worst of ours)", max(rts, default=None), 1.5, False),
         ("drain, Redis CPU per job, 1 slot (us)",
@@ -235,13 +236,15 @@ TABLES: list[tuple[tuple[str, ...], list[tuple[str, str]]]] = [
 
 
 def _table(rows: list[Row], columns: list[tuple[str, str]]) -> list[str]:
-    head = "".join(f"{title:>13}" for _, title in columns)
-    out = [f"{'workload':8} {'system':34} {'median':>9} {'min-max':>17} {'unit':7}{head}  note"]
+    head, width = "".join(f"{title:>13}" for _, title in columns), max(34, *map(len, (
+        r.system for r in rows)))
+    out = [f"{'workload':8} {'system':{width}} {'median':>9} {'min-max':>17} {'unit':7}{head}"
+           "  note"]
     for r in rows:
         values = r.samples.get("value", [])
         spread = f"{_fmt(min(values))}-{_fmt(max(values))}" if values else "-"
         cells = "".join(f"{_fmt(r.median(m)):>13}" for m, _ in columns)
-        out.append(f"{r.workload:8} {r.system:34} {_fmt(r.median()):>9} {spread:>17} "
+        out.append(f"{r.workload:8} {r.system:{width}} {_fmt(r.median()):>9} {spread:>17} "
                    f"{r.unit:7}{cells}  {r.note}")
     return out
 
@@ -288,9 +291,10 @@ def machine_info(url: str, settings: Settings) -> dict[str, Any]:
             "package_sha256": package_hash()}
 
 
-def package_hash() -> str:
-    """A hash of the package's source, to tell which code was measured."""
+def package_hash(root: Path = ROOT) -> str:
+    """A hash of the package's source (this checkout's, or the one at ``root``), to tell which
+    code was measured."""
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "pyresqueworker").rglob("*.py")):
+    for path in sorted((root / "pyresqueworker").rglob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
