@@ -84,6 +84,11 @@ class SentinelGroup(_Closing):
         for port in self.sentinel_ports:
             self._wait(lambda port=port: sees_all(port), timeout, f"sentinel {port} to be ready")
 
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until another failover could start: every sentinel sees the others and a healthy
+        replica of the current master."""
+        self._wait_sentinels_see_all(timeout)
+
     def _master_according_to(self, sentinel_port: int) -> int:
         return int(self._sentinel(sentinel_port, "GET-MASTER-ADDR-BY-NAME", MASTER_NAME)[1])
 

@@ -1,0 +1,9 @@
+"""The soak behind ``scripts/soak.py``, one module per concern.
+
+``main`` drives the phases (``phases`` holds the waits between them); ``servers`` starts the
+Redis servers under fault and the ledger; ``fleet`` the worker processes; ``jobs`` is the app
+every worker loads, recording each run in the ``ledger``; ``enqueuer`` makes the load and
+``faults`` the seeded fault schedule; ``monitor`` samples worker memory and counts keys. The
+verdict: ``accounting`` (lost, wrong and duplicated jobs), ``recovery`` (how soon every slot
+claimed after each fault), ``leaks`` (RSS and keys) and ``report`` (the tables).
+"""

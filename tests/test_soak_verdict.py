@@ -1,0 +1,127 @@
+"""The soak's verdict rules (scripts/soakkit), on made-up ledgers: no servers, no workers.
+
+``scripts/soak.py`` itself runs in ``scripts/test`` after pytest; these pin down what its
+criteria mean, so a change to a rule shows up here and not only as a soak that passes.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from soakkit.accounting import Failure, account  # noqa: E402
+from soakkit.faults import Window  # noqa: E402
+from soakkit.fleet import CONFIGS, Seen  # noqa: E402
+from soakkit.leaks import key_problems, rss_verdicts  # noqa: E402
+from soakkit.ledger import Enqueued, Run, end_event, start_event, worker_pid  # noqa: E402
+from soakkit.monitor import Census, key_pattern  # noqa: E402
+from soakkit.recovery import resume_times  # noqa: E402
+
+ASYNC = next(c for c in CONFIGS if c.name == "a-asyncio")
+WID = "vm:100-1:soak_a,soak_a_big"
+
+
+def job(job_id: str, kind: str = "work", expect: str = "ok", status: str = "accepted",
+        fails: int = 0, attempts: int = 0) -> Enqueued:
+    return Enqueued(job_id, "a", kind, "SoakWork", expect, status, 0.0, fails=fails,
+                    attempts=attempts)
+
+
+def run(job_id: str, start: float, end: float | None, outcome: str | None = "ok",
+        worker_id: str = WID) -> Run:
+    return Run(job_id, f"t{start}", worker_id, worker_pid(worker_id), start, end, outcome)
+
+
+def test_events_and_worker_ids_parse() -> None:
+    assert start_event("a1", "tok", WID, 7, 1.5).split("|")[:4] == ["S", "a1", "tok", WID]
+    assert end_event("a1", "tok", "ok", 2.0).startswith("E|a1|tok|ok|")
+    assert worker_pid("host:4242:q") == worker_pid("host:4242-3:q,r") == 4242
+
+
+def test_a_job_without_a_success_or_a_failure_entry_is_lost() -> None:
+    jobs = {"ok": job("ok"), "gone": job("gone"), "never": job("never", status="refused"),
+            "maybe": job("maybe", status="uncertain")}
+    acc = account(jobs, {"ok": [run("ok", 1, 2)]}, {}, [])
+    assert acc.lost == ["gone"]
+    assert acc.wrong == {}
+
+
+def test_failing_kinds_need_one_entry_with_the_policys_attempts() -> None:
+    jobs = {"doomed": job("doomed", expect="fail", attempts=3),
+            "cut": job("cut", expect="fail", attempts=3),
+            "flaky": job("flaky", fails=1)}
+    runs = {j: [run(j, 1, 2, "fail"), run(j, 3, 4, "fail"), run(j, 5, 6, "fail")]
+            for j in ("doomed", "cut")}
+    runs["flaky"] = [run("flaky", 1, 2, "fail")]
+    failures = {"doomed": [Failure("soakkit.jobs.SoakError", 3)],
+                "cut": [Failure("soakkit.jobs.SoakError", 0)],  # retry never scheduled
+                "flaky": [Failure("soakkit.jobs.SoakError", 0)]}
+    acc = account(jobs, runs, failures, [])
+    assert set(acc.wrong) == {"cut", "flaky"}
+    assert acc.lost == []
+
+
+def test_a_poison_pill_is_quarantined_and_a_deduped_job_must_not_run() -> None:
+    jobs = {"pill": job("pill"), "dup": job("dup", status="deduped")}
+    acc = account(jobs, {"dup": [run("dup", 1, 2)]},
+                  {"pill": [Failure("pyresqueworker.PoisonPill", 0)]}, [])
+    assert acc.quarantined == ["pill"]
+    assert acc.wrong == {"dup": "deduped but ran"}
+
+
+def test_a_second_run_is_explained_by_a_kill_or_a_missing_end_only() -> None:
+    victim = Seen(100, ASYNC, 0.0, killed_at=10.0)
+    kill = Window("kill", "a", 10.0, 10.0, victim=victim)
+    jobs = {j: job(j) for j in ("cut-short", "orphan", "before", "twice")}
+    runs = {
+        "cut-short": [run("cut-short", 9, None, None), run("cut-short", 11, 12)],
+        # a --fork-per-job child forked before the kill starts its handler after it
+        "orphan": [run("orphan", 10.2, 10.3), run("orphan", 10.4, 10.5, worker_id="vm:200:q")],
+        "before": [run("before", 1, 2), run("before", 11, 12, worker_id="vm:200:q")],
+        "twice": [run("twice", 20, 21, worker_id="vm:300:q"),
+                  run("twice", 22, 23, worker_id="vm:300:q")],
+    }
+    acc = account(jobs, runs, {}, [kill])
+    assert set(acc.duplicated) == set(jobs)
+    assert set(acc.unexplained) == {"before", "twice"}
+
+
+def test_resume_is_the_longest_wait_of_any_active_slot_and_of_the_replacement() -> None:
+    other = "vm:300-1:soak_a,soak_a_big"
+    runs = [run("x", t, t + 0.1, worker_id=other) for t in (8.0, 9.5, 12.0)]
+    runs += [run("y", 8.0, None, None)]  # the victim's slot
+    runs += [run("z", 10.5 + i / 10, 11, worker_id=f"vm:400-{i}:soak_a,soak_a_big")
+             for i in range(ASYNC.slots)]
+    seen = {100: Seen(100, ASYNC, 0.0, killed_at=10.0), 400: Seen(400, ASYNC, 10.0)}
+    kill = Window("kill", "a", 10.0, 10.0, victim=seen[100])
+    (resume,) = resume_times([kill], runs, seen)
+    assert resume.slots == 1 + ASYNC.slots
+    assert math.isclose(resume.seconds, 2.0)
+    seen[400].first_seen = 9.0  # no replacement came
+    (resume,) = resume_times([kill], runs, seen)
+    assert resume.seconds == math.inf
+
+
+def test_rss_is_judged_idle_to_idle_for_survivors() -> None:
+    seen = {1: Seen(1, ASYNC, 0.0), 2: Seen(2, ASYNC, 0.0, killed_at=30.0)}
+    samples = {1: [(t, 1000 + t) for t in range(0, 101)], 2: [(t, 1000) for t in range(0, 31)]}
+    (verdict,) = rss_verdicts(samples, seen, baseline=20.0, end=100.0, warm=10.0)
+    assert verdict.base_kb == 1020 and verdict.end_kb == 1100
+
+
+def test_keys_must_drain_stay_per_slot_and_not_grow() -> None:
+    assert key_pattern("resque:pyresque:unique:" + "ab" * 20) == "resque:pyresque:unique:<digest>"
+    base = Census(0.0, Counter({"resque:stat:processed": 1, "resque:queues": 1}))
+    end = Census(1.0, Counter({"resque:stat:processed": 1, "resque:queues": 1,
+                               "resque:queue:soak_a": 1, "resque:something:new": 1,
+                               "resque:failure-resque-retry:X:<digest>": 2}),
+                 no_ttl=Counter({"resque:failure-resque-retry:X:<digest>": 1}),
+                 workers=3, heartbeats=3)
+    problems = {p.pattern for p in key_problems("a", base, end, live_slots=3)}
+    assert problems == {"resque:queue:soak_a", "resque:something:new",
+                        "resque:failure-resque-retry:X:<digest>"}
