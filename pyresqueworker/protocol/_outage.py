@@ -82,20 +82,14 @@ class OutageBook:
     their backoff, will find it too. A loop failing after that opens a new outage.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, probe: Optional[Callable[[], redis.Redis]] = None) -> None:
         self._lock = threading.Lock()
         self._down: set[int] = set()
         self._since = 0.0
-        self.prober: Optional[Prober] = None  # see probe_with
+        # With ``probe`` (fresh connections, long timeouts, no retries), loops that lost their
+        # link wait for a :class:`Prober` instead of retrying blind.
+        self.prober = Prober(probe) if probe is not None else None
         self._on_reachable: list[Callable[[], None]] = []
-
-    def probe_with(self, connect: Callable[[], redis.Redis]) -> None:
-        """Let loops that lost their link wait for a :class:`Prober` on connections from
-        ``connect`` (fresh, long timeouts, no retries) instead of retrying blind; the first
-        caller's ``connect`` is kept."""
-        with self._lock:
-            if self.prober is None:
-                self.prober = Prober(connect)
 
     def on_reachable(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (it must not raise or block) each time an outage ends: a loop that

@@ -17,7 +17,6 @@ from typing import Optional, Union
 
 from ..protocol import wire
 from ..protocol._outage import Outage, gives_up_when_stopping
-from ..protocol._probe import probe_clients
 from ._aio_doorbell import Ring
 from ._aio_perform import perform
 from ._claim import NO_FINISH, PAUSED, Claimed, Claimer, Finish, HeldLarge
@@ -81,7 +80,6 @@ class AioSlot(JobTracking):
         process = self.process
         outage = Outage(f"slot-{self.index}", book=process.outages,
                         on_recovered=process.metrics.reconnected)
-        process.outages.probe_with(probe_clients(process.connections))
         try:
             with process.tracing.worker_calls():  # this task's context: tasks it starts too
                 while True:

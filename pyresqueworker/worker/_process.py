@@ -26,6 +26,7 @@ from ..jobs.tracing import JobTracing
 from ..log import capped, logger
 from ..protocol import wire
 from ..protocol._outage import OutageBook
+from ..protocol._probe import probe_clients
 from ..protocol.connection import ConnectionFactory, describe, redact_url
 from ._aio_runtime import AsyncRuntime, choose_execution
 from ._doorbell import WATCH_TIMEOUT, Doorbell
@@ -85,8 +86,9 @@ class WorkerProcess(SignalHandling):
         self.signal_count = 0
         self._signals: list[tuple[int, bool]] = []  # (signal, immediate) not yet acted on
         self.rng = random.Random()
-        self.outages = OutageBook()  # so an outage is logged once per process, not per loop
         self.connections = ConnectionFactory(config.redis_url, tls=config.tls)
+        # One book so an outage is logged once per process, not per loop; one prober for all.
+        self.outages = OutageBook(probe=probe_clients(self.connections))
         self.conn = self._first_connection()
         spec = config.queues
         self.worker_ids = [

@@ -16,7 +16,6 @@ from typing import Any, Optional
 from ..log import logger
 from ..protocol import wire
 from ..protocol._outage import Outage, gives_up_when_stopping
-from ..protocol._probe import probe_clients
 from ..protocol.job import Job, JobCall
 from ._claim import NO_FINISH, PAUSED, Claimed, Claimer, Finish
 from ._doorbell import Ring
@@ -77,7 +76,6 @@ class Slot(JobTracking, threading.Thread):
         process = self.process
         outage = Outage(self.name, book=process.outages,
                         on_recovered=process.metrics.reconnected)
-        process.outages.probe_with(probe_clients(process.connections))
         while True:
             try:
                 if not self._turn():
