@@ -32,7 +32,13 @@ from ._aio_runtime import AsyncRuntime, choose_execution
 from ._doorbell import WATCH_TIMEOUT, Doorbell
 from ._housekeeping import Housekeeper, set_proctitle
 from ._prune import Pruner
-from ._shutdown import give_back_running_jobs, retry_while_stopping, unregister, write_history
+from ._shutdown import (
+    begin_stop,
+    give_back_running_jobs,
+    retry_while_stopping,
+    unregister,
+    write_history,
+)
 from ._signals import SignalHandling
 from ._slot import Slot
 from ._slot_view import SlotView
@@ -346,6 +352,7 @@ class WorkerProcess(SignalHandling):
                 break
             time.sleep(0.05)
         self.handle_signals()  # log the signal that cut the wait short
+        begin_stop()
         abandoned: list[SlotView] = []
         try:
             abandoned = retry_while_stopping(lambda: give_back_running_jobs(self))

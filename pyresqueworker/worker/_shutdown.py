@@ -29,7 +29,8 @@ from ._signals import kill_pid
 from ._slot_view import SlotView
 from ._startup import WorkerError
 
-__all__ = ["give_back_running_jobs", "retry_while_stopping", "unregister", "write_history"]
+__all__ = ["begin_stop", "give_back_running_jobs", "retry_while_stopping", "unregister",
+           "write_history"]
 
 T = TypeVar("T")
 
@@ -45,6 +46,12 @@ class _Patience(threading.local):
 
 
 _patience = _Patience()
+
+
+def begin_stop() -> None:
+    """A new stop starts with all its patience: what an earlier ``run_worker`` in this thread
+    gave up on says nothing about this one's Redis."""
+    _patience.give_up_at = None
 
 
 @contextlib.contextmanager
