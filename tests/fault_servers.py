@@ -26,6 +26,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
+from servers import cli_binary, current, server_binary
 
 HOST = "127.0.0.1"
 T = TypeVar("T")
@@ -100,12 +101,11 @@ class RedisNode(_Closing):
     ``kill()`` keeps port and dir so that ``start()`` can bring the node back."""
 
     def __init__(
-        self, extra_args: Sequence[str] = (), *, sentinel_conf: Sequence[str] | None = None
+        self, extra_args: Sequence[str] = (), *, sentinel_conf: Sequence[str] | None = None,
+        port: int | None = None,
     ) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed")
-        self.binary, self.port, self._args = binary, free_port(), list(extra_args)
+        binary = server_binary()
+        self.binary, self.port, self._args = binary, port or free_port(), list(extra_args)
         self.url = f"redis://{HOST}:{self.port}/0"
         self.dir = tempfile.mkdtemp(prefix="pyresque-fault-")
         self.log = os.path.join(self.dir, "redis.log")
@@ -133,7 +133,9 @@ class RedisNode(_Closing):
             "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", self.log,
             *self._args,
         ]
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A bad option is said on stderr, before the log file is opened.
+        with open(os.path.join(self.dir, "stderr.log"), "ab") as stderr:
+            process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
         self.process = process
 
         def up() -> bool:
@@ -145,9 +147,11 @@ class RedisNode(_Closing):
         wait_for(up, timeout, f"redis-server on port {self.port}")
 
     def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError), open(self.log, encoding="utf-8") as handle:
-            return f"--- port {self.port}:\n" + "".join(handle.readlines()[-lines:])
-        return f"--- port {self.port}: no log"
+        said: list[str] = []
+        for path in (os.path.join(self.dir, "stderr.log"), self.log):
+            with contextlib.suppress(OSError), open(path, encoding="utf-8") as handle:
+                said += handle.readlines()
+        return f"--- port {self.port}:\n" + ("".join(said[-lines:]) or "no log")
 
     def client(self, **kwargs: Any) -> redis.Redis:
         return client_for(self.port, **kwargs)
@@ -173,21 +177,37 @@ def _log_tails(nodes: Sequence[RedisNode]) -> Callable[[], str]:
 # -- cluster ------------------------------------------------------------------------------------
 
 
+def _cluster_ports() -> tuple[int, list[str]]:
+    """A node's port and the arguments that give its cluster bus a port too.
+
+    The bus defaults to port + 10000, which fails for ports over 55535; Redis 7 and Valkey take
+    an explicit ``--cluster-port``, 6.2 does not, so there the node gets a low enough port
+    whose port + 10000 is free as well."""
+    if current().version_tuple() >= (7,):
+        return free_port(), ["--cluster-port", str(free_port())]
+    for _ in range(1000):
+        port = free_port()
+        if port > 55535:
+            continue
+        with contextlib.suppress(OSError), socket.socket() as sock:
+            sock.bind((HOST, port + 10000))
+            return port, []
+    raise RuntimeError("no free port with a free cluster bus port (port + 10000)")
+
+
 class RedisCluster3(_Closing):
     """Three cluster masters, no replicas, owning all 16384 slots between them."""
 
     def __init__(self, timeout: float = 30.0) -> None:
-        cli = shutil.which("redis-cli")
-        if cli is None:
-            raise RuntimeError("redis-cli is not installed")
+        cli = cli_binary()
         self.nodes: list[RedisNode] = []
         try:
             for _ in range(3):
-                # An explicit bus port: the default, port + 10000, fails for ports over 55535.
+                port, bus = _cluster_ports()
                 self.nodes.append(RedisNode([
                     "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", "2000", "--cluster-port", str(free_port()),
-                ]))
+                    "--cluster-node-timeout", "2000", *bus,
+                ], port=port))
             addresses = [f"{HOST}:{port}" for port in self.ports]
             subprocess.run(
                 [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0",
@@ -251,11 +271,8 @@ def start_maxmemory_redis(maxmemory: str = "20mb") -> RedisNode:
     return RedisNode(["--maxmemory", maxmemory, "--maxmemory-policy", "noeviction"])
 
 
-# allow-oom (a Redis 7 script flag) lets this run while Redis is full; the value is built inside
-# Redis, so the request itself is tiny.
-_OVERSHOOT = """#!lua flags=allow-oom
-redis.call('SET', KEYS[1], string.rep('x', tonumber(ARGV[1])))
-"""
+# The value is built inside Redis, so the request itself is tiny.
+_OVERSHOOT = "redis.call('SET', KEYS[1], string.rep('x', tonumber(ARGV[1])))"
 
 
 def fill_memory(
@@ -274,7 +291,14 @@ def fill_memory(
         try:
             client.set(f"{key_prefix}{written}", value)
         except redis.exceptions.OutOfMemoryError:
-            client.eval(_OVERSHOOT, 1, f"{key_prefix}overshoot", 1_000_000)
+            # Lifting the limit for one write is what works on every server: Redis 7's
+            # allow-oom script flag is unknown to 6.2, whose scripts cannot write when full.
+            limit = next(iter(client.config_get("maxmemory").values()))  # str or bytes
+            client.config_set("maxmemory", 0)
+            try:
+                client.eval(_OVERSHOOT, 1, f"{key_prefix}overshoot", 1_000_000)
+            finally:
+                client.config_set("maxmemory", limit or 0)
             return written + 1
     raise RuntimeError(f"no OOM after {max_keys} keys: is maxmemory set?")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from servers import server_binary
 
 from pyresqueworker.protocol.connection import (
     ConfigError,
@@ -107,7 +108,7 @@ def sentinel_port(redis_server: RedisServer) -> Iterator[int]:
         f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
         f"sentinel monitor mymaster 127.0.0.1 {redis_server.port} 1\n"
     )
-    process = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
+    process = subprocess.Popen([server_binary(), str(conf), "--sentinel"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10

@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 GITHUB = "https://github.com/pyresqueworker/pyresqueworker"
 # Directories of a working tree that are not part of the project.
 NOT_SOURCE = (".git", "__pycache__", "*.egg-info", "build", "dist", ".mypy_cache",
-              ".ruff_cache", ".pytest_cache", ".hypothesis", ".benchmarks", "*.pyc")
+              ".ruff_cache", ".pytest_cache", ".hypothesis", ".benchmarks", "*.pyc",
+              "node_modules")  # (npm ci makes it from tests/node's lock file)
 # Markdown links and images: [text](target) and ![alt](target).
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 # pip before 23.3 (the pip Python 3.9 to 3.12 come with) can backtrack for many minutes when

@@ -39,6 +39,7 @@ from apps.reliability_jobs import (
     worker_leftovers,
 )
 from conftest import RedisServer, free_port
+from servers import server_binary
 from worker_helpers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -50,10 +51,7 @@ class DurableRedis:
     """A redis-server with an fsync-always AOF that can be shut down and started again."""
 
     def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
-        self.binary = binary
+        self.binary = server_binary()
         self.dir = tempfile.mkdtemp(prefix="pyresque-aof-")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"

@@ -13,7 +13,8 @@ import redis
 
 from ..client import Client
 from ..log import logger, setup_logging
-from ..protocol.connection import connect, explain_error
+from ..protocol.connection import connect, describe, explain_error
+from ..protocol.server_version import ServerTooOld, require_supported
 from ..protocol.urls import PASSWORD_IN_PS, password_in_argv, redact_url, resolve_url
 from ..worker._housekeeping import set_proctitle
 from ..worker.scheduler import LOCK_TIMEOUT, Scheduler
@@ -41,6 +42,7 @@ def main(redis_url: Optional[str], tls_ca: Optional[str], tls_cert: Optional[str
     conn = connect(url, tls=tls)
     try:
         conn.ping()
+        require_supported(conn, describe(conn))
     except redis.RedisError as exc:
         raise _Unreachable(explain_error(exc, redact_url(url), tls)) from None
     if password_in_argv(url):  # said once it started: a failed start stays one line
@@ -66,7 +68,7 @@ class _Unreachable(Exception):
 
 def scheduler_main(argv: Optional[list[str]] = None) -> None:
     """Entry point of ``pyresque-scheduler``: one clear line on stderr for every error."""
-    run_command(main, "pyresque-scheduler", argv, fatal=(_Unreachable,))
+    run_command(main, "pyresque-scheduler", argv, fatal=(_Unreachable, ServerTooOld))
 
 
 if __name__ == "__main__":

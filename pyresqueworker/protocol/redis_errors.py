@@ -48,9 +48,17 @@ _CLASS_CODES: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
+# Redis before 7.0 does not pass on the error a command inside a script got: it wraps it, as
+# "ERR Error running script (call to f_<sha>): @user_script:47: @user_script: 47: -OOM ...".
+_IN_SCRIPT = ("Error running script", "ERR Error running script")
+
+
 def transient_code(error: BaseException | str) -> Optional[str]:
-    """The transient code of an error reply (an exception or the reply's text), or None."""
+    """The transient code of an error reply (an exception or the reply's text), or None; also
+    of the reply a script's command got, in the wrapped form Redis 6.2 returns it."""
     if isinstance(error, str):
+        if error.startswith(_IN_SCRIPT) and ": -" in error:
+            error = error[error.index(": -") + 3:]
         code = error.split(" ", 1)[0]
         return code if code in TRANSIENT_CODES else None
     if isinstance(error, RedisUnavailable):

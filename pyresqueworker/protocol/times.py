@@ -78,6 +78,11 @@ _ISO_RE = re.compile(
     r"\s*(Z|UTC|GMT|[+-]\d\d:?\d\d)?"
 )
 _SLASH_RE = re.compile(r"^\s*(\d{4})/(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d)\s*(\S+)?")
+# JavaScript's Date#toString, which node-resque writes for run_at and failed_at:
+# "Mon Dec 07 2026 13:37:28 GMT+0100 (Central European Standard Time)".
+_JS_DATE_RE = re.compile(
+    r"^\s*[A-Z][a-z]{2} ([A-Z][a-z]{2}) (\d\d) (-?\d{4,6}) (\d\d):(\d\d):(\d\d) GMT([+-]\d{4})")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def _offset(text: Optional[str]) -> Optional[timezone]:
@@ -96,8 +101,8 @@ def parse_time(text: Any) -> Optional[float]:
     """Epoch seconds from any time format a Resque-family worker writes, or ``None``.
 
     Accepts Ruby's heartbeat and ``Time#to_s``, goworker's RFC 3339 (with nanoseconds),
-    resque-web's slash format and pyres's epoch numbers. Never raises: a prune must not
-    crash on another client's odd value.
+    resque-web's slash format, pyres's epoch numbers and node-resque's ``Date#toString``.
+    Never raises: a prune must not crash on another client's odd value.
     """
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
@@ -108,15 +113,20 @@ def parse_time(text: Any) -> Optional[float]:
         if re.fullmatch(r"\d+(\.\d+)?", stripped):
             return float(stripped)
         match = _ISO_RE.match(stripped)
+        slash = None if match else _SLASH_RE.match(stripped)
+        js = None if match or slash else _JS_DATE_RE.match(stripped)
         if match:
             y, mo, d, h, mi, s, frac, zone = match.groups()
             fraction = float("0." + frac) if frac else 0.0
-        else:
-            match = _SLASH_RE.match(stripped)
-            if not match:
-                return None
-            y, mo, d, h, mi, s, zone = match.groups()
+        elif slash:
+            y, mo, d, h, mi, s, zone = slash.groups()
             fraction = 0.0
+        elif js and js.group(1) in _MONTHS:
+            month, d, y, h, mi, s, zone = js.groups()
+            mo = str(_MONTHS.index(month) + 1)
+            fraction = 0.0
+        else:
+            return None
         tz = _offset(zone)
         moment = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s or 0))
         moment = moment.replace(tzinfo=tz) if tz else moment.astimezone()

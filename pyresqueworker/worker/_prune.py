@@ -9,11 +9,16 @@ rather than allowed to crash the prune.
 What happens to a dead worker's job is ours to choose: by default it goes back to the front of
 its queue (Ruby would fail it with ``Resque::PruneDeadWorkerDirtyExit``, which ``fail`` mode
 does). A job recovered too often is a poison pill and becomes a failure instead.
+
+node-resque workers write neither a heartbeat nor a Resque process title, so both rules would
+take a live one for dead: a worker whose ``worker:ping:<name>`` is fresh is alive (see
+:meth:`Pruner.without_live_node_workers`), and a dead one's job is failed, never requeued.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -31,11 +36,49 @@ from ..protocol.redis_errors import raise_if_away
 from ..protocol.wire import Keys, WorkerId
 from ._held import BEING_TAKEN, parse_worker_value, read_raw
 
-__all__ = ["RECOVERY_TTL", "Pruner", "resque_pids"]
+__all__ = ["NODE_STUCK_AFTER", "RECOVERY_TTL", "Pruner", "node_name", "resque_pids"]
 
 # Ruby's linux_worker_pids: `ps` lines matching this, minus resque-web.
 _RESQUE_PROC = re.compile(r"resque:work|resque:\sStarting|resque-[0-9]")
 RECOVERY_TTL = 7 * 24 * 3600  # how long recovery counts are remembered
+# node-resque's Scheduler force-cleans a worker whose ping is older than its
+# stuckWorkerTimeout, 60 minutes by default; a pinging worker is not judged dead sooner here
+# (its pings stop while a job blocks its event loop, not only when it dies).
+NODE_STUCK_AFTER = 3600.0
+
+
+def node_name(worker_id: str) -> str:
+    """node-resque's name of a worker: its id without the ``:queues`` (``host:pid``)."""
+    return worker_id.rsplit(":", 1)[0]
+
+
+def _ping_time(value: Optional[bytes]) -> Optional[float]:
+    """The ``time`` (epoch seconds) of a node-resque ``worker:ping:<name>`` value, or None."""
+    if value is None:
+        return None
+    try:
+        ping = json.loads(value)
+    except ValueError:
+        return None
+    seen = ping.get("time") if isinstance(ping, dict) else None
+    if isinstance(seen, bool) or not isinstance(seen, (int, float)):
+        return None
+    return float(seen)
+
+
+def _node_held(value: bytes) -> Optional[tuple[str, dict[str, Any]]]:
+    """``(queue, payload)`` of a worker key node-resque wrote (it has a ``worker`` field,
+    which Ruby's and ours never have), else None."""
+    try:
+        held = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(held, dict) or "worker" not in held:
+        return None
+    queue, payload = held.get("queue"), held.get("payload")
+    if not isinstance(queue, str) or not isinstance(payload, dict):
+        return None
+    return queue, payload
 
 
 def resque_pids() -> set[int]:
@@ -154,6 +197,30 @@ class Pruner:
             # Ruby pruner removes it; we read the number, which keeps live multi-slot workers.
             if parsed.pid_number not in live_pids:
                 dead.append(worker_id)
+        return self.without_live_node_workers(dead, now) if dead else dead
+
+    def without_live_node_workers(self, candidates: list[str], now: float) -> list[str]:
+        """``candidates`` less the node-resque workers that are alive by node-resque's rule.
+
+        Alive: ``worker:ping:<name>`` (rewritten every few seconds) is younger than
+        :data:`NODE_STUCK_AFTER` (or the prune threshold, if longer); or there is no ping
+        yet and ``:started`` holds node-resque's epoch seconds, younger than the threshold
+        (it registers an instant before its first ping).
+        """
+        with self.conn.pipeline(transaction=False) as pipe:
+            pipe.mget([self.keys.ns + "worker:ping:" + node_name(w) for w in candidates])
+            pipe.mget([self.keys.worker_started(w) for w in candidates])
+            pings, starts = pipe.execute()
+        patience = max(self.prune_after, NODE_STUCK_AFTER)
+        dead = []
+        for worker_id, ping, started in zip(candidates, pings, starts):
+            seen = _ping_time(ping)
+            if seen is not None and now - seen <= patience:
+                continue
+            if (seen is None and started is not None and _text(started).isdigit()
+                    and now - int(started) <= self.prune_after):
+                continue
+            dead.append(worker_id)
         return dead
 
     def recover(
@@ -178,6 +245,9 @@ class Pruner:
                         outcome = self._handle_job(pipe, worker_id, value, exception,
                                                    action or self.on_dead_worker)
                     unregister(pipe, self.keys, [worker_id])
+                    # A dead node-resque worker's ping, which its scheduler would otherwise
+                    # find later and clean again (a failed count with no failure).
+                    pipe.delete(self.keys.ns + "worker:ping:" + node_name(worker_id))
                     pipe.execute()
                     return outcome
                 except redis.WatchError as exc:
@@ -188,6 +258,17 @@ class Pruner:
         self, pipe: redis.client.Pipeline, worker_id: str, value: bytes, exception: str,
         action: str,
     ) -> str:
+        node = _node_held(value)
+        if node is not None:
+            # Redis's cjson re-encoded this payload (numbers to 14 digits, keys reordered):
+            # not the queued bytes, so it is failed for a retry as node-resque does.
+            node_queue, node_payload = node
+            node_class = node_payload.get("class")
+            error = (f"node-resque worker {worker_id} did not gracefully exit while processing "
+                     f"{node_class if isinstance(node_class, str) else '<Unknown Job>'}")
+            pipe.rpush(self.keys.failed, self._failure(
+                worker_id, node_queue, None, node_payload, exception, error))
+            return "failed"
         raw = read_raw(self.conn, self.keys.raw_payload(worker_id))
         if raw is None and value.endswith(BEING_TAKEN):
             return "idle"  # killed before it moved the large item it was taking: still queued

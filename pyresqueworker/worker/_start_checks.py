@@ -7,6 +7,8 @@ empty queues, and a queue may get its first job after the worker starts.
 :func:`warn_at_start` runs once per ``run_worker``: in the worker process it runs itself, once
 its start has succeeded (a start that fails stays one line), or with ``--processes`` in the
 supervisor's parent before it forks, so neither N worker processes nor their restarts repeat it.
+There it also refuses a server older than the package supports, once, before any child starts
+(a worker process refuses it itself: :func:`~._startup.first_connection`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import redis
 
 from ..jobs.registry import Registry
 from ..log import logger
+from ..protocol.connection import describe
 from ..protocol.queues import closest_queue
+from ..protocol.server_version import ServerTooOld, require_supported
 from ..protocol.urls import PASSWORD_IN_PS, password_in_argv
 from ..protocol.wire import Keys
+from ._startup import WorkerError
 from .config import WorkerConfig
 
 __all__ = ["handler_hint", "unknown_queues", "warn_at_start"]
@@ -37,7 +42,14 @@ def handler_hint(config: WorkerConfig, handlers: str) -> str:
 def warn_at_start(config: WorkerConfig, registry: Registry, conn: redis.Redis) -> None:
     """Warn about an empty registry and about each queue named in the config that is not in
     the namespace's ``queues`` set and holds no job (with the closest known name); and about
-    a Redis password on the process's command line, which ``ps`` shows."""
+    a Redis password on the process's command line, which ``ps`` shows. A server too old for
+    the package is refused (:class:`WorkerError`)."""
+    try:
+        require_supported(conn, describe(conn))
+    except ServerTooOld as exc:
+        raise WorkerError(str(exc)) from None
+    except redis.RedisError:  # gone again since its PING: each worker process checks anyway
+        pass
     if password_in_argv(config.redis_url):
         logger.warning(PASSWORD_IN_PS)
     if not registry.handlers():

@@ -2,22 +2,24 @@
 
 Start-up retries while Redis is away (refused, cut, ``LOADING``...) for ``--connect-timeout``
 seconds; anything waiting cannot fix (credentials, ACL permissions, a database number, a port
-that is not Redis) ends it at once. Either way the command line gets one line, never a
-traceback (:class:`WorkerError`).
+that is not Redis, a server older than the package supports) ends it at once. Either way the
+command line gets one line, never a traceback (:class:`WorkerError`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional, Protocol, TypeVar
 
 import redis
 
 from ..log import logger
+from ..protocol import wire
 from ..protocol._outage import Backoff, is_redis_away, server_info
-from ..protocol.connection import TLSFiles, explain_error, wants_client_certificate
+from ..protocol.connection import TLSFiles, describe, explain_error, wants_client_certificate
+from ..protocol.server_version import ServerTooOld, require_supported
 
-__all__ = ["WorkerError", "is_cluster_node", "retry_start_up"]
+__all__ = ["WorkerError", "first_connection", "is_cluster_node", "retry_start_up"]
 
 T = TypeVar("T")
 
@@ -46,6 +48,8 @@ def retry_start_up(step: Callable[[], T], what: str, where: str, timeout: float,
     while True:
         try:
             return step()
+        except ServerTooOld as exc:  # its message is the whole line
+            raise WorkerError(str(exc)) from None
         except Exception as exc:
             # A fresh TLS connection without a client certificate, closed at its first
             # command, is the server wanting one (its alert may come second): no wait helps.
@@ -62,3 +66,25 @@ def retry_start_up(step: Callable[[], T], what: str, where: str, timeout: float,
                 logger.warning("redis unavailable at start-up, retrying", extra={
                     "redis": where, "error": str(exc)[:500], "connect_timeout_s": timeout})
             time.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
+
+
+class Starting(Protocol):
+    """A start-up step runner: ``step`` retried while Redis is away, ``what`` for messages."""
+
+    def __call__(self, step: Callable[[], T], what: str) -> T: ...
+
+
+def first_connection(conn: redis.Redis, starting: Starting, namespace: str) -> redis.Redis:
+    """``conn`` once Redis answers (``starting`` retries each step while it is away); refused
+    at once for a server too old, or a Redis Cluster without a hash tag in the namespace (a
+    job's keys must live in one slot)."""
+    starting(conn.ping, "connect")
+    # Before anything is written: a server older than the package supports would otherwise
+    # fail mid-run, at its first LMOVE (ServerTooOld is one line, as WorkerError).
+    starting(lambda: require_supported(conn, describe(conn)), "check the server version")
+    if starting(lambda: is_cluster_node(conn), "check the server") and (
+            not wire.has_hash_tag(namespace)):
+        raise WorkerError(
+            f"Redis at {describe(conn)} is a Redis Cluster: the namespace {namespace!r} "
+            "needs a hash tag (e.g. '{resque}:') so every key of a job lives in one slot")
+    return conn

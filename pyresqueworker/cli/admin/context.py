@@ -16,7 +16,8 @@ import redis
 
 from ...client._client import Client
 from ...protocol import wire
-from ...protocol.connection import TLSFiles, connect, explain_error
+from ...protocol.connection import TLSFiles, connect, describe, explain_error
+from ...protocol.server_version import ServerTooOld, require_supported
 from ...protocol.urls import PASSWORD_IN_PS, password_in_argv, redact_url, resolve_url
 from .._options import connection_options, tls_files
 
@@ -81,6 +82,11 @@ class AdminContext:
         if self._client is None:
             conn = connect(self.redis_url, tls=self.tls, socket_timeout=_SOCKET_TIMEOUT,
                            socket_connect_timeout=_CONNECT_TIMEOUT)
+            try:  # its first command: a server too old is one line, not a failure mid-way
+                require_supported(conn, describe(conn))
+            except ServerTooOld as exc:
+                conn.close()
+                raise AdminError(str(exc)) from None
             self._client = Client(conn, namespace=self.namespace)
         return self._client
 
