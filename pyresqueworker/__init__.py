@@ -11,6 +11,7 @@ from .client._aio_client import AsyncClient
 from .client._client import Client, NoClassError, NoQueueError, WorkerInfo
 from .client.defaults import configure, default_async_client, default_client
 from .jobs.handles import JobHandle
+from .jobs.observers import JobObserver, JobOutcome
 from .jobs.registry import (
     DontPerform,
     PayloadError,
@@ -20,6 +21,7 @@ from .jobs.registry import (
     default_registry,
     job,
     middleware,
+    observe,
 )
 from .jobs.retry import Retry
 from .protocol.job import Job, JobCall
@@ -34,6 +36,8 @@ __all__ = [
     "Job",
     "JobCall",
     "JobHandle",
+    "JobObserver",
+    "JobOutcome",
     "NoClassError",
     "NoQueueError",
     "PayloadError",
@@ -52,5 +56,6 @@ __all__ = [
     "default_registry",
     "job",
     "middleware",
+    "observe",
     "run_worker",
 ]

@@ -13,11 +13,12 @@ import redis
 from worker_helpers import WorkerProc, wait_until
 
 from pyresqueworker import Client
+from pyresqueworker.jobs.observers import JobObserver, JobOutcome
 from pyresqueworker.jobs.registry import Registry
 from pyresqueworker.protocol import _resp
+from pyresqueworker.protocol._outage import Outage
 from pyresqueworker.protocol._resp import FastCaller
 from pyresqueworker.protocol.queues import QueueSpec
-from pyresqueworker.worker import _slot
 from pyresqueworker.worker._process import WorkerProcess
 from pyresqueworker.worker._slot import Slot
 from pyresqueworker.worker.config import WorkerConfig
@@ -108,22 +109,37 @@ def test_a_worker_paused_during_a_job_logs_it_once(r: redis.Redis, spawn_worker:
 def test_a_claim_that_fails_before_its_request_goes_out_does_not_hold_the_report_back(
     redis_url: str, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    heard: list[str] = []
+
+    class Heard(JobObserver):
+        def job_finished(self, job: Any, outcome: JobOutcome) -> None:
+            heard.append(outcome.outcome)
+
     registry = Registry()
     registry.job("Mark", queue="q")(lambda: None)
+    registry.observe(Heard())
     process = WorkerProcess(WorkerConfig(queues=QueueSpec.parse("q"), redis_url=redis_url),
                             registry)
     slot = Slot(process, 0, process.worker_ids[0])
-    reported: list[str] = []
-    monkeypatch.setattr(slot, "_report", lambda job, outcome, *_: reported.append(outcome))
     Client(r).enqueue_to("q", "Mark")
-    assert slot._turn() and reported == []  # the job ran; its report waits for a request
+    claims: list[list[str]] = []
+    real_claim = slot.claimer.claim
 
-    def unreachable(_conn: object) -> list[str]:
-        process.stopping.set()  # (ends the loop after this one failure)
-        raise redis.ConnectionError("Redis went away")
+    def claim(queues: Any, finish: Any, run_at: str) -> Any:
+        claims.append(list(heard))
+        if len(claims) == 1:
+            return real_claim(queues, finish, run_at)
+        process.stopping.set()  # (ends the loop after this failure)
+        raise redis.ConnectionError("Redis went away")  # before its request went out
 
     backing_off: list[list[str]] = []
-    monkeypatch.setattr(process, "queue_order", unreachable)
-    monkeypatch.setattr(_slot.time, "sleep", lambda _s: backing_off.append(list(reported)))
-    slot._loop()
+
+    def pause(_outage: Outage, _exc: BaseException, _stopped: Any) -> None:
+        backing_off.append(list(heard))
+        process.stop_deadline = 0.0  # the next failure ends the stop
+
+    monkeypatch.setattr(slot.claimer, "claim", claim)
+    monkeypatch.setattr(Outage, "pause", pause)
+    slot.run()
+    assert claims[:2] == [[], []]  # the job ran; its report waited for the next request
     assert backing_off == [["success"]]  # reported before backing off, not after Redis is back

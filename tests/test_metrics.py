@@ -25,13 +25,8 @@ from pyresqueworker.protocol.job import Job
 from pyresqueworker.protocol.queues import QueueSpec
 from pyresqueworker.worker._metrics_redis import RedisCollector, enqueued_at
 from pyresqueworker.worker.config import WorkerConfig
-from pyresqueworker.worker.metrics import (
-    NULL_METRICS,
-    MetricsError,
-    MetricsExporter,
-    MetricsServer,
-    PrometheusMetrics,
-)
+from pyresqueworker.worker.metrics import NULL_METRICS, MetricsError, PrometheusMetrics
+from pyresqueworker.worker.metrics_server import MetricsExporter, MetricsServer
 
 Spawn = Callable[..., WorkerProc]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

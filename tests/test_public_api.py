@@ -14,6 +14,8 @@ PUBLIC = [
     "Job",
     "JobCall",
     "JobHandle",
+    "JobObserver",
+    "JobOutcome",
     "NoClassError",
     "NoQueueError",
     "PayloadError",
@@ -32,6 +34,7 @@ PUBLIC = [
     "default_registry",
     "job",
     "middleware",
+    "observe",
     "run_worker",
 ]
 

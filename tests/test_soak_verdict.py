@@ -7,6 +7,7 @@ criteria mean, so a change to a rule shows up here and not only as a soak that p
 from __future__ import annotations
 
 import math
+import random
 import sys
 from collections import Counter
 from pathlib import Path
@@ -15,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from soakkit.accounting import Failure, account  # noqa: E402
-from soakkit.faults import Window  # noqa: E402
+from soakkit.enqueuer import Enqueuer  # noqa: E402
+from soakkit.faults import Injector, Window  # noqa: E402
 from soakkit.fleet import CONFIGS, Seen  # noqa: E402
 from soakkit.leaks import key_problems, rss_verdicts  # noqa: E402
 from soakkit.ledger import Enqueued, Run, end_event, start_event, worker_pid  # noqa: E402
@@ -125,3 +127,35 @@ def test_keys_must_drain_stay_per_slot_and_not_grow() -> None:
     problems = {p.pattern for p in key_problems("a", base, end, live_slots=3)}
     assert problems == {"resque:queue:soak_a", "resque:something:new",
                         "resque:failure-resque-retry:X:<digest>"}
+
+
+def test_a_short_soaks_first_round_still_has_time_for_a_failover() -> None:
+    injector = Injector(None, None, random.Random(0), gap=(5.2, 6.0))  # type: ignore[arg-type]
+    # Plenty of time: the shuffled order's next kind.
+    assert injector._first_round(["kill", "cut", "failover"], budget=60.0) == "kill"
+    # Taking it would leave the failover (12 s at most) no time: the failover first.
+    assert injector._first_round(["kill", "cut", "failover"], budget=18.0) == "failover"
+
+
+class _Conn:
+    """What the enqueuer reads of its connection: where it is, and close()."""
+
+    def __init__(self, port: int) -> None:
+        self.connection = type("Connection", (), {"port": port})()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_enqueuer_leaves_a_master_that_sentinel_no_longer_names() -> None:
+    master = [1]
+    load = Enqueuer("b", lambda: None, None, random.Random(0), depth=3,  # type: ignore[arg-type]
+                    wait_replicas=True, master=lambda: master[0])
+    conn = _Conn(1)
+    load._conn = load._client = conn  # type: ignore[assignment]
+    load._follow_master()
+    assert load._conn is conn  # still the master
+    master[0], load._followed = 2, 0.0  # a failover promoted the replica
+    load._follow_master()
+    assert load._conn is None and conn.closed

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -97,14 +98,14 @@ def test_a_slot_thread_that_ends_is_replaced_and_stays_registered(
     caplog.set_level(logging.INFO, logger="pyresqueworker")
     run_in_background(worker)
     doomed = worker.slots[0]
-    original = Slot._turn
+    original = Slot._claim  # (the thread slot's claim step)
 
-    def ends_once(self: Slot) -> bool:
+    def ends_once(self: Slot, step: Any) -> Any:
         if self is doomed:
             raise SystemExit("something ended this thread")  # not an Exception: ends the loop
-        return original(self)
+        return original(self, step)
 
-    monkeypatch.setattr(Slot, "_turn", ends_once)
+    monkeypatch.setattr(Slot, "_claim", ends_once)
     wakes: list[str] = []
 
     def replaced() -> bool:
@@ -117,7 +118,7 @@ def test_a_slot_thread_that_ends_is_replaced_and_stays_registered(
         return False
 
     wait_until(replaced, "a replacement slot")
-    monkeypatch.setattr(Slot, "_turn", original)
+    monkeypatch.setattr(Slot, "_claim", original)
     assert worker.slots[0].worker_id == doomed.worker_id
     assert any("slot thread ended unexpectedly" in rec.getMessage() for rec in caplog.records)
     enqueue(r, *(f"w{i}" for i in range(10)))

@@ -242,8 +242,7 @@ def _work(client: Client, url: str, serve: bool) -> None:
                           # It stands for the pyresque-work command printed above, so its
                           # hints speak of that command's flags.
                           command="pyresque-work",
-                          exit_on_complete=not serve, history=3600.0 if serve else None,
-                          log_level="WARNING")
+                          exit_on_complete=not serve, history=3600.0 if serve else None)
     stop = threading.Event()
     follower = None
     if serve:

@@ -11,7 +11,7 @@ import contextvars
 import inspect
 import logging
 import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Awaitable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -23,11 +23,13 @@ __all__ = [
     "DontPerform",
     "Handler",
     "HookRun",
+    "HookTrip",
     "RunAsync",
+    "adrive_hooks",
     "build_handler",
     "current_job",
-    "enter_around",
-    "leave_around",
+    "drive_hooks",
+    "hook_trip",
     "run_failure_hooks",
 ]
 
@@ -158,33 +160,107 @@ def build_handler(
                    around_hooks=around, after_hooks=after, failure_hooks=failure)
 
 
+HookTrip = Generator[Any, None, bool]
+
+
+def hook_trip(handler: Handler, owner: Any, call: JobCall) -> HookTrip:
+    """Resque's hook order for one job, written once for every way of running it (spec §13).
+
+    A generator with no I/O of its own: it runs the class's ``before_perform*`` hooks on
+    ``owner`` (the class, or the fresh instance :meth:`Handler.owner` made), enters the
+    ``around_perform*`` hooks outermost first, then yields ``owner`` at the point where
+    ``perform`` must run. Its driver runs the handler there (called, awaited...) and resumes
+    the trip, or throws the handler's exception into it. The trip then leaves the around hooks
+    innermost first (a hook may swallow the error, as a with-block may), runs the
+    ``after_perform*`` hooks even when an around hook did not yield (Ruby's job.rb does), and
+    returns whether ``perform`` ran. A ``before_perform`` hook raising :class:`DontPerform`
+    skips the job (nothing is yielded). ``on_failure*`` hooks are the caller's: they get the
+    error that escapes everything around the job, middleware included.
+    :func:`drive_hooks` and :func:`adrive_hooks` are its drivers.
+    """
+    args, kwargs = call.args, call.kwargs
+    try:
+        for name in handler.before_hooks:
+            getattr(owner, name)(*args, **kwargs)
+    except DontPerform:
+        return False
+    performed = False
+    if handler.around_hooks:
+        entered: list[tuple[str, Generator[Any, None, Any]]] = []
+        error: Optional[BaseException] = None
+        try:
+            if _enter_around(handler, owner, call, entered):
+                yield owner
+                performed = True
+        except BaseException as exc:
+            error = exc
+        _leave_around(entered, error)
+    else:
+        yield owner
+        performed = True
+    for name in handler.after_hooks:
+        getattr(owner, name)(*args, **kwargs)
+    return performed
+
+
+def drive_hooks(trip: HookTrip, perform: Callable[[Any], None]) -> bool:
+    """Run a :func:`hook_trip` with ``perform(owner)`` called at its yield, in this thread."""
+    begun, owner = _begin(trip)
+    if not begun:
+        return bool(owner)
+    try:
+        perform(owner)
+    except BaseException as exc:
+        return _end(trip, exc)
+    return _end(trip, None)
+
+
+async def adrive_hooks(trip: HookTrip, perform: Callable[[Any], Awaitable[Any]]) -> bool:
+    """:func:`drive_hooks` with ``perform(owner)`` awaited in this task."""
+    begun, owner = _begin(trip)
+    if not begun:
+        return bool(owner)
+    try:
+        await perform(owner)
+    except BaseException as exc:
+        return _end(trip, exc)
+    return _end(trip, None)
+
+
+def _begin(trip: HookTrip) -> tuple[bool, Any]:
+    """(True, the owner to perform on), or (False, whether perform ran: a skip)."""
+    try:
+        return True, next(trip)
+    except StopIteration as skipped:
+        return False, skipped.value
+
+
+def _end(trip: HookTrip, error: Optional[BaseException]) -> bool:
+    try:
+        if error is None:
+            trip.send(None)
+        else:
+            trip.throw(error)
+    except StopIteration as done:
+        return bool(done.value)
+    raise RuntimeError("a hook trip yielded twice")  # (hook_trip yields once)
+
+
 class HookRun:
-    """One job's trip through the hooks; remembers whether ``perform`` returned."""
+    """One job's trip through the hooks, in this thread; remembers what ``perform`` returned."""
 
     __slots__ = ("call", "current", "handler", "owner", "performed", "result", "run_async")
 
     def __init__(self, handler: Handler, current: tuple[Job, JobCall], run_async: RunAsync) -> None:
         self.handler, self.current, self.run_async = handler, current, run_async
         self.call = current[1]
-        self.owner: Any = None
         self.performed = False
         self.result: Any = None
+        self.owner: Any = None  # for the on_failure hooks
 
     def __call__(self) -> Any:
-        handler, args, kwargs = self.handler, self.call.args, self.call.kwargs
-        owner = self.owner = handler.owner()
-        try:
-            for name in handler.before_hooks:
-                getattr(owner, name)(*args, **kwargs)
-        except DontPerform:
-            return None
-        if handler.around_hooks:
-            self._around(owner)
-        else:
-            self._invoke(owner)
-        # Ruby runs after hooks even when an around hook did not yield (job.rb ``perform``).
-        for name in handler.after_hooks:
-            getattr(owner, name)(*args, **kwargs)
+        owner = self.owner = self.handler.owner()
+        self.performed = drive_hooks(hook_trip(self.handler, owner, self.call), self._invoke)
         return self.result
 
     def _invoke(self, owner: Any) -> None:
@@ -199,22 +275,10 @@ class HookRun:
             # An async handler, or a sync one handing back a coroutine: run it to its end.
             result = self.run_async(_in_job_context(_awaited(result), self.current))
         self.result = result
-        self.performed = True
-
-    def _around(self, owner: Any) -> None:
-        """Nest the around hooks like ``contextlib.ExitStack``: the first one is outermost."""
-        entered: list[tuple[str, Generator[Any, None, Any]]] = []
-        error: Optional[BaseException] = None
-        try:
-            if enter_around(self.handler, owner, self.call, entered):
-                self._invoke(owner)
-        except BaseException as exc:
-            error = exc
-        leave_around(entered, error)
 
 
-def enter_around(handler: Handler, owner: Any, call: JobCall,
-                 entered: list[tuple[str, Generator[Any, None, Any]]]) -> bool:
+def _enter_around(handler: Handler, owner: Any, call: JobCall,
+                  entered: list[tuple[str, Generator[Any, None, Any]]]) -> bool:
     """Run each around hook to its ``yield``, outermost first, adding it to ``entered``;
     False if one did not yield (then neither the inner hooks nor perform run)."""
     for name in handler.around_hooks:
@@ -227,8 +291,8 @@ def enter_around(handler: Handler, owner: Any, call: JobCall,
     return True
 
 
-def leave_around(entered: list[tuple[str, Generator[Any, None, Any]]],
-                 error: Optional[BaseException]) -> None:
+def _leave_around(entered: list[tuple[str, Generator[Any, None, Any]]],
+                  error: Optional[BaseException]) -> None:
     """Resume the entered around hooks innermost first, passing ``error`` in as a with-block
     would (a hook may swallow it); raise what is left."""
     for name, gen in reversed(entered):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, cast, overlo
 
 from ..protocol.job import Job, JobCall
 from .activejob import JOB_WRAPPER, decode_active_job
+from .decoding import resque_decode
 from .errors import PayloadError, UnknownJobClass
 from .handles import JobDecorator, JobHandle, P, Performer, R, body_of, handle_of, name_of
 from .hooks import (
@@ -30,6 +31,7 @@ from .hooks import (
     run_failure_hooks,
     running_job,
 )
+from .observers import JobObserver
 from .retry import Retry
 
 if TYPE_CHECKING:  # periodic imports croniter: loaded only when schedules are used
@@ -47,24 +49,13 @@ __all__ = [
     "default_registry",
     "job",
     "middleware",
+    "observe",
 ]
 
 
 T = TypeVar("T")
 Decoder = Callable[[Job], JobCall]
 Middleware = Callable[[Job, JobCall, Callable[[], Any]], Any]
-
-_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
-
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of a decoded value's type, for error messages."""
-    name = _JSON_TYPES.get(type(value))
-    if name is None:
-        name = "number" if isinstance(value, (int, float)) else type(value).__name__
-    return name
-
 
 class Registry:
     """Handlers by Resque class name, decoders, and middleware."""
@@ -74,6 +65,7 @@ class Registry:
         self._decoders: dict[str, Decoder] = {JOB_WRAPPER: decode_active_job}
         self._global_decoder: Optional[Decoder] = None
         self._middleware: tuple[Middleware, ...] = ()
+        self.observers: tuple[JobObserver, ...] = ()  # in the order added
         self._periodic: dict[str, Schedule] = {}  # registry.periodic(), by name
 
     # -- registration -------------------------------------------------------------------
@@ -193,6 +185,12 @@ class Registry:
         self._middleware = (*self._middleware, fn)
         return fn
 
+    def observe(self, observer: JobObserver) -> JobObserver:
+        """Add ``observer``: every worker using this registry tells it each job's start and
+        end, after its own metrics, history and log line (see :class:`JobObserver`)."""
+        self.observers = (*self.observers, observer)
+        return observer
+
     # -- lookup -------------------------------------------------------------------------
 
     def handler(self, class_name: str) -> Handler:
@@ -244,7 +242,7 @@ class Registry:
         if decoder is None:
             decoder = self._global_decoder
         if decoder is None:
-            return _default_decode(job)
+            return resque_decode(job)
         name = getattr(decoder, "__qualname__", None) or repr(decoder)
         try:
             call = decoder(job)
@@ -367,29 +365,7 @@ def _call_chain(
     return chain[index](job, call, lambda: _call_chain(chain, index + 1, job, call, run))
 
 
-def _default_decode(job: Job) -> JobCall:
-    """Resque's own reading of a payload: ``class`` names the job, ``args || []`` (spec §3)."""
-    payload = job.payload
-    if payload is None:
-        raise PayloadError(job.decode_error or "the payload could not be decoded")
-    if not isinstance(payload, dict):
-        raise PayloadError(f"payload must be a JSON object, got {_json_type(payload)}")
-    name = payload.get("class")
-    if not isinstance(name, str) or not name:
-        raise PayloadError(
-            f'payload "class" must be a non-empty string, got {_json_type(name)}'
-            if "class" in payload
-            else 'payload has no "class"'
-        )
-    args = payload.get("args")
-    if args is None:
-        return JobCall(name)
-    if not isinstance(args, list):
-        raise PayloadError(f"args must be a JSON array, got {_json_type(args)}")
-    # A copy, so a handler that mutates its arguments cannot change the failure entry.
-    return JobCall(name, list(args))
-
-
 default_registry = Registry()
 job = default_registry.job
 middleware = default_registry.middleware
+observe = default_registry.observe

@@ -80,6 +80,26 @@ if finish ~= '0' and redis.call('DEL', wkey) == 1 then
     redis.call('INCRBY', ns .. 'stat:processed', 1)
     redis.call('INCRBY', ns .. 'stat:processed:' .. wid, 1)
   end
+elseif finish == '0' and redis.call('EXISTS', wkey) == 1 then
+  -- Nothing to finish, yet the worker key holds a job: its completion never reached this
+  -- Redis (a retry written to a master that a failover then demoted). Overwriting the key
+  -- would lose the job: it goes back to the front of its queue. A large item still being
+  -- taken (the placeholder) is left to the caller, which resumes taking it.
+  local held = redis.call('GET', wkey)
+  local at = string.find(held, ',"payload":', 1, true)  -- (escaped in the queue's name)
+  if at and string.sub(held, at) ~= ',"payload":"payload being checked"}' then
+    local ok, head = pcall(cjson.decode, string.sub(held, 1, at - 1) .. '}')
+    local job = string.sub(held, at + 11, -2)
+    if string.sub(job, 1, 1) == '"' then  -- only a note: the job is in the raw list
+      job = redis.call('LINDEX', rawkey, 0)
+    end
+    if ok and type(head) == 'table' and type(head.queue) == 'string' and job then
+      redis.call('LPUSH', ns .. 'queue:' .. head.queue, job)
+      redis.call('SADD', ns .. 'queues', head.queue)
+      redis.call('DEL', wkey, rawkey)
+      if has_caps then redis.call('HDEL', own .. 'running-capped', wid) end
+    end
+  end
 end
 
 if n == 0 then return {0} end

@@ -11,11 +11,12 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import random
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["QueueSpec", "QueueSpecError", "closest_queue"]
+__all__ = ["QueueOrder", "QueueSpec", "QueueSpecError", "closest_queue"]
 
 _GLOB_CHARS = frozenset("*?[]{}")
 
@@ -150,3 +151,45 @@ class QueueSpec:
             return [name for name, _ in expanded]
         keyed = sorted(expanded, key=lambda item: rng.random() ** (1.0 / item[1]), reverse=True)
         return [name for name, _ in keyed]
+
+
+class QueueOrder:
+    """The queues one claim tries, in order: the one place that turns ``--queues`` into that.
+
+    Strict static queues have one order for ever (built once, not per job); weighted queues get
+    a fresh shuffle per claim; globs are expanded against ``resque:queues``, whose members the
+    caller reads when :attr:`stale` says so (the thread and asyncio workers read Redis their own
+    way) and hands to :meth:`refresh`.
+    """
+
+    REFRESH = 1.0  # seconds an expanded glob list is used before it is read again
+
+    def __init__(self, spec: QueueSpec, rng: Optional[random.Random] = None) -> None:
+        self.spec = spec
+        self._rng = rng or random.Random()
+        self._expanded = spec.expand()
+        self._expanded_at = float("-inf")  # never: a glob list is read before the first claim
+        self._fixed: Optional[list[str]] = (
+            None if spec.dynamic or spec.weighted else [q for q, _ in self._expanded])
+
+    @property
+    def stale(self) -> bool:
+        """Whether the glob expansion should be read again before the next claim."""
+        return self.spec.dynamic and time.monotonic() - self._expanded_at > self.REFRESH
+
+    def refresh(self, members: Iterable[bytes | str]) -> None:
+        """Expand the globs against the members of ``resque:queues`` just read."""
+        known = [m.decode("utf-8", "replace") if isinstance(m, bytes) else str(m)
+                 for m in members]
+        self._expanded = self.spec.expand(known)
+        self._expanded_at = time.monotonic()
+
+    def postpone(self, seconds: float) -> None:
+        """Reading ``resque:queues`` failed: use the current expansion ``seconds`` longer."""
+        self._expanded_at = time.monotonic() + seconds
+
+    def next(self) -> list[str]:
+        """The queues to try for one claim."""
+        if self._fixed is not None:
+            return self._fixed
+        return self.spec.order(self._expanded, self.spec.weighted, self._rng)

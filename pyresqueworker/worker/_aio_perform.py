@@ -1,8 +1,8 @@
 """Performing one job in asyncio mode: ``async def`` handlers on the loop, sync ones in threads.
 
 An ``async def`` handler runs inside its slot's task: the coroutine is awaited there, between
-the class's sync ``before_perform*`` / ``around_perform*`` / ``after_perform*`` hooks (the same
-order and rules as :class:`~pyresqueworker.jobs.hooks.HookRun`), and its timeout cancels it. A sync
+the class's sync ``before_perform*`` / ``around_perform*`` / ``after_perform*`` hooks (Resque's
+order, from the one :func:`~pyresqueworker.jobs.hooks.hook_trip`); its timeout cancels it. A sync
 handler — or any job when middleware is registered, since middleware calls ``call_next()``
 synchronously — runs in a bounded thread pool, exactly as in thread mode (soft timeout raised
 in its thread), while the slot's task awaits it: sync handlers keep their threads.
@@ -14,17 +14,10 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine
 from typing import Any, Optional
 
-from ..jobs.hooks import (
-    DontPerform,
-    Handler,
-    enter_around,
-    leave_around,
-    run_failure_hooks,
-    running_job,
-)
+from ..jobs.hooks import Handler, adrive_hooks, hook_trip, run_failure_hooks, running_job
 from ..protocol.job import Job, JobCall
 from ._host import AioSlotHost
 from ._job_outcome import failed, succeeded
@@ -49,7 +42,7 @@ async def perform(slot: AioSlotHost, job: Job) -> JobResult:
             performed = await slot.runtime.in_job_thread(contextvars.copy_context().run,
                                                          _run_in_thread, slot, job, call, timeout)
     except BaseException as exc:  # Ruby's ``rescue Object``; a cancel at shutdown ends here too
-        return failed(process, slot.retrier, job, call, exc)
+        return failed(process.note_unknown_class, slot.retrier, job, call, exc)
     return succeeded(slot.retrier, job, call, performed)
 
 
@@ -85,26 +78,13 @@ async def run_limited(awaitable: Any, limit: Optional[float]) -> Any:
 
 async def _run_on_loop(handler: Handler, job: Job, call: JobCall,
                        limit: Optional[float]) -> bool:
-    """A :class:`~pyresqueworker.jobs.hooks.HookRun` for an async handler, awaited in this
-    task."""
+    """An async handler awaited in this task, where :func:`hook_trip` says."""
     token = running_job.set((job, call))
     owner: Any = None
     try:
         owner = handler.owner()
-        args, kwargs = call.args, call.kwargs
-        try:
-            for name in handler.before_hooks:
-                getattr(owner, name)(*args, **kwargs)
-        except DontPerform:
-            return False
-        if handler.around_hooks:
-            performed = await _around(handler, owner, call, limit)
-        else:
-            await _invoke(handler, owner, call, limit)
-            performed = True
-        for name in handler.after_hooks:  # Ruby runs them even when an around hook did not yield
-            getattr(owner, name)(*args, **kwargs)
-        return performed
+        return await adrive_hooks(hook_trip(handler, owner, call),
+                                  lambda owner: _invoke(handler, owner, call, limit))
     except BaseException as exc:
         run_failure_hooks(handler, owner, exc, call)
         raise
@@ -115,22 +95,6 @@ async def _run_on_loop(handler: Handler, job: Job, call: JobCall,
 async def _invoke(handler: Handler, owner: Any, call: JobCall, limit: Optional[float]) -> None:
     fn = owner.perform if handler.is_class else owner
     await run_limited(fn(*call.args, **call.kwargs), limit)
-
-
-async def _around(handler: Handler, owner: Any, call: JobCall, limit: Optional[float]) -> bool:
-    """The around hooks as :class:`~pyresqueworker.jobs.hooks.HookRun` nests them, awaiting the
-    handler at the innermost point."""
-    entered: list[tuple[str, Generator[Any, None, Any]]] = []
-    error: Optional[BaseException] = None
-    performed = False
-    try:
-        if enter_around(handler, owner, call, entered):
-            await _invoke(handler, owner, call, limit)
-            performed = True
-    except BaseException as exc:
-        error = exc
-    leave_around(entered, error)
-    return performed
 
 
 def _run_in_thread(slot: AioSlotHost, job: Job, call: JobCall, limit: Optional[float]) -> bool:

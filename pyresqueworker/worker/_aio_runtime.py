@@ -20,19 +20,16 @@ What the slots share, so that 10,000 of them cost a few connections:
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..jobs.registry import Registry
 from ..log import logger
-from ..protocol._outage import Outage
 from ._aio_doorbell import WATCH_BLOCK, AioDoorbell
 from ._aio_link import AioLink
 from ._aio_slot import AioSlot
@@ -49,7 +46,6 @@ REDIS_THREADS = 2  # threads (and connections) for the rare sync Redis paths
 JOB_THREADS = 64  # most sync jobs one asyncio-mode process runs at once
 _LINK_TIMEOUT = 10.0  # seconds one claim pipeline may take before its connection is dropped
 _TICK = 0.05  # how often the loop looks at the process's stop and pause flags
-_QUEUE_REFRESH = 1.0  # seconds a dynamic (glob) queue list is cached
 
 
 def choose_execution(config: WorkerConfig, registry: Registry) -> str:
@@ -84,13 +80,6 @@ class AsyncRuntime:
         self.links = [AioLink(factory, _LINK_TIMEOUT)
                       for _ in range(link_count(config.concurrency, config.connections))]
         self.slots = [AioSlot(self, i, wid) for i, wid in enumerate(process.worker_ids)]
-        spec = config.queues
-        self._expanded = spec.expand()
-        self._expanded_at = time.monotonic()
-        # Strict static queues have one order for ever: build it once, not per job.
-        self._fixed_order: Optional[list[str]] = (
-            None if spec.dynamic or spec.weighted else [q for q, _ in self._expanded])
-        self._rng = random.Random()
         self._ended: list[AioSlot] = []  # slots whose task ended, for the monitor
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="asyncio-runtime", daemon=True)
@@ -170,10 +159,9 @@ class AsyncRuntime:
         return AioLink(self.process.connections, WATCH_BLOCK + 1.0)
 
     async def _monitor(self, tasks: dict[AioSlot, asyncio.Task[None]]) -> None:
-        """Act on the process's flags (set by the main thread), refresh glob queues, end a
-        drained process, and restart a slot task that ended early (a bug)."""
+        """Act on the process's flags (set by the main thread), end a drained process, and
+        restart a slot task that ended early (a bug)."""
         process = self.process
-        outage = Outage("queue refresh", book=process.outages)
         done = 0
         while True:
             if process.stopping.is_set():
@@ -193,13 +181,6 @@ class AsyncRuntime:
                 tasks[slot] = self._start_slot(slot)
             if done == len(self.slots) and not process.stopping.is_set():
                 process.stopping.set()  # --interval 0: every slot found every queue empty
-            if (self.process.config.queues.dynamic
-                    and time.monotonic() - self._expanded_at > _QUEUE_REFRESH):
-                try:
-                    await self._refresh_queues()
-                    outage.succeeded()
-                except Exception as exc:
-                    self._expanded_at = time.monotonic() + outage.failed(exc)
             await asyncio.sleep(_TICK)
 
     # -- services for the slots -----------------------------------------------------------
@@ -216,21 +197,6 @@ class AsyncRuntime:
         if self.process.connections.holding() and not self.process.stopping.is_set():
             self._not_holding.clear()
             await self._not_holding.wait()
-
-    def queue_order(self) -> list[str]:
-        """The queues to try for one claim (weighted shuffle, dynamic expansion)."""
-        if self._fixed_order is not None:
-            return self._fixed_order
-        spec = self.process.config.queues
-        return spec.order(self._expanded, spec.weighted, self._rng)
-
-    async def _refresh_queues(self) -> None:
-        keys = self.process.keys
-        members = await self.in_redis_thread(self.sync_client.smembers, keys.queues)
-        known = [m.decode("utf-8", "replace") if isinstance(m, bytes) else str(m)
-                 for m in members]
-        self._expanded = self.process.config.queues.expand(known)
-        self._expanded_at = time.monotonic()
 
     async def in_redis_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run sync Redis code (on :attr:`sync_client`) in the small Redis thread pool."""

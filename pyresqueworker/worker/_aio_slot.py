@@ -1,32 +1,54 @@
-"""One job slot in asyncio mode: one Resque worker id, worked by a task on the process's loop.
+"""One job slot as an asyncio task: the asyncio driver of the slot cycle (:mod:`._cycle`).
 
-The loop is the thread slot's (:mod:`pyresqueworker.worker._slot`):
-claim (finishing the previous job
-in the same call) → run → repeat, with the idle wait in :mod:`pyresqueworker.worker._aio_doorbell`.
-Claims go through the process's :class:`~pyresqueworker.worker._claim_batch.ClaimBatcher`; the rare
-paths (a claim whose reply was lost, a large payload, a retry, a give-back) run the existing
-sync code in the runtime's small Redis thread pool. To the rest of the process (housekeeping,
+The cycle decides what the slot does; this module does it, awaiting: claims go through the
+process's :class:`~pyresqueworker.worker._claim_batch.ClaimBatcher` (many slots' claims in one
+write); the rare paths (a claim whose reply was lost, a large payload, a retry, a give-back)
+run the sync code in the runtime's small Redis thread pool; the idle wait is
+:mod:`pyresqueworker.worker._aio_doorbell`'s. To the rest of the process (housekeeping,
 signals, shutdown) an :class:`AioSlot` looks like a thread slot: ``worker_id``, ``job``,
 ``status``, ``is_alive``, ``abandon``, ``interrupt_if_overdue``.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Optional, Union
+from functools import partial
+from typing import Any, Optional, Union
 
 from ..protocol import wire
-from ..protocol._outage import Outage, gives_up_when_stopping
 from ._aio_doorbell import Ring
 from ._aio_perform import perform
-from ._claim import NO_FINISH, PAUSED, Claimed, Claimer, Finish, HeldLarge
+from ._claim import Claimed, Claimer, HeldLarge
+from ._cycle import (
+    Backoff,
+    Claim,
+    CycleSettings,
+    Perform,
+    Report,
+    Requeue,
+    SettleRetry,
+    Sleep,
+    SlotCycle,
+    Step,
+    WaitHold,
+    WaitPaused,
+)
 from ._host import AioRuntimeHost
-from ._job_outcome import JobTracking, interrupt_thread, report, retry_or_fail
+from ._job_outcome import interrupt_thread
 from ._retrying import Retrier
+from ._tracking import JobTracking
+from .isolation import JobResult
 
 __all__ = ["AioSlot"]
 
 _Claim = Optional[Union[Claimed, HeldLarge, str]]
+
+
+# Which method does each step of the cycle (by name, so a test may patch one).
+_STEPS: dict[type, str] = {
+    Claim: "_claim", Requeue: "_requeue", Sleep: "_sleep",
+    WaitPaused: "_wait_paused", WaitHold: "_wait_hold", Perform: "_perform",
+    SettleRetry: "_settle_retry", Report: "_report", Backoff: "_back_off",
+}
 
 
 class AioSlot(JobTracking):
@@ -36,18 +58,19 @@ class AioSlot(JobTracking):
 
     def __init__(self, runtime: AioRuntimeHost, index: int, worker_id: str) -> None:
         self.runtime = runtime
-        self.process = runtime.process
+        self.process = process = runtime.process
         self.index = index
         self.worker_id = worker_id
-        process = self.process
         self.claimer = Claimer(runtime.sync_client, process.keys, worker_id)
         self.retrier = Retrier(runtime.sync_client, process.keys, process.registry, worker_id)
         self._init_tracking()
+        self.cycle = SlotCycle(process, CycleSettings(drain=process.config.drain), self,
+                               f"slot-{index}")
         self.status = "waiting"  # or "paused" (pause-all-workers), for the process title
-        self.finish: Finish = NO_FINISH  # the last job's completion, sent with the next claim
         self.held: Optional[tuple[str, str]] = None  # a large claimed item still to check
-        self.drained = False  # ended because --interval 0 found every queue empty
         self.ended = False
+        self.ring: Optional[Ring] = None  # the doorbell ring that woke this slot, to answer
+        self.woken = False  # the last sleep ended with a wake-up (a burst may be on)
         # A sync job running in a pool thread, for the timeout watchdog.
         self.thread_ident: Optional[int] = None
         self.deadline: Optional[float] = None
@@ -55,12 +78,16 @@ class AioSlot(JobTracking):
 
     # -- what the process sees ------------------------------------------------------------
 
+    @property
+    def drained(self) -> bool:
+        """Ended because ``--interval 0`` found every queue empty."""
+        return self.cycle.drained
+
     def is_alive(self) -> bool:
         return not self.ended
 
     def join(self, timeout: Optional[float] = None) -> None:
         """Nothing to join per slot: :meth:`AsyncRuntime.join` ends every task at once."""
-
 
     def interrupt_if_overdue(self, now: float) -> None:
         """Watchdog for a sync job in a pool thread (async jobs are cancelled by a timer)."""
@@ -72,76 +99,32 @@ class AioSlot(JobTracking):
             self.deadline = None
             interrupt_thread(self.thread_ident, self.timeout)
 
-    # -- the loop -------------------------------------------------------------------------
+    # -- the driver -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Claim and run jobs until the process stops; Redis faults and bugs back off and
-        retry (as :meth:`Slot.run`), a pending completion is kept until Redis takes it."""
-        process = self.process
-        outage = Outage(f"slot-{self.index}", book=process.outages,
-                        on_recovered=process.metrics.reconnected)
+        """Do the cycle's steps until it ends (the process stops, or a drain is done)."""
+        cycle = self.cycle.run()
         try:
-            with process.tracing.worker_calls():  # this task's context: tasks it starts too
+            with self.process.tracing.worker_calls():  # this task's context: tasks it starts too
+                step: Step = next(cycle)
                 while True:
                     try:
-                        if not await self._turn():
-                            return
-                        outage.succeeded()
+                        answer = await getattr(self, _STEPS[type(step)])(step)
                     except Exception as exc:
-                        owes = self.finish != NO_FINISH
-                        if gives_up_when_stopping(process.stopping.is_set(), owes,
-                                                  process.stop_deadline, outage.down_for):
-                            return
-                        await outage.apause(exc, process.stopping.is_set)
+                        step = cycle.throw(exc)
+                    else:
+                        step = cycle.send(answer)
+        except StopIteration:
+            pass
         finally:
             self.ended = True
 
-    async def _turn(self) -> bool:
-        process, doorbell = self.process, self.runtime.doorbell
-        if process.stopping.is_set() or process.paused.is_set():
-            await self._flush()
-            if process.stopping.is_set():
-                return False
-            await self.runtime.while_paused()
-            return True
-        if process.connections.holding():  # a Sentinel failover: write nothing until it's done
-            await self.runtime.while_holding()
-            return True
-        queues = self.runtime.queue_order()
-        claimed: _Claim = None
-        if queues or self.held:
-            claimed = await self._claim(queues)
-        else:  # a glob that matches no queue yet
-            await self._flush()
-        process.note_global_pause(claimed == PAUSED)
-        got_job = isinstance(claimed, Claimed)
-        if self.ring is not None:  # the watcher that woke this slot waits for the answer
-            self.ring.answer(got_job)
-        woken, self.ring, self.woken = self.woken, None, False
-        if not got_job:
-            if claimed is None and process.config.drain:
-                await self._flush()
-                self.drained = True
-                return False
-            self.status = "paused" if claimed == PAUSED else "waiting"
-            self.woken, self.ring = await doorbell.sleep(queues)
-            return True
-        if woken:
-            doorbell.fan_out()
-        assert isinstance(claimed, Claimed)
-        outcome = await self._execute_safely(claimed)
-        if outcome is None:  # abandoned at shutdown: the process has dealt with the job
-            return False
-        self.finish = outcome
-        return True
+    # -- the steps ------------------------------------------------------------------------
 
-    ring: Optional[Ring] = None  # the doorbell ring that woke this slot, to answer
-    woken = False  # the last sleep ended with a wake-up (a burst may be on)
-
-    async def _claim(self, queues: list[str]) -> _Claim:
-        """Finish the previous job and claim the next. A large item that a claim left for
-        this slot is taken first (the completion then waits for the next call); if taking it
-        fails, the next turn resumes it."""
+    async def _claim(self, step: Claim) -> _Claim:
+        """Send the completion and claim. A large item a claim left for this slot is taken
+        first: its claim call carried this step's completion already (the take failed, and
+        the cycle asks again)."""
         runtime = self.runtime
         if self.held is not None:
             queue, held_at = self.held
@@ -149,60 +132,58 @@ class AioSlot(JobTracking):
             claimed: _Claim = await runtime.in_redis_thread(self.claimer.take_held, queue,
                                                             held_at, True)
             self.held = None
-            return claimed
-        run_at = wire.run_at()
-        claimed = await self._send(queues, run_at)
-        if isinstance(claimed, HeldLarge):
-            self.held = (claimed.queue, run_at)  # kept until checked, even across a fault
-            claimed = await runtime.in_redis_thread(self.claimer.take_held, claimed.queue,
-                                                    run_at)
-            self.held = None
-        return claimed
-
-    async def _send(self, queues: list[str], run_at: str) -> _Claim:
-        """One claim call with the pending completion (cleared once Redis took it)."""
-        if self.claimer.needs_resolving:  # a lost reply: the sync claim resolves it first
-            claimed: _Claim = await self.runtime.in_redis_thread(
-                self.claimer.claim, queues, self.finish, run_at)
         else:
-            claimed = await self.runtime.batcher.claim(self.claimer, queues, self.finish,
-                                                       run_at)
-        self.finish = NO_FINISH
+            run_at = wire.run_at() if step.queues else ""
+            if self.claimer.needs_resolving:  # a lost reply: the sync claim resolves it first
+                claimed = await runtime.in_redis_thread(self.claimer.claim, step.queues,
+                                                        step.finish, run_at)
+            else:
+                claimed = await runtime.batcher.claim(self.claimer, step.queues, step.finish,
+                                                      run_at)
+            if isinstance(claimed, HeldLarge):
+                self.held = (claimed.queue, run_at)  # kept until checked, even across a fault
+                claimed = await runtime.in_redis_thread(self.claimer.take_held, claimed.queue,
+                                                        run_at)
+                self.held = None
+        if step.queues:
+            got_job = isinstance(claimed, Claimed)
+            self._answer_ring(got_job)
+            if got_job and self.woken:
+                runtime.doorbell.fan_out()
+            self.woken = False
         return claimed
 
-    async def _flush(self) -> None:
-        """Send a pending completion on its own (before sleeping, pausing or stopping)."""
-        if self.finish == NO_FINISH:
-            return
-        claimed = await self._send([], "")
-        if isinstance(claimed, Claimed):  # a lost claim's job: this slot won't run it now
-            await self.runtime.in_redis_thread(self.claimer.requeue, claimed.queue, claimed.raw)
+    def _answer_ring(self, got_job: bool) -> None:
+        if self.ring is not None:  # the watcher that woke this slot waits for the answer
+            self.ring.answer(got_job)
+            self.ring = None
 
-    # -- one job --------------------------------------------------------------------------
+    async def _requeue(self, step: Requeue) -> None:
+        await self.runtime.in_redis_thread(self.claimer.requeue, step.claimed.queue,
+                                           step.claimed.raw)
 
-    async def _execute_safely(self, claimed: Claimed) -> Optional[Finish]:
-        """:meth:`_execute`; an error of our own bookkeeping fails the job, never drops it."""
-        try:
-            return await self._execute(claimed)
-        except Exception as exc:
-            return self._internal_error(claimed, exc)
+    async def _sleep(self, step: Sleep) -> None:
+        self._answer_ring(False)
+        self.woken = False
+        self.status = "paused" if step.paused else "waiting"
+        self.woken, self.ring = await self.runtime.doorbell.sleep(step.queues)
 
-    async def _execute(self, claimed: Claimed) -> Optional[Finish]:
-        job = self._start_job(claimed)
-        process = self.process
-        started = time.perf_counter()
-        span = process.tracing.start(job)
-        with span:  # attached in this task's context only
-            result = await perform(self, job)
-        span.end(result, False)
-        duration_ms = (time.perf_counter() - started) * 1000.0
-        if not self._job_ran():
-            return None
-        finish, outcome = result.finish, result.outcome
-        if result.retryable and finish.mode == "2":
-            settled = await self.runtime.in_redis_thread(
-                retry_or_fail, self.retrier, self.worker_id, job, finish)
-            finish, outcome = (NO_FINISH, "retried") if settled is None else (settled, outcome)
-        report(process, self.worker_id, job, outcome, duration_ms, result.error)
-        self._job_done()
-        return finish
+    async def _wait_paused(self, _step: WaitPaused) -> None:
+        await self.runtime.while_paused()
+
+    async def _wait_hold(self, _step: WaitHold) -> None:
+        await self.runtime.while_holding()
+
+    async def _perform(self, step: Perform) -> JobResult:
+        with step.span:  # attached in this task's context only
+            return await perform(self, step.job)
+
+    async def _settle_retry(self, step: SettleRetry) -> Any:
+        return await self.runtime.in_redis_thread(
+            partial(self.retrier.settle, step.job, step.failure, token=step.token))
+
+    async def _report(self, step: Report) -> None:
+        self.process.observers.job_finished(step.job, step.outcome)
+
+    async def _back_off(self, step: Backoff) -> None:
+        await step.outage.apause(step.error, self.process.stopping.is_set)

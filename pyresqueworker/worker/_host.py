@@ -16,11 +16,13 @@ from typing import Any, Callable, Optional, Protocol, TypeVar
 import redis
 
 from ..client.history import HistoryBuffer
+from ..jobs.observers import JobObserver
 from ..jobs.registry import Registry
 from ..jobs.tracing import JobTracing
 from ..protocol import wire
 from ..protocol._outage import OutageBook
 from ..protocol.connection import ConnectionFactory
+from ..protocol.queues import QueueOrder
 from ._aio_doorbell import AioDoorbell
 from ._claim_batch import ClaimBatcher
 from ._doorbell import Doorbell
@@ -45,6 +47,8 @@ class WorkerHost(Protocol):
     metrics: Metrics
     tracing: JobTracing
     history: Optional[HistoryBuffer]
+    observers: JobObserver  # everyone told of each job (metrics, history, log line, user's)
+    queues: QueueOrder
     outages: OutageBook
     connections: ConnectionFactory
     conn: redis.Redis
@@ -59,11 +63,11 @@ class WorkerHost(Protocol):
     periodic: Optional[PeriodicEnqueuer]
     pruner: Pruner
 
+    def holding(self) -> bool:
+        """A Sentinel failover holds writes."""
+
     def new_connection(self) -> redis.Redis:
         """A single-socket client that follows Redis through failovers."""
-
-    def queue_order(self, conn: redis.Redis) -> list[str]:
-        """The queues to try for one claim."""
 
     def wait_timeout(self) -> float:
         """How long a paused or blocked slot waits before looking again."""
@@ -95,9 +99,6 @@ class AioRuntimeHost(Protocol):
     batcher: ClaimBatcher
     doorbell: AioDoorbell
     sync_client: redis.Redis
-
-    def queue_order(self) -> list[str]:
-        """The queues to try for one claim."""
 
     async def while_paused(self) -> None:
         """Wait while the process is paused and not stopping."""

@@ -1,7 +1,8 @@
 """A worker process's housekeeping thread: heartbeats, prunes, titles, watchdog, memory.
 
 One thread per process, ticking every quarter second: it interrupts jobs past their timeout,
-keeps the process title current, writes buffered job history; once a second it fires cron
+keeps the process title current, expands ``--queues`` globs against ``resque:queues`` (at most
+once a second), writes buffered job history; once a second it fires cron
 schedules, checks memory and offers to take the minute's time-series sample (one process of
 the fleet does); it writes the heartbeat of every slot in one pipeline (Redis ``TIME``),
 re-registers slots a Ruby prune removed, and prunes dead workers. It never dies while the
@@ -136,6 +137,8 @@ class Housekeeper:
                     continue
                 probe_since = None
                 self.publish_pause()
+                if p.queues.stale:  # --queues with globs: what they match now
+                    p.queues.refresh(p.conn.smembers(p.keys.queues))
                 if p.history is not None:
                     p.history.write(p.conn)
                 if now >= next_second:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import socket
 import threading
 import time
@@ -21,17 +20,21 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..client.history import HistoryBuffer, HistorySettings
+from ..jobs.observers import JobObserver
 from ..jobs.registry import Registry
 from ..jobs.tracing import JobTracing
-from ..log import capped, logger
+from ..log import logger
 from ..protocol import wire
 from ..protocol._outage import OutageBook
 from ..protocol._probe import probe_clients
 from ..protocol.connection import ConnectionFactory, describe, redact_url
+from ..protocol.queues import QueueOrder
 from ._aio_runtime import AsyncRuntime, choose_execution
 from ._doorbell import WATCH_TIMEOUT, Doorbell
 from ._housekeeping import Housekeeper, set_proctitle
+from ._observe import job_observers
 from ._prune import Pruner
+from ._registration import ProcessNotes, publish_concurrency_caps, register_workers
 from ._shutdown import (
     begin_stop,
     give_back_running_jobs,
@@ -42,26 +45,18 @@ from ._shutdown import (
 from ._signals import SignalHandling
 from ._slot import Slot
 from ._slot_view import SlotView
-from ._start_checks import handler_hint, warn_at_start
-from ._startup import WorkerError, is_cluster_node, retry_start_up
+from ._start_checks import warn_at_start
+from ._startup import WorkerError, first_connection, retry_start_up
 from ._supervisor import RECYCLE_EXIT
 from .config import WorkerConfig
 from .metrics import NULL_METRICS, Metrics
 from .periodic import PeriodicEnqueuer
+from .scheduler import start_scheduler_thread
 
 T = TypeVar("T")
 
 __all__ = ["WorkerError", "WorkerProcess"]
 
-_QUEUE_REFRESH = 1.0  # seconds a dynamic (glob) queue list is cached
-
-
-def _reply_spin(config: WorkerConfig, execution: str) -> float:
-    """How long the slot polls for its claim's reply: only a thread slot alone in its
-    process (polling slots would fight over the GIL), and only while the box has a core
-    more than there are worker processes (so polling never takes a local Redis's core)."""
-    lone = execution == "threads" and config.concurrency == 1
-    return config.reply_spin if lone and config.processes < (os.cpu_count() or 1) else 0.0
 
 
 class WorkerProcess(SignalHandling):
@@ -81,9 +76,7 @@ class WorkerProcess(SignalHandling):
         self.pid = os.getpid()
         self.stopping = threading.Event()  # no new claims
         self.paused = threading.Event()  # USR2
-        self.globally_paused = False  # the last claim found pause-all-workers on
-        self._pause_lock = threading.Lock()
-        self._unknown_classes: set[str] = set()  # logged once each
+        self.notes = ProcessNotes(config)  # what the process says once
         self.wake = threading.Event()  # wakes idle loops early (never set while running)
         self.stop_now = False
         self.stop_deadline = float("inf")  # when running jobs are given up on
@@ -91,26 +84,20 @@ class WorkerProcess(SignalHandling):
         self.recycling = False  # exiting for --max-jobs / --max-memory, to be replaced
         self.signal_count = 0
         self._signals: list[tuple[int, bool]] = []  # (signal, immediate) not yet acted on
-        self.rng = random.Random()
         self.connections = ConnectionFactory(config.redis_url, tls=config.tls)
         # One book so an outage is logged once per process, not per loop; one prober for all.
         self.outages = OutageBook(probe=probe_clients(self.connections))
-        self.conn = self._first_connection()
+        self.conn = first_connection(self.new_connection(), self.starting, config.namespace)
         spec = config.queues
         self.worker_ids = [
             str(wire.WorkerId.build(self.hostname, self.pid, spec.id_queues, slot=i))
             for i in range(config.concurrency)
         ]
         self.execution = choose_execution(config, registry)  # "threads" or "asyncio"
-        self.reply_spin = _reply_spin(config, self.execution)
+        self.reply_spin = config.reply_spin_for(self.execution)
         self.runtime: Optional[AsyncRuntime] = None
         self.slots: list[SlotView] = []
-        self._expanded: list[tuple[str, int]] = spec.expand()
-        self._expanded_at = 0.0
-        self._is_dynamic = spec.dynamic
-        # Strict static queues have one order for ever: build it once, not per job.
-        self._fixed_order: Optional[list[str]] = (
-            None if spec.dynamic or spec.weighted else [q for q, _ in self._expanded])
+        self.queues = QueueOrder(spec)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_lock = threading.Lock()
         self._scheduler_thread: Optional[threading.Thread] = None
@@ -121,6 +108,9 @@ class WorkerProcess(SignalHandling):
         self.history: Optional[HistoryBuffer] = (
             HistoryBuffer(self.keys, HistorySettings(config.history, config.history_max))
             if config.history is not None else None)
+        # Who hears of each job: our metrics, history and log line, then the user's observers.
+        self.observers: JobObserver = job_observers(self.metrics, self.history,
+                                                    registry.observers)
         self.housekeeper = Housekeeper(self)
         self.doorbell = Doorbell(self.keys, self._watch_connection, self.stopping, self.outages)
         self.pruner = Pruner(
@@ -130,17 +120,6 @@ class WorkerProcess(SignalHandling):
         )
 
     # -- helpers used by slots --------------------------------------------------------------
-
-    def _first_connection(self) -> redis.Redis:
-        conn = self.new_connection()
-        self.starting(conn.ping, "connect")
-        if self.starting(lambda: is_cluster_node(conn), "check the server") and (
-                not wire.has_hash_tag(self.config.namespace)):
-            raise WorkerError(
-                f"Redis at {describe(conn)} is a Redis Cluster: the namespace "
-                f"{self.config.namespace!r} needs a hash tag (e.g. '{{resque}}:') so every "
-                "key of a job lives in one slot")
-        return conn
 
     def starting(self, step: Callable[[], T], what: str) -> T:
         """A start-up step, retried while Redis is away (see :func:`retry_start_up`); a stop
@@ -172,17 +151,9 @@ class WorkerProcess(SignalHandling):
                                         socket_connect_timeout=5.0,
                                         retry=Retry(NoBackoff(), 0))
 
-    def queue_order(self, conn: redis.Redis) -> list[str]:
-        """The queues to try for one fetch (weighted shuffle, dynamic expansion)."""
-        if self._fixed_order is not None:
-            return self._fixed_order
-        spec = self.config.queues
-        if self._is_dynamic and time.monotonic() - self._expanded_at > _QUEUE_REFRESH:
-            known = [m.decode("utf-8", "replace") if isinstance(m, bytes) else m
-                     for m in conn.smembers(self.keys.queues)]
-            self._expanded = spec.expand(known)
-            self._expanded_at = time.monotonic()
-        return spec.order(self._expanded, spec.weighted, self.rng)
+    def holding(self) -> bool:
+        """A Sentinel failover holds writes (see :meth:`Locator.hold`)."""
+        return self.connections.holding()
 
     def wait_timeout(self) -> float:
         """How long a paused slot, or a ``--fetch blpop`` wait, waits before looking again."""
@@ -203,28 +174,10 @@ class WorkerProcess(SignalHandling):
             self.recycle(f"processed {self.jobs_done} jobs (--max-jobs)")
 
     def note_unknown_class(self, class_name: str) -> None:
-        """Say once per class why its jobs fail (the failure keeps Ruby's exact text)."""
-        if class_name not in self._unknown_classes:
-            self._unknown_classes.add(class_name)
-            # repr and capped: the name comes from a payload, and must not forge log lines.
-            shown = capped(repr(class_name))
-            hint = handler_hint(self.config, "its handler")
-            logger.warning(f"no Python handler is registered for class {shown}: its jobs fail "
-                           f"with NameError ({hint})",
-                           extra={"class": class_name, "apps": ",".join(self.config.apps) or None})
+        self.notes.unknown_class(class_name)
 
     def note_global_pause(self, paused: bool) -> None:
-        """Log once when a claim first finds ``pause-all-workers`` on, and once when off."""
-        if paused != self.globally_paused:
-            with self._pause_lock:
-                if paused == self.globally_paused:
-                    return
-                self.globally_paused = paused
-            if paused:
-                logger.warning("paused by pause-all-workers: no job is taken until it is lifted"
-                               " (pyresque unpause)")
-            else:
-                logger.info("pause-all-workers lifted: taking jobs again")
+        self.notes.global_pause(paused)
 
     def recycle(self, reason: str) -> None:
         """Stop claiming, finish running jobs, and exit so the supervisor starts a fresh one."""
@@ -247,7 +200,11 @@ class WorkerProcess(SignalHandling):
         self.starting(lambda: self.housekeeper.heartbeat(first=True), "write heartbeats")
         self.starting(self.housekeeper.prune, "prune dead workers")
         self.starting(lambda: self.register(self.worker_ids), "register the worker")
-        self.starting(self._publish_concurrency_caps, "publish concurrency caps")
+        self.starting(lambda: publish_concurrency_caps(self.conn, self.keys, self.registry),
+                      "publish concurrency caps")
+        if self.queues.stale:  # globs: expanded before the first claim (then by housekeeping)
+            self.starting(lambda: self.queues.refresh(self.conn.smembers(self.keys.queues)),
+                          "read the queue list")
         if self.start_warnings:  # after the steps that may fail: a failed start is one line
             warn_at_start(self.config, self.registry, self.conn)
         watch = self.connections.failover_watch()
@@ -269,7 +226,8 @@ class WorkerProcess(SignalHandling):
                 thread.start()
         self.housekeeper.update_title()
         if self.config.scheduler:
-            self._start_scheduler()
+            self._scheduler_thread = start_scheduler_thread(
+                self.connections.connect(), self.config.namespace, self.stopping)
         housekeeping = threading.Thread(target=self.tracing.quietly(self.housekeeper.run),
                                         name="housekeeping", daemon=True)
         housekeeping.start()
@@ -302,42 +260,11 @@ class WorkerProcess(SignalHandling):
             self.slots[index] = replacement
             replacement.start()
 
-    def _start_scheduler(self) -> None:
-        from ..client._client import Client
-        from .scheduler import Scheduler
-
-        client = Client(redis=self.connections.connect(), namespace=self.config.namespace)
-        scheduler = Scheduler(client)
-        self._scheduler_thread = threading.Thread(
-            target=scheduler.run, args=(self.stopping,), name="scheduler", daemon=True)
-        self._scheduler_thread.start()
-
     # -- registration, heartbeat, prune -------------------------------------------------------
 
     def register(self, worker_ids: list[str]) -> None:
-        started = wire.started_at()
-        with self.conn.pipeline(transaction=False) as pipe:
-            for wid in worker_ids:
-                pipe.sadd(self.keys.workers, wid)
-                pipe.set(self.keys.worker_started(wid), started)
-            pipe.execute()
-
-    def _publish_concurrency_caps(self) -> None:
-        """Tell every worker's claim script this registry's ``max_concurrency`` caps.
-
-        A class registered here without a cap has any old cap removed, so the caps follow
-        the code that is deployed.
-        """
-        capped = [h for h in self.registry.handlers() if h.max_concurrency is not None]
-        uncapped = [h.class_name for h in self.registry.handlers()
-                    if h.max_concurrency is None]
-        with self.conn.pipeline(transaction=True) as pipe:
-            for handler in capped:
-                pipe.hset(self.keys.concurrency_caps, handler.class_name,
-                          str(handler.max_concurrency))
-            if uncapped:
-                pipe.hdel(self.keys.concurrency_caps, *uncapped)
-            pipe.execute()
+        """Write the worker ids to Redis again (after Redis lost them)."""
+        register_workers(self.conn, self.keys, worker_ids)
 
     # -- shutdown ---------------------------------------------------------------------------
 

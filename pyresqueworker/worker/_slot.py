@@ -1,7 +1,8 @@
-"""One job slot: one Resque worker id, one Redis connection, one thread.
+"""One job slot as a thread: the thread driver of the slot cycle (:mod:`._cycle`).
 
-The loop is: claim (finishing the previous job in the same call) → run → repeat. When every
-queue is empty it sleeps until a queue watcher rings (see :mod:`pyresqueworker.worker._doorbell`).
+The cycle decides what the slot does; this module does it, blocking: claims over the slot's own
+connection, runs the job in this thread (or a forked child), and sleeps on the doorbell
+(:mod:`._doorbell`) while every queue is empty.
 """
 
 from __future__ import annotations
@@ -11,36 +12,71 @@ import threading
 import time
 from collections.abc import Coroutine
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
-from ..log import logger
+import redis
+
 from ..protocol import wire
-from ..protocol._outage import Outage, gives_up_when_stopping
 from ..protocol.job import Job, JobCall
-from ._claim import NO_FINISH, PAUSED, Claimed, Claimer, Finish
-from ._doorbell import Ring
-from ._host import WorkerHost
-from ._job_outcome import (
-    JobTracking,
-    failed,
-    failure_for,
-    interrupt_thread,
-    report,
-    retry_or_fail,
-    succeeded,
+from ._claim import NO_FINISH, Claimed, Claimer
+from ._cycle import (
+    Backoff,
+    Claim,
+    CycleSettings,
+    Perform,
+    Pop,
+    Report,
+    Requeue,
+    SettleRetry,
+    Sleep,
+    SlotCycle,
+    SlotHost,
+    Step,
+    WaitHold,
+    WaitPaused,
 )
+from ._doorbell import Doorbell, Ring
+from ._job_outcome import failed, failure_for, interrupt_thread, succeeded
 from ._retrying import Retrier
+from ._tracking import JobTracking
 from .isolation import JobResult, JobTimeout, run_forked
 
-__all__ = ["Slot"]
+__all__ = ["Slot", "ThreadSlotHost"]
 
 SAFETY_POLL = 60.0  # seconds a sleeping slot waits for a ring before claiming anyway
+_PAUSED_LOOK, _HOLD_LOOK = 0.2, 0.05  # seconds between looks while paused / while held
+
+
+class ThreadSlotHost(SlotHost, Protocol):
+    """What a thread slot uses of its worker process, beyond what every slot does."""
+
+    doorbell: Doorbell
+    wake: threading.Event  # wakes idle waits early
+    reply_spin: float  # seconds a slot polls for its claim's reply (0: it sleeps)
+
+    def new_connection(self) -> redis.Redis:
+        """A single-socket client that follows Redis through failovers."""
+
+    def wait_timeout(self) -> float:
+        """How long a paused or blocked slot waits before looking again."""
+
+    def run_async(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run a coroutine on the process's event-loop thread."""
+
+
+
+# Which method does each step of the cycle (by name, so a test may patch one).
+_STEPS: dict[type, str] = {
+    Claim: "_claim", Pop: "_pop", Requeue: "_requeue", Sleep: "_sleep",
+    WaitPaused: "_wait_paused", WaitHold: "_wait_hold", Perform: "_perform",
+    SettleRetry: "_settle_retry", Report: "_report", Backoff: "_back_off",
+}
 
 
 class Slot(JobTracking, threading.Thread):
     """A thread that works jobs as one Resque worker."""
 
-    def __init__(self, process: WorkerHost, index: int, worker_id: str) -> None:
+    def __init__(self, process: ThreadSlotHost, index: int, worker_id: str) -> None:
         super().__init__(name=f"slot-{index}", daemon=True)
         self.process = process
         self.index = index
@@ -49,178 +85,130 @@ class Slot(JobTracking, threading.Thread):
         self.claimer = Claimer(self.conn, process.keys, worker_id, process.reply_spin)
         self.retrier = Retrier(self.conn, process.keys, process.registry, worker_id)
         self._init_tracking()
+        config = process.config
+        config = process.config
+        self.cycle = SlotCycle(
+            process, CycleSettings(blpop=config.fetch == "blpop", drain=config.drain,
+                                   forked=config.fork_per_job), self, self.name)
         self.deadline: Optional[float] = None  # monotonic time a sync job must end by
         self.timeout = 0.0  # the running job's timeout, for messages
         self.child: Optional[int] = None  # pid of the job's child with --fork-per-job
         self.status = "waiting"  # or "paused" (pause-all-workers), for the process title
         self.ring: Optional[Ring] = None  # the doorbell ring that woke this slot, to answer
-        self.finish: Finish = NO_FINISH  # the last job's completion, sent with the next claim
-        self.drained = False  # ended because --interval 0 found every queue empty
 
-    # -- the loop -------------------------------------------------------------------------
+    @property
+    def drained(self) -> bool:
+        """Ended because ``--interval 0`` found every queue empty."""
+        return self.cycle.drained
+
+    # -- the driver -----------------------------------------------------------------------
 
     def run(self) -> None:
-        """Claim and run jobs until the process stops. Nothing ends this loop early: Redis
-        being away (refused, cut, OOM, READONLY, a failover...) and any other error are
-        logged once, backed off from with jitter, and retried; a pending completion is kept
-        until Redis takes it."""
+        """Do the cycle's steps until it ends (the process stops, or a drain is done)."""
         try:
             with self.process.tracing.worker_calls():
-                self._loop()
+                self._drive()
         finally:
             self.claimer.caller.run_after_send()  # the last job's report, if still pending
-            if self.ring is not None:  # its watcher must not wait for an answer that won't come
-                self.ring.answer(False)
+            self._answer_ring(False)  # its watcher must not wait for an answer that won't come
 
-    def _loop(self) -> None:
-        process = self.process
-        outage = Outage(self.name, book=process.outages,
-                        on_recovered=process.metrics.reconnected)
-        while True:
-            try:
-                if not self._turn():
-                    return
-                outage.succeeded()
-            except Exception as exc:
-                self.claimer.caller.run_after_send()  # (no request went out: report now)
-                if gives_up_when_stopping(process.stopping.is_set(), self.finish != NO_FINISH,
-                                          process.stop_deadline, outage.down_for):
-                    return
-                # Until Redis answers a probe (a lost link), else the backoff; not wake.wait:
-                # once stopping, wake stays set.
-                outage.pause(exc, process.stopping.is_set)
-
-    def _turn(self) -> bool:
-        """One claim and what follows it (a job, or an idle wait); False to end the loop."""
-        process = self.process
-        if process.stopping.is_set() or process.paused.is_set():
-            self.finish = self._flush(self.finish)
-            if process.stopping.is_set():
-                return False
-            process.wake.wait(0.2)
-            return True
-        if process.connections.holding():  # a Sentinel failover: write nothing until it's done
-            self.claimer.caller.run_after_send()  # (the last job's report need not wait)
-            process.wake.wait(0.05)
-            return True
-        queues = process.queue_order(self.conn)
-        claimed: Claimed | str | None
-        if process.config.fetch == "blpop":
-            self.finish = self._flush(self.finish)
-            claimed = self._blpop(queues)
-        elif queues:
-            claimed = self.claimer.claim(queues, self.finish, wire.run_at())
-            self.finish = NO_FINISH
-        else:  # a glob that matches no queue yet
-            self.finish, claimed = self._flush(self.finish), None
-        process.note_global_pause(claimed == PAUSED)
-        if self.ring is not None:  # the watcher that woke this slot waits for the answer
-            self.ring.answer(isinstance(claimed, Claimed))
-            self.ring = None
-        if claimed is None or claimed == PAUSED:
-            if claimed is None and process.config.drain:
-                self.finish = self._flush(self.finish)
-                self.drained = True
-                return False
-            self._idle_wait(queues, paused=claimed == PAUSED)
-            return True
-        assert isinstance(claimed, Claimed)
-        outcome = self._execute_safely(claimed)
-        if outcome is None:  # abandoned at shutdown: the process has dealt with the job
-            return False
-        self.finish = outcome
-        return True
-
-    def _execute_safely(self, claimed: Claimed) -> Optional[Finish]:
-        """:meth:`_execute`; an error of our own bookkeeping fails the job, never drops it
-        (it was claimed into this slot's worker key, which the next claim overwrites)."""
+    def _drive(self) -> None:
+        cycle, caller = self.cycle.run(), self.claimer.caller
         try:
-            return self._execute(claimed)
-        except Exception as exc:
-            return self._internal_error(claimed, exc)
+            step: Step = next(cycle)
+            while True:
+                if type(step) is not Claim or not step.queues:
+                    caller.run_after_send()  # a deferred report never waits past a step
+                try:
+                    answer = getattr(self, _STEPS[type(step)])(step)
+                except Exception as exc:
+                    step = cycle.throw(exc)
+                else:
+                    step = cycle.send(answer)
+        except StopIteration:
+            return
 
-    def _flush(self, finish: Finish) -> Finish:
-        """Send a pending completion on its own (before waiting, pausing or stopping); the
-        last job's report, which otherwise rides on the next claim's request, goes first."""
-        self.claimer.caller.run_after_send()
-        if finish != NO_FINISH:
-            claimed = self.claimer.claim((), finish, "")
-            if isinstance(claimed, Claimed):  # a lost claim's job: this slot won't run it now
-                self.claimer.requeue(claimed.queue, claimed.raw)
-        return NO_FINISH
+    def _answer_ring(self, got_job: bool) -> None:
+        if self.ring is not None:  # the watcher that woke this slot waits for the answer
+            self.ring.answer(got_job)
+            self.ring = None
 
-    def _blpop(self, queues: list[str]) -> Claimed | None:
-        if not queues:
-            return None
-        popped = self.claimer.blpop(queues, self.process.wait_timeout())
-        if popped is None:
-            return None
-        return self.claimer.adopt(popped[0], popped[1], NO_FINISH, wire.run_at())
+    # -- the steps ------------------------------------------------------------------------
 
-    def _idle_wait(self, queues: list[str], paused: bool) -> None:
+    def _claim(self, step: Claim) -> Claimed | str | None:
+        claimed = self.claimer.claim(step.queues, step.finish, wire.run_at())
+        if step.queues:
+            self._answer_ring(isinstance(claimed, Claimed))
+        return claimed
+
+    def _pop(self, step: Pop) -> Optional[Claimed]:
+        popped = self.claimer.blpop(step.queues, self.process.wait_timeout())
+        claimed = None if popped is None else self.claimer.adopt(
+            popped[0], popped[1], NO_FINISH, wire.run_at())  # (sent before)
+        self._answer_ring(claimed is not None)
+        return claimed
+
+    def _requeue(self, step: Requeue) -> None:
+        self.claimer.requeue(step.claimed.queue, step.claimed.raw)
+
+    def _sleep(self, step: Sleep) -> None:
         process = self.process
-        self.status = "paused" if paused else "waiting"
-        if paused or not queues or process.config.fetch == "blpop":
+        self._answer_ring(False)
+        self.status = "paused" if step.paused else "waiting"
+        if step.paused or not step.queues or process.config.fetch == "blpop":
             process.wake.wait(process.wait_timeout())
             return
         # Asleep until a queue watcher rings (see _doorbell.py); the poll is a safety net, or
         # --interval when some queues of a large glob are not watched.
         poll = process.config.interval if process.doorbell.unwatched else SAFETY_POLL
-        self.ring = process.doorbell.sleep(queues, poll or SAFETY_POLL)
+        self.ring = process.doorbell.sleep(step.queues, poll or SAFETY_POLL)
+
+    def _wait_paused(self, _step: WaitPaused) -> None:
+        self.process.wake.wait(_PAUSED_LOOK)  # (not until set: once stopping, wake stays set)
+
+    def _wait_hold(self, _step: WaitHold) -> None:
+        self.process.wake.wait(_HOLD_LOOK)
+
+    def _settle_retry(self, step: SettleRetry) -> Any:
+        return self.retrier.settle(step.job, step.failure, token=step.token)
+
+    def _report(self, step: Report) -> None:
+        # Told once the next claim's request is sent: the log line, history and metrics then
+        # cost the slot no time of its own (the reply is on its way meanwhile).
+        self.claimer.caller.defer(partial(self.process.observers.job_finished, step.job,
+                                          step.outcome))
+
+    def _back_off(self, step: Backoff) -> None:
+        # Until Redis answers a probe (a lost link), else the backoff.
+        step.outage.pause(step.error, self.process.stopping.is_set)
 
     # -- one job --------------------------------------------------------------------------
 
-    def _execute(self, claimed: Claimed) -> Optional[Finish]:
-        job = self._start_job(claimed)
-        process = self.process
-        forked = process.config.fork_per_job
-        started = time.perf_counter()
-        span = process.tracing.start(job)
-        if forked:
-            result = run_forked(
-                lambda: span.in_child(self._perform, job), self._timeout_for(job),
-                lambda name, message: failure_for(job, None, name, message), self._track_child,
-            )
-        else:
-            with span:
-                result = self._perform(job)
-        span.end(result, forked)
-        duration_ms = (time.perf_counter() - started) * 1000.0
-        if not self._job_ran():
-            return None
-        finish, outcome = result.finish, result.outcome
-        if result.retryable and finish.mode == "2":
-            settled = retry_or_fail(self.retrier, self.worker_id, job, finish)
-            finish, outcome = (NO_FINISH, "retried") if settled is None else (settled, outcome)
-        # Reported while the next claim's reply is on its way (the log line, history and
-        # metrics then cost the slot no time of its own): run once that request is sent.
-        self.claimer.caller.defer(partial(self._report, job, outcome, duration_ms,
-                                          result.error))
-        self._job_done()
-        return finish
+    def _perform(self, step: Perform) -> JobResult:
+        job, span = step.job, step.span
+        if self.process.config.fork_per_job:
+            return run_forked(
+                lambda: span.in_child(self._run_job, job), self._timeout_for(job),
+                lambda name, message: failure_for(job, None, name, message), self._track_child)
+        with span:
+            return self._run_job(job)
 
-    def _report(self, job: Job, outcome: str, duration_ms: float, error: Optional[str]) -> None:
-        try:
-            report(self.process, self.worker_id, job, outcome, duration_ms, error)
-        except Exception:  # (never into the claim it rides on)
-            logger.exception("could not report a finished job")
-
-    def _perform(self, job: Job) -> JobResult:
+    def _run_job(self, job: Job) -> JobResult:
         """Decode, dispatch and run one job; every error becomes a failure entry."""
-        registry = self.process.registry
+        process = self.process
         call: Optional[JobCall] = None
         try:
             try:
-                call = registry.decode(job)
+                call = process.registry.decode(job)
                 timeout = self._timeout_for(job, call.class_name)
-                if timeout is not None and not self.process.config.fork_per_job:
+                if timeout is not None and not process.config.fork_per_job:
                     self.timeout, self.deadline = timeout, time.monotonic() + timeout
-                performed = registry.perform(job, call, run_async=self._run_async)
+                performed = process.registry.perform(job, call, run_async=self._run_async)
             finally:
                 with self.lock:  # from here on the watchdog leaves this thread alone
                     self.deadline = None
         except BaseException as exc:  # Ruby's ``rescue Object``: SystemExit included
-            return failed(self.process, self.retrier, job, call, exc)
+            return failed(process.note_unknown_class, self.retrier, job, call, exc)
         return succeeded(self.retrier, job, call, performed)
 
     def _timeout_for(self, job: Job, class_name: Optional[str] = None) -> Optional[float]:
@@ -255,4 +243,3 @@ class Slot(JobTracking, threading.Thread):
                 return
             self.deadline = None
             interrupt_thread(self.ident, self.timeout)
-

@@ -18,7 +18,10 @@ class SlotView(Protocol):
     job_started: float  # epoch seconds the running job started
     status: str  # "waiting" or "paused" (pause-all-workers), for the process title
     child: Optional[int]  # --fork-per-job: the running job's child pid
-    drained: bool  # ended because --interval 0 found every queue empty
+
+    @property
+    def drained(self) -> bool:
+        """Ended because ``--interval 0`` found every queue empty."""
 
     def is_alive(self) -> bool: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -74,8 +75,6 @@ class WorkerConfig:
     # called from Python: a missing handler is then explained in its terms (--app, or an
     # import), since a hint about a flag means nothing to code that has none.
     command: Optional[str] = None
-    log_format: str = "text"
-    log_level: str = "INFO"
     hostname: Optional[str] = None
 
     def __post_init__(self) -> None:
@@ -147,3 +146,10 @@ class WorkerConfig:
     def drain(self) -> bool:
         """Resque's ``interval == 0`` and ``--exit-on-complete``: stop when queues are empty."""
         return self.exit_on_complete or self.interval == 0
+
+    def reply_spin_for(self, execution: str) -> float:
+        """How long a slot polls for its claim's reply: only a thread slot alone in its
+        process (polling slots would fight over the GIL), and only while the box has a core
+        more than there are worker processes (so polling never takes a local Redis's core)."""
+        lone = execution == "threads" and self.concurrency == 1
+        return self.reply_spin if lone and self.processes < (os.cpu_count() or 1) else 0.0

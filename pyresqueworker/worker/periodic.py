@@ -7,8 +7,8 @@ Two sources of schedules:
   fires the ones its own registry declares, and publishes them to Redis so that
   :meth:`ScheduleStore.list` can show them.
 * **runtime** ("redis"): :class:`ScheduleStore` adds, enables, disables and deletes named
-  schedules in a Redis hash; every worker re-reads the hash on each tick, so a change is live
-  within a second, without a restart.
+  schedules in a Redis hash; every worker re-reads it once its change counter moves (looked at
+  every few seconds, by :mod:`._active_schedules`), so a change is live without a restart.
 
 Each worker process runs one :class:`PeriodicEnqueuer` and calls :meth:`~PeriodicEnqueuer.tick`
 about once a second. A firing is a (schedule, cron time) pair; the first process to reach it
@@ -44,13 +44,13 @@ from ..jobs.schedules import (
     ScheduleStore,
     as_text,
     decode_hash,
-    is_live,
     validate_cron,
     walker,
 )
 from ..protocol import wire
 from ..protocol._resp import LuaScript
 from ..protocol.redis_errors import REDIS_ERRORS
+from ._active_schedules import ActiveSchedules
 from ._first_seen import FirstSeen
 
 if TYPE_CHECKING:
@@ -74,10 +74,6 @@ MAX_CATCH_UP = 10
 # A firing's lock outlives its grace window by this much, so clocks of worker hosts that
 # disagree by up to ten minutes still cannot fire it twice.
 _LOCK_MARGIN = 600
-_PUBLISH_EVERY = 60.0  # seconds between re-publications of the code-declared schedules
-# Seconds between looks at the schedules' change counter: an idle worker reads the schedules
-# themselves only when they changed (a change takes effect within this time).
-_CHECK_CHANGES_EVERY = 5.0
 # A safety stop for walking the firings of a very frequent cron across a very long window.
 _MAX_WALK = 100_000
 
@@ -91,7 +87,6 @@ _FIRE = LuaScript(
     "redis.call('HSET', KEYS[4], ARGV[5], ARGV[6]) "
     "return 1"
 )
-
 
 
 # -- firing ------------------------------------------------------------------------------------
@@ -119,19 +114,12 @@ class PeriodicEnqueuer:
         self.grace = float(grace)
         self.max_catch_up = max_catch_up
         self.lock_value = lock_value or f"{socket.gethostname()}:{os.getpid()}"
-        code = registry.periodic_schedules() if registry is not None else []
-        self.code: dict[str, Schedule] = {s.name: s for s in code}
-        self._queue_for = registry.queue_for if registry is not None else None
+        self._schedules = ActiveSchedules(
+            redis, self._k, registry.periodic_schedules() if registry is not None else [],
+            registry.queue_for if registry is not None else None)
         self._horizon: Optional[float] = None  # firings up to here are handled
-        self._published_at: Optional[float] = None
         self._next_due: dict[tuple[str, str], tuple[Schedule, float]] = {}
-        self._parsed: dict[str, tuple[bytes, Optional[Schedule]]] = {}  # runtime, by raw bytes
-        self._clash_reported: set[str] = set()
         self._first_seen = FirstSeen(redis, self._k.first_seen)
-        # The schedules read last, the change counter they were read at, and when it was read.
-        self._config: Optional[tuple[dict[str, bytes], set[str]]] = None
-        self._version: Optional[bytes | str] = None
-        self._checked_at = 0.0
 
     def tick(self) -> int:
         """Enqueue every due firing; returns how many this call enqueued.
@@ -146,39 +134,20 @@ class PeriodicEnqueuer:
             _log.error("periodic tick failed: %s: %s", type(exc).__name__, exc)
             return 0
 
-    def publish(self) -> None:
-        """Publish this process's code-declared schedules, so ``ScheduleStore.list`` shows
-        them; drop published ones no worker re-published for an hour."""
-        now = int(self.redis.time()[0])
-        mapping = {name: s.config(seen_at=now) for name, s in self.code.items()}
-        with self.redis.pipeline(transaction=False) as pipe:
-            if mapping:
-                pipe.hset(self._k.code, mapping=mapping)  # type: ignore[arg-type]
-            pipe.hgetall(self._k.code)
-            published = pipe.execute()[-1]
-        stale = [name for name, raw in decode_hash(published).items() if not is_live(raw, now)]
-        if stale:
-            self.redis.hdel(self._k.code, *stale)
-
     def _tick(self) -> int:
         now = self.clock()
-        if self.code and (self._published_at is None or not
-                          0 <= now - self._published_at < _PUBLISH_EVERY):
-            self.publish()
-            self._published_at = now
         window_start = now - self.grace
         horizon = self._horizon
         # At start, after a stall longer than grace, or if the clock went back: look back
         # over the grace window (the locks make firings already enqueued a no-op).
         gap = horizon is None or not window_start <= horizon <= now
         since = window_start if gap or horizon is None else horizon
-        runtime, disabled = self._schedules(now)
+        active = self._schedules.at(now)
         last = ({k: as_text(v) for k, v in decode_hash(self.redis.hgetall(self._k.last)).items()}
                 if gap else {})
         if gap:
             self._next_due.clear()
         fired = 0
-        active = self._active(runtime, disabled)
         if len(self._next_due) > len(active):  # forget deleted and disabled schedules
             keep = {(s.source, s.name) for s in active}
             self._next_due = {k: v for k, v in self._next_due.items() if k in keep}
@@ -197,50 +166,6 @@ class PeriodicEnqueuer:
                            type(exc).__name__, exc)
         self._horizon = now
         return fired
-
-    def _schedules(self, now: float) -> tuple[dict[str, bytes], set[str]]:
-        """The runtime schedules and the disabled code ones; re-read only when their change
-        counter moved (or vanished: a Redis that lost its data)."""
-        if self._config is not None and 0 <= now - self._checked_at < _CHECK_CHANGES_EVERY:
-            return self._config
-        self._checked_at = now
-        version = self.redis.get(self._k.version)
-        if self._config is not None and version is not None and version == self._version:
-            return self._config
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._k.runtime)
-            pipe.smembers(self._k.disabled)
-            runtime_raw, disabled_raw = pipe.execute()
-        self._config = (decode_hash(runtime_raw), {as_text(m) for m in disabled_raw})
-        self._version = version
-        return self._config
-
-    def _active(self, runtime: dict[str, bytes], disabled: set[str]) -> list[Schedule]:
-        """The enabled schedules: code ones not in the disabled set, then readable runtime
-        ones. A runtime schedule named like one of our code ones is skipped: code wins."""
-        active = [s for name, s in self.code.items() if name not in disabled]
-        for name, raw in runtime.items():
-            if name in self.code:
-                if name not in self._clash_reported:
-                    self._clash_reported.add(name)
-                    _log.warning("runtime schedule %r is ignored here: the code declares a "
-                                 "schedule of that name", name)
-                continue
-            cached = self._parsed.get(name)
-            if cached is None or cached[0] != raw:
-                try:
-                    schedule: Optional[Schedule] = Schedule.from_config(
-                        name, raw, queue_for=self._queue_for)
-                except ValueError as exc:  # logged once per stored value, not every second
-                    _log.error("cannot read periodic schedule %r: %s (stored: %s)",
-                               name, exc, raw[:200].decode("utf-8", "replace"))
-                    schedule = None
-                cached = self._parsed[name] = (raw, schedule)
-            if cached[1] is not None and cached[1].enabled:
-                active.append(cached[1])
-        for name in [n for n in self._parsed if n not in runtime]:
-            del self._parsed[name]
-        return active
 
     def _fire_due(self, schedule: Schedule, since: float, now: float,
                   last_text: Optional[str], horizon: Optional[float]) -> int:

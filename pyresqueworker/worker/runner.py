@@ -21,7 +21,8 @@ from ._start_checks import warn_at_start
 from ._startup import WorkerError, retry_start_up
 from ._supervisor import Supervisor
 from .config import WorkerConfig
-from .metrics import NULL_METRICS, Metrics, MetricsError, MetricsExporter
+from .metrics import NULL_METRICS, Metrics, MetricsError
+from .metrics_server import MetricsExporter
 
 __all__ = ["WorkerError", "load_app", "recover_dead_process", "run_worker"]
 

@@ -28,7 +28,7 @@ from ..protocol._outage import Outage
 from ..protocol._resp import LuaScript
 from ..protocol.connection import describe
 
-__all__ = ["BATCH_SIZE", "LOCK_TIMEOUT", "Scheduler"]
+__all__ = ["BATCH_SIZE", "LOCK_TIMEOUT", "Scheduler", "start_scheduler_thread"]
 
 _log = logging.getLogger("pyresqueworker.scheduler")
 
@@ -267,3 +267,14 @@ class Scheduler:
             except Exception as exc:
                 _log.warning("could not release the master lock: %s", exc)
             _log.info("scheduler stopped")
+
+
+def start_scheduler_thread(conn: redis.Redis, namespace: str,
+                           stopping: threading.Event) -> threading.Thread:
+    """``--scheduler``: a :class:`Scheduler` in a daemon thread of the worker, until
+    ``stopping`` is set."""
+    scheduler = Scheduler(Client(redis=conn, namespace=namespace))
+    thread = threading.Thread(target=scheduler.run, args=(stopping,), name="scheduler",
+                              daemon=True)
+    thread.start()
+    return thread

@@ -227,7 +227,8 @@ class Soak:
         slots = sum(c.slots * c.processes for c in CONFIGS if c.group == group)
         load = Enqueuer(group, lambda: servers.enqueue_client(group), ledger_conn,
                         random.Random(self.rng.random()), depth=3 * slots,
-                        wait_replicas=group == "b")
+                        wait_replicas=group == "b",
+                        master=servers.b_master_port if group == "b" else None)
         load.start()
         return load
 

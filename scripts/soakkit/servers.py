@@ -125,6 +125,11 @@ class Servers:
         assert self.a is not None and self.b is not None
         return self.a.worker_url() if group == "a" else self.b.url
 
+    def b_master_port(self) -> int:
+        """The port group ``b``'s Sentinels name as master now."""
+        assert self.b is not None
+        return self.b.master_port()
+
     def data(self, group: str) -> redis.Redis:
         """A direct bytes client on the Redis that holds ``group``'s queues now (in ``b``,
         whichever node is master at this moment)."""
