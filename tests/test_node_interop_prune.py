@@ -31,7 +31,8 @@ from worker_helpers import (
 from pyresqueworker.client._client import Client
 from pyresqueworker.protocol import wire
 from pyresqueworker.protocol.failure import PRUNE_DIRTY_EXIT
-from pyresqueworker.worker._prune import NODE_STUCK_AFTER, Pruner
+from pyresqueworker.worker._node_workers import NODE_STUCK_AFTER
+from pyresqueworker.worker._prune import Pruner
 
 Spawn = Callable[..., WorkerProc]
 SpawnNode = Callable[..., NodeProc]

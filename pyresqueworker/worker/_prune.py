@@ -18,7 +18,6 @@ take a live one for dead: a worker whose ``worker:ping:<name>`` is fresh is aliv
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import subprocess
@@ -35,52 +34,13 @@ from ..protocol.failure import DECODE_EXCEPTION, PRUNE_DIRTY_EXIT
 from ..protocol.redis_errors import raise_if_away
 from ..protocol.wire import Keys, WorkerId
 from ._held import BEING_TAKEN, parse_worker_value, read_raw
+from ._node_workers import node_held, node_name, node_worker_alive
 
-__all__ = ["NODE_STUCK_AFTER", "RECOVERY_TTL", "Pruner", "node_name", "resque_pids"]
+__all__ = ["RECOVERY_TTL", "Pruner", "resque_pids"]
 
 # Ruby's linux_worker_pids: `ps` lines matching this, minus resque-web.
 _RESQUE_PROC = re.compile(r"resque:work|resque:\sStarting|resque-[0-9]")
 RECOVERY_TTL = 7 * 24 * 3600  # how long recovery counts are remembered
-# node-resque's Scheduler force-cleans a worker whose ping is older than its
-# stuckWorkerTimeout, 60 minutes by default; a pinging worker is not judged dead sooner here
-# (its pings stop while a job blocks its event loop, not only when it dies).
-NODE_STUCK_AFTER = 3600.0
-
-
-def node_name(worker_id: str) -> str:
-    """node-resque's name of a worker: its id without the ``:queues`` (``host:pid``)."""
-    return worker_id.rsplit(":", 1)[0]
-
-
-def _ping_time(value: Optional[bytes]) -> Optional[float]:
-    """The ``time`` (epoch seconds) of a node-resque ``worker:ping:<name>`` value, or None."""
-    if value is None:
-        return None
-    try:
-        ping = json.loads(value)
-    except ValueError:
-        return None
-    seen = ping.get("time") if isinstance(ping, dict) else None
-    if isinstance(seen, bool) or not isinstance(seen, (int, float)):
-        return None
-    return float(seen)
-
-
-def _node_held(value: bytes) -> Optional[tuple[str, dict[str, Any]]]:
-    """``(queue, payload)`` of a worker key node-resque wrote (it has a ``worker`` field,
-    which Ruby's and ours never have), else None."""
-    try:
-        held = json.loads(value)
-    except ValueError:
-        return None
-    if not isinstance(held, dict) or "worker" not in held:
-        return None
-    queue, payload = held.get("queue"), held.get("payload")
-    if not isinstance(queue, str) or not isinstance(payload, dict):
-        return None
-    return queue, payload
-
-
 def resque_pids() -> set[int]:
     """Pids of processes on this host whose command line looks like a Resque worker."""
     pids: set[int] = set()
@@ -200,28 +160,13 @@ class Pruner:
         return self.without_live_node_workers(dead, now) if dead else dead
 
     def without_live_node_workers(self, candidates: list[str], now: float) -> list[str]:
-        """``candidates`` less the node-resque workers that are alive by node-resque's rule.
-
-        Alive: ``worker:ping:<name>`` (rewritten every few seconds) is younger than
-        :data:`NODE_STUCK_AFTER` (or the prune threshold, if longer); or there is no ping
-        yet and ``:started`` holds node-resque's epoch seconds, younger than the threshold
-        (it registers an instant before its first ping).
-        """
+        """``candidates`` less the node-resque workers alive by node-resque's rule."""
         with self.conn.pipeline(transaction=False) as pipe:
             pipe.mget([self.keys.ns + "worker:ping:" + node_name(w) for w in candidates])
             pipe.mget([self.keys.worker_started(w) for w in candidates])
             pings, starts = pipe.execute()
-        patience = max(self.prune_after, NODE_STUCK_AFTER)
-        dead = []
-        for worker_id, ping, started in zip(candidates, pings, starts):
-            seen = _ping_time(ping)
-            if seen is not None and now - seen <= patience:
-                continue
-            if (seen is None and started is not None and _text(started).isdigit()
-                    and now - int(started) <= self.prune_after):
-                continue
-            dead.append(worker_id)
-        return dead
+        return [worker_id for worker_id, ping, started in zip(candidates, pings, starts)
+                if not node_worker_alive(ping, started, now, self.prune_after)]
 
     def recover(
         self, worker_id: str, exception: str = PRUNE_DIRTY_EXIT, action: Optional[str] = None
@@ -258,7 +203,7 @@ class Pruner:
         self, pipe: redis.client.Pipeline, worker_id: str, value: bytes, exception: str,
         action: str,
     ) -> str:
-        node = _node_held(value)
+        node = node_held(value)
         if node is not None:
             # Redis's cjson re-encoded this payload (numbers to 14 digits, keys reordered):
             # not the queued bytes, so it is failed for a retry as node-resque does.
