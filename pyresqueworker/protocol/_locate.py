@@ -3,7 +3,10 @@
 redis-py resolves a Sentinel master only in its own ``connect()``; a dropped connection that
 reconnects from inside ``send_packed_command`` dials the address it had, so a long-lived
 connection can keep calling a dead or demoted master. Here the address is a
-:class:`Locator`'s answer, asked in ``_connect`` — the one step every reconnect path takes.
+:class:`Locator`'s answer, set as the connection's public ``host``/``port`` in the public
+method every (re)connect of redis-py goes through (``connect_check_health`` since redis-py 6,
+``connect`` before). The claim connections of :mod:`pyresqueworker.protocol._claim_link` ask
+the same locator.
 
 * :class:`NodeLocator` (``redis://`` and ``redis+cluster://``): seed addresses, tried in
   turn; a ``MOVED`` reply (a cluster node that does not own our hash slot) redirects every
@@ -21,8 +24,10 @@ next command.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Optional
 
 import redis
@@ -33,7 +38,7 @@ from .redis_errors import RedisUnavailable, transient_code
 
 __all__ = [
     "Address", "LocatedConnection", "LocatedSSLConnection", "Locator", "NodeLocator",
-    "SentinelLocator",
+    "SentinelLocator", "learn", "unreachable",
 ]
 
 Address = tuple[str, int]
@@ -129,37 +134,101 @@ class SentinelLocator(Locator):
         self.release()
 
 
+def learn(locator: Locator, code: str, message: str, host: str) -> None:
+    """What a transient reply (``code``, from a connection to ``host``) says about where Redis
+    is: ``MOVED`` names the owner of our keys, ``READONLY``/``MASTERDOWN`` a master that is no
+    longer one (ask again)."""
+    if code == "MOVED":
+        target_host, _, port = message.split()[-1].rpartition(":")
+        if port.isdigit():
+            locator.moved((target_host or host, int(port)))
+    elif code in ("READONLY", "MASTERDOWN"):
+        locator.refresh()
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether a connect failed for want of a usable server at that address (refused, timed
+    out, cut during the handshake) rather than for what the server answered."""
+    return (isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError))
+            and not isinstance(exc, (redis.exceptions.AuthenticationError, RedisUnavailable)))
+
+
+# redis-py 6 added connect_check_health, which connect() and every reconnect go through;
+# before it, they all went through connect(). (Version 8 can also retry the socket's connect
+# inside it: turned off below and retried around a pass over every candidate instead.)
+_CHECK_HEALTH = hasattr(Connection, "connect_check_health")
+_INNER_RETRY = _CHECK_HEALTH and (
+    "retry_socket_connect" in inspect.signature(Connection.connect_check_health).parameters)
+
+
 class _Located:
     """Mixin for redis-py connection classes: the address comes from a :class:`Locator`."""
 
     locator: Locator
     host: str
     port: int
-    _sock: Any
+    retry: Any
 
     def __init__(self, *args: Any, locator: Locator, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.locator = locator
-        self._generation = -1
+        self.located_generation = -1
+        self.located = False  # connected (set by locate, cleared by disconnect)
 
-    def _connect(self) -> Any:
-        failure: Optional[OSError] = None
+    if _CHECK_HEALTH:
+        def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+            """Connect (redis-py >= 6: every connect goes through here) to the locator's
+            answer."""
+            if self.located:
+                return
+            step = super().connect_check_health  # type: ignore[misc]
+            if not _INNER_RETRY:
+                self.locate(step, *args, **kwargs)
+                return
+            again = kwargs.pop("retry_socket_connect", True)
+            kwargs["retry_socket_connect"] = False
+            if not again:
+                self.locate(step, *args, **kwargs)
+                return
+            self.retry.call_with_retry(lambda: self.locate(step, *args, **kwargs),
+                                       lambda error: self.disconnect())
+    else:  # pragma: no cover - redis-py < 6
+        def connect(self) -> None:
+            """Connect (redis-py < 6: every connect goes through here) to the locator's
+            answer."""
+            if not self.located:
+                self.locate(super().connect)  # type: ignore[misc]
+
+    def locate(self, step: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run redis-py's connect ``step`` for each address the locator gives until one
+        answers."""
+        generation = self.locator.generation
+        failure: Optional[BaseException] = None
         for host, port in self.locator.candidates():
             self.host, self.port = host, port
             try:
-                sock = super()._connect()  # type: ignore[misc]
-            except OSError as exc:
+                step(*args, **kwargs)
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
                 self.locator.unreachable((host, port))
                 failure = exc
                 continue
-            self._generation = self.locator.generation
-            return sock
-        raise failure or OSError("no Redis address to connect to")
+            self.located, self.located_generation = True, generation
+            return
+        if failure is not None:
+            raise failure
+        raise redis.exceptions.ConnectionError("no Redis address to connect to")
+
+    def disconnect(self, *args: Any, **kwargs: Any) -> None:
+        """Close the socket (redis-py drops every connection through here)."""
+        self.located = False
+        super().disconnect(*args, **kwargs)  # type: ignore[misc]
 
     def drop_if_stale(self) -> None:
         """Disconnect if the locator learned that Redis moved since this connected."""
-        if self._sock is not None and self._generation != self.locator.generation:
-            self.disconnect()  # type: ignore[attr-defined]
+        if self.located and self.located_generation != self.locator.generation:
+            self.disconnect()
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         self.drop_if_stale()
@@ -178,14 +247,8 @@ class _Located:
         """Drop this connection after a transient reply; learn where to go from it."""
         if not message.startswith(code):
             message = f"{code} {message}"
-        if code == "MOVED":
-            target = message.split()[-1]
-            host, _, port = target.rpartition(":")
-            if port.isdigit():
-                self.locator.moved((host or self.host, int(port)))
-        elif code in ("READONLY", "MASTERDOWN"):
-            self.locator.refresh()
-        self.disconnect()  # type: ignore[attr-defined]
+        learn(self.locator, code, message, self.host)
+        self.disconnect()
         return RedisUnavailable(message, code)
 
 

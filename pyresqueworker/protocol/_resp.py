@@ -2,9 +2,11 @@
 
 redis-py spends about 20 µs of Python on every command (retry wrapper, option parsing,
 response callbacks) — as much as Redis spends running the whole claim script. The claim is
-one command per job, so this sends it on the socket of the slot's own redis-py connection
-and parses the reply with hiredis directly. redis-py still opens the connection (AUTH,
-SELECT, TLS, Sentinel discovery), and anything unusual falls back to it.
+one command per job, so a slot sends it on a socket of its own
+(:class:`~pyresqueworker.protocol._claim_link.ClaimLink`, opened with the settings of the
+slot's redis-py connection) and parses the reply with hiredis directly. redis-py keeps the
+slot's other commands (loading the scripts among them), and a client without a connection of
+its own (a pool's) keeps all.
 """
 
 from __future__ import annotations
@@ -19,24 +21,13 @@ from typing import Any, NamedTuple, Optional
 
 import redis
 
+from ._claim_link import ClaimLink
+from ._link_settings import LinkSettings
+from ._resp_parse import ReplyError, pack_command
 from ._spin import ReplySpin
-from .redis_errors import RedisUnavailable, transient_code
 
 __all__ = ["FastCaller", "Joined", "LuaScript", "command"]
 
-try:
-    import hiredis
-
-    HAVE_HIREDIS = True
-except ImportError:  # pragma: no cover - hiredis is a dependency; keep working without it
-    HAVE_HIREDIS = False
-
-# hiredis >= 2.1 packs a command in C (about 3x faster than redis-py's Python packer).
-_PACK: Optional[Callable[[tuple[Any, ...]], bytes]] = (
-    getattr(hiredis, "pack_command", None) if HAVE_HIREDIS else None
-)
-
-_ERRORS = {"NOSCRIPT": redis.exceptions.NoScriptError}
 _RECV_SIZE, _LARGE_RECV_SIZE = 1 << 16, 1 << 20
 
 
@@ -47,12 +38,12 @@ class Joined(NamedTuple):
     parts: tuple[bytes, ...]
 
 
-def _frames(commands: Sequence[tuple[Any, ...]], connection: Any) -> list[bytes]:
+def _frames(commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
     """``commands`` in RESP, as buffers to send in order (a :class:`Joined` one per part)."""
     frames: list[bytes] = []
     for args in commands:
         if not any(isinstance(arg, Joined) for arg in args):
-            frames += [_PACK(args)] if _PACK is not None else connection.pack_commands([args])
+            frames.append(pack_command(args))
             continue
         pending = [b"*%d\r\n" % len(args)]
         for arg in args:
@@ -82,18 +73,19 @@ def _send_frames(sock: socket.socket, frames: list[bytes]) -> None:
 
 
 class FastCaller:
-    """Runs single commands for one ``single_connection_client`` redis-py client; with a
-    ``spin`` budget (seconds) it polls for each reply before sleeping on it (see ReplySpin)."""
+    """Runs a slot's claim commands; with a ``spin`` budget (seconds) it polls for each reply
+    before sleeping on it (see ReplySpin).
+
+    A ``single_connection_client`` (a slot's) gets a :class:`ClaimLink` of its own, made with
+    its connection's settings and connected on first use; for other clients (shared pools,
+    or settings a link does not reproduce) calls go through redis-py.
+    """
 
     def __init__(self, client: redis.Redis, spin: float = 0.0) -> None:
         self.client = client
-        self.connection = client.connection
-        usable = HAVE_HIREDIS and self.connection is not None
-        # Located connections (every one the package opens) reconnect when Redis moved.
-        self._drop_if_stale: Optional[Callable[[], None]] = getattr(
-            self.connection, "drop_if_stale", None)
-        self._reader: Optional[Any] = hiredis.Reader() if usable else None
-        self._sock: Optional[socket.socket] = None
+        own = client.connection  # (None for a pool's client)
+        settings = LinkSettings.of(own) if own is not None else None
+        self.connection: Optional[ClaimLink] = ClaimLink(settings) if settings else None
         # Made once a reply fills a whole read (large payloads): read into it from then on,
         # without a new bytes object per read. (Not before: an asyncio slot's caller may never
         # read, and there can be thousands.)
@@ -105,45 +97,38 @@ class FastCaller:
 
     @property
     def pipelines(self) -> bool:
-        """Whether :meth:`many` runs on this client's own connection (hiredis, one connection)."""
-        return self._reader is not None and self.connection is not None
+        """Whether :meth:`many` works: the calls go on a link of this caller's own."""
+        return self.connection is not None
 
     def __call__(self, *args: Any) -> Any:
-        if not self.pipelines:
+        if self.connection is None:
             self.run_after_send()
             return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
-        # (one command, the per-job claim: packed in C, without a join)
-        packed = [_PACK(args)] if _PACK is not None else _frames([args], self.connection)
-        reply = self._exchange(packed, 1)[0]
-        if isinstance(reply, hiredis.ReplyError):
-            raise _reply_error(self.connection, str(reply))
+        reply = self._exchange([pack_command(args)], 1)[0]  # (one command: packed in C)
+        if isinstance(reply, ReplyError):
+            raise self.connection.error(str(reply))
         return reply
 
     def many(self, commands: Sequence[tuple[Any, ...]], *, same_connection: bool = False
              ) -> list[Any]:
-        """Send ``commands`` in one write on this client's connection and read their replies
+        """Send ``commands`` in one write on this caller's link and read their replies
         (one round trip; connection state such as WATCH holds across calls). An error reply
-        comes back as a ``hiredis.ReplyError`` in its place; only :attr:`pipelines` clients.
-        An argument may be :class:`Joined`. ``same_connection``: raise ``WatchError`` rather
-        than send on a connection other than the last call's (a ``WATCH`` died with it)."""
-        return self._exchange(_frames(commands, self.connection), len(commands), same_connection)
+        comes back as a :class:`~pyresqueworker.protocol._resp_parse.ReplyError` in its
+        place; only :attr:`pipelines` callers. An argument may be :class:`Joined`.
+        ``same_connection``: raise ``WatchError`` rather than send on a connection other than
+        the last call's (a ``WATCH`` died with it)."""
+        return self._exchange(_frames(commands), len(commands), same_connection)
 
     def _exchange(self, frames: list[bytes], count: int, same_connection: bool = False
                   ) -> list[Any]:
-        connection, reader = self.connection, self._reader
-        assert connection is not None and reader is not None
-        if self._drop_if_stale is not None:
-            self._drop_if_stale()
-        sock = connection._sock
-        if sock is None or sock is not self._sock:
+        link = self.connection
+        assert link is not None
+        sock = link.sock
+        if sock is None or link.stale():
             if same_connection:
                 raise redis.exceptions.WatchError("the connection changed since WATCH")
-            if sock is None:
-                connection.connect()  # type: ignore[no-untyped-call]
-                sock = connection._sock
-            reader = self._reader = hiredis.Reader()
-            self._sock = sock
-        assert sock is not None
+            sock = link.connect()
+        reader = link.reader
         replies: list[Any] = []
         try:
             try:
@@ -159,9 +144,8 @@ class FastCaller:
                     self._receive(sock, reader)
                     reply = reader.gets()
                 replies.append(reply)
-        except (OSError, ValueError) as exc:
-            connection.disconnect()
-            self._sock = None
+        except (OSError, ValueError) as exc:  # (ValueError: a reply that is not RESP)
+            link.disconnect()
             raise redis.exceptions.ConnectionError(f"Error while talking to Redis: {exc}") from None
         return replies
 
@@ -195,26 +179,14 @@ class FastCaller:
     @staticmethod
     def is_error(reply: Any) -> bool:
         """Whether ``reply`` from :meth:`many` is an error reply."""
-        return HAVE_HIREDIS and isinstance(reply, hiredis.ReplyError)
+        return isinstance(reply, ReplyError)
 
     def raise_for(self, reply: Any) -> Any:
         """``reply`` from :meth:`many`, raised as the exception it is if it is an error."""
-        if isinstance(reply, hiredis.ReplyError):
-            raise _reply_error(self.connection, str(reply))
+        if isinstance(reply, ReplyError):
+            assert self.connection is not None
+            raise self.connection.error(str(reply))
         return reply
-
-
-def _reply_error(connection: Any, message: str) -> Exception:
-    """The exception for an error reply; a transient one also drops the connection."""
-    code = transient_code(message)
-    if code is not None:
-        unavailable = getattr(connection, "unavailable", None)
-        if unavailable is not None:
-            error: Exception = unavailable(message, code)
-            return error
-        connection.disconnect()
-        return RedisUnavailable(message, code)
-    return _ERRORS.get(message.split(" ", 1)[0], redis.exceptions.ResponseError)(message)
 
 
 def command(conn: redis.Redis, *args: Any) -> Any:

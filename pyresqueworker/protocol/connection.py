@@ -233,18 +233,27 @@ def _retryable(exc: Exception) -> bool:
 class _LazyPool(redis.ConnectionPool):
     """For single-connection clients: the client's own connection opens on its first command,
     not when the client is built, so a worker can set itself up while Redis is away. (Its
-    pipelines take further connections from the pool as usual.)"""
+    pipelines take further connections from the pool as usual.) That connection is the
+    client's, not the pool's to hand out: it is closed with the client, or the pool."""
 
-    _client_connection_given = False
+    lazy_connection: Any = None
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        if self._client_connection_given:
+        if self.lazy_connection is not None:
             return super().get_connection(*args, **kwargs)
-        with self._lock:
-            self._client_connection_given = True
-            connection = self.make_connection()
-            self._in_use_connections.add(connection)
-        return connection
+        self.lazy_connection = self.make_connection()
+        return self.lazy_connection
+
+    def release(self, connection: Any) -> None:
+        if connection is not None and connection is self.lazy_connection:
+            connection.disconnect()
+        else:
+            super().release(connection)
+
+    def disconnect(self, *args: Any, **kwargs: Any) -> None:
+        super().disconnect(*args, **kwargs)
+        if self.lazy_connection is not None:
+            self.lazy_connection.disconnect()
 
 
 def _host_list(netloc: str, default_port: int) -> list[Address]:

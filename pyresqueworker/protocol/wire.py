@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from ._ruby_json import ENCODER as _ENCODER
+from ._ruby_json import dumps
 from .times import (
     failed_at,
     heartbeat_value,
@@ -187,63 +189,6 @@ class DecodeError(ValueError):
     """A payload that Resque could not decode (Ruby: Resque::Helpers::DecodeException)."""
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def _ruby_float(value: float) -> str:
-    """Ruby's Float#to_s: ``1.0e+20`` where Python writes ``1e+20``; ``0.0`` for ``-0.0``."""
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"{value!r} is not valid JSON (Ruby refuses to encode it)")
-    if value == 0.0:
-        return "0.0"  # Oj, Resque's encoder, writes -0.0 as 0.0 (Resque.dequeue matches bytes)
-    text = repr(value)
-    if "e" in text:
-        mantissa, exponent = text.split("e")
-        if "." not in mantissa:
-            mantissa += ".0"
-        text = mantissa + "e" + exponent
-    return text
-
-
-def _needs_ruby_floats(obj: Any) -> bool:
-    """True if ``obj`` holds a float whose Python repr differs from Ruby's (exponent form,
-    negative zero)."""
-    if isinstance(obj, float):
-        text = repr(obj)
-        return "e" in text or text == "-0.0" or obj != obj or obj in (float("inf"), float("-inf"))
-    if isinstance(obj, dict):
-        return any(_needs_ruby_floats(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return any(_needs_ruby_floats(v) for v in obj)
-    return False
-
-
-_SLOW_ENCODER = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=True
-)
-
-
-def dumps(obj: Any) -> str:
-    """Encode ``obj`` to JSON exactly as Ruby Resque would: compact, raw UTF-8, Ruby floats.
-
-    Dict keys keep insertion order, which is how the callers express Ruby's key order.
-    """
-    if not _needs_ruby_floats(obj):
-        return _ENCODER.encode(obj)
-    # The C encoder cannot be told how to print floats; the pure-Python one can.
-    iterencode = json.encoder._make_iterencode(  # type: ignore[attr-defined]
-        {},
-        _SLOW_ENCODER.default,
-        json.encoder.py_encode_basestring,
-        None,
-        _ruby_float,
-        ":",
-        ",",
-        False,
-        False,
-        True,
-    )
-    return "".join(iterencode(obj, 0))
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")

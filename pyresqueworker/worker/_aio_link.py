@@ -3,36 +3,34 @@
 A :class:`AioLink` is one socket on the event loop that sends a list of commands as one
 pipeline (one write, one read of all replies). Where Redis is and how to talk to it come from
 the process's :class:`~pyresqueworker.protocol.connection.ConnectionFactory`: the link takes the
-factory's connection settings (address source, credentials, database, TLS files) and its
-:class:`~pyresqueworker.protocol._locate.Locator`, so a Sentinel failover, a ``MOVED`` redirect or a
-``READONLY`` reply seen by any connection of the process moves these links too.
+settings of the factory's connections
+(:class:`~pyresqueworker.protocol._link_settings.LinkSettings`: address source, credentials,
+database, TLS files) and its :class:`~pyresqueworker.protocol._locate.Locator`, so a Sentinel
+failover, a ``MOVED`` redirect or a ``READONLY`` reply seen by any connection of the process
+moves these links too.
 
-redis-py's asyncio connection does the connecting (TCP or TLS, ``AUTH``, ``SELECT``, client
-name); the replies of a pipeline are then parsed by one hiredis reader, which hands back error
-replies as values instead of raising, so one bad reply does not desynchronise the rest.
+The link owns its streams: it opens them itself and sends the same set-up as the claim links
+of thread slots (:class:`~pyresqueworker.protocol._link_settings.Handshake`); the replies of a
+pipeline are then parsed by one hiredis reader, which hands back error replies as values
+instead of raising, so one bad reply does not desynchronise the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Sequence
 from typing import Any, Optional
 
-import hiredis
 import redis
-import redis.asyncio
-import redis.asyncio.connection as aio_connection
-from redis.asyncio.retry import Retry as AioRetry
-from redis.backoff import NoBackoff
 
-from ..protocol._locate import LocatedSSLConnection, Locator, SentinelLocator
+from ..protocol._link_settings import Handshake, LinkSettings, connect_error, reply_exception
+from ..protocol._locate import Address, SentinelLocator, learn
+from ..protocol._resp_parse import ReplyError, new_reader, pack_command
 from ..protocol.connection import ConnectionFactory
-from ..protocol.redis_errors import RedisUnavailable, transient_code
+from ..protocol.redis_errors import RedisUnavailable
 
 __all__ = ["AioLink", "LinkError"]
-
-# Sync connection settings that mean nothing to (or differ in) redis-py's asyncio connection.
-_NOT_ASYNC = ("locator", "retry", "health_check_interval", "connection_class", "ssl")
 
 
 class LinkError(redis.exceptions.ConnectionError):
@@ -43,45 +41,7 @@ class LinkError(redis.exceptions.ConnectionError):
         self.sent = sent
 
 
-class _AioLocated:
-    """Mixin for redis-py asyncio connections: the address comes from the factory's locator."""
-
-    locator: Locator
-    host: str
-    port: int
-
-    def __init__(self, *args: Any, locator: Locator, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.locator = locator
-        self.generation = -1
-
-    async def _connect(self) -> None:
-        locator = self.locator
-        if isinstance(locator, SentinelLocator):  # asks the Sentinels: blocking I/O, off-loop
-            candidates = await asyncio.get_running_loop().run_in_executor(
-                None, locator.candidates)
-        else:
-            candidates = locator.candidates()
-        failure: Optional[BaseException] = None
-        for host, port in candidates:
-            self.host, self.port = host, port
-            try:
-                await super()._connect()  # type: ignore[misc]
-            except (OSError, asyncio.TimeoutError) as exc:
-                locator.unreachable((host, port))
-                failure = exc
-                continue
-            self.generation = locator.generation
-            return
-        raise failure or OSError("no Redis address to connect to")
-
-
-class _AioLocatedConnection(_AioLocated, aio_connection.Connection):
-    pass
-
-
-class _AioLocatedSSLConnection(_AioLocated, aio_connection.SSLConnection):
-    pass
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class AioLink:
@@ -95,41 +55,87 @@ class AioLink:
     def __init__(self, factory: ConnectionFactory, timeout: float) -> None:
         self.timeout = timeout
         self.connects = 0  # bumped on every (re)connect: per-connection state (loaded scripts)
+        # The settings of a slot's connection (never connected: only they were wanted).
         template = factory.connect(single_connection_client=True, socket_timeout=timeout,
                                    socket_connect_timeout=5.0)
-        pool = template.connection_pool
-        kwargs = {k: v for k, v in pool.connection_kwargs.items() if k not in _NOT_ASYNC}
-        kwargs["retry"] = AioRetry(NoBackoff(), 0)  # the callers back off themselves
-        self._locator: Optional[Locator] = pool.connection_kwargs.get("locator")
-        self._conn: aio_connection.AbstractConnection
-        if self._locator is None:  # unix:// (no address to locate)
-            self._conn = aio_connection.UnixDomainSocketConnection(**kwargs)
-        elif issubclass(pool.connection_class, LocatedSSLConnection):
-            self._conn = _AioLocatedSSLConnection(locator=self._locator, **kwargs)
-        else:
-            self._conn = _AioLocatedConnection(locator=self._locator, **kwargs)
-        template.close()  # never connected: only its settings were wanted
+        settings = LinkSettings.of(template.connection)
+        template.close()
+        if settings is None:  # (the factory's connections are all of kinds a link knows)
+            raise TypeError("the connection factory made a connection a link cannot copy")
+        self.settings = settings
         self._reader: Optional[asyncio.StreamReader] = None
         self._writer: Optional[asyncio.StreamWriter] = None
-        self._replies = hiredis.Reader()
+        self._address: Optional[Address] = None
+        self._generation = -1
+        self._replies = new_reader()
         self._drop = False
 
-    async def _ensure(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        conn = self._conn
-        stale = isinstance(conn, _AioLocated) and self._locator is not None and (
-            conn.generation != self._locator.generation)
+    async def _ensure(self) -> Streams:
+        locator = self.settings.locator
+        stale = locator is not None and self._generation != locator.generation
         if self._writer is not None and (stale or self._writer.is_closing()):
             await self.close()
         if self._writer is None or self._reader is None:
-            await conn.connect()  # type: ignore[no-untyped-call,unused-ignore]
-            # After redis-py's handshake the streams are ours: pipelines go straight to them.
-            reader, writer = getattr(conn, "_reader", None), getattr(conn, "_writer", None)
-            if reader is None or writer is None:
-                raise LinkError("redis-py's asyncio connection has no streams", sent=False)
-            self._reader, self._writer = reader, writer
-            self._replies = hiredis.Reader()
+            generation = locator.generation if locator is not None else -1
+            reader, writer = await self._open()
+            try:
+                await asyncio.wait_for(self._handshake(reader, writer),
+                                       self.settings.connect_timeout)
+            except BaseException:
+                writer.close()
+                raise
+            self._reader, self._writer, self._generation = reader, writer, generation
+            self._replies = new_reader()
             self.connects += 1
         return self._reader, self._writer
+
+    async def _open(self) -> Streams:
+        settings = self.settings
+        timeout = settings.connect_timeout
+        if settings.path is not None:
+            try:
+                return await asyncio.wait_for(asyncio.open_unix_connection(settings.path),
+                                              timeout)
+            except (OSError, asyncio.TimeoutError) as exc:
+                raise _connect_error(exc, settings.where(None)) from exc
+        locator = settings.locator
+        if isinstance(locator, SentinelLocator):  # asks the Sentinels: blocking I/O, off-loop
+            candidates = await asyncio.get_running_loop().run_in_executor(
+                None, locator.candidates)
+        else:
+            candidates = settings.candidates()
+        failure: Optional[tuple[BaseException, Address]] = None
+        for host, port in candidates:
+            try:
+                tls = settings.tls() if settings.tls is not None else None
+                streams = await asyncio.wait_for(asyncio.open_connection(
+                    host, port, ssl=tls, server_hostname=host if tls is not None else None),
+                    timeout)
+            except (OSError, asyncio.TimeoutError) as exc:
+                if locator is not None:
+                    locator.unreachable((host, port))
+                failure = (exc, (host, port))
+                continue
+            sock = streams[1].get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if settings.keepalive:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                    for option, value in settings.keepalive_options.items():
+                        sock.setsockopt(socket.IPPROTO_TCP, option, value)
+            self._address = (host, port)
+            return streams
+        if failure is None:
+            raise redis.exceptions.ConnectionError("no Redis address to connect to")
+        raise _connect_error(failure[0], settings.where(failure[1])) from failure[0]
+
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                         ) -> None:
+        handshake = Handshake(self.settings)
+        commands = handshake.commands()
+        while commands:
+            writer.write(b"".join(pack_command(c) for c in commands))
+            commands = handshake.check(await _read(reader, new_reader(), len(commands)))
 
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send ``commands`` in one write; return every reply. An error reply is returned as
@@ -139,62 +145,58 @@ class AioLink:
         Raises :class:`LinkError` when the connection fails."""
         try:
             reader, writer = await self._ensure()
-        except (OSError, asyncio.TimeoutError, redis.exceptions.RedisError) as exc:
+        except (OSError, ValueError, asyncio.TimeoutError, redis.exceptions.RedisError) as exc:
             await self.close()
             raise LinkError(f"cannot connect to Redis: {exc}", sent=False) from None
         loop = asyncio.get_running_loop()
         # A watchdog, not wait_for: no extra task per round trip.
         timer = loop.call_later(self.timeout, writer.transport.abort)
         try:
-            writer.write(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
-            replies: list[Any] = []
-            parser = self._replies
-            while len(replies) < len(commands):
-                reply = parser.gets()
-                if reply is False:
-                    data = await reader.read(65536)
-                    if not data:
-                        raise ConnectionError("connection closed by Redis")
-                    parser.feed(data)
-                    continue
-                replies.append(reply)
+            writer.write(b"".join(pack_command(tuple(c)) for c in commands))
+            replies = await _read(reader, self._replies, len(commands))
         except (OSError, ValueError, asyncio.IncompleteReadError, RuntimeError) as exc:
             await self.close()
             raise LinkError(f"lost the connection to Redis: {exc or type(exc).__name__}",
                             sent=True) from None
         finally:
             timer.cancel()
-        results = [self._error(r) if isinstance(r, hiredis.ReplyError) else r for r in replies]
+        results = [self._error(r) if isinstance(r, ReplyError) else r for r in replies]
         if self._drop:
             self._drop = False
             await self.close()
         return results
 
-    def _error(self, reply: hiredis.ReplyError) -> Exception:
-        message = str(reply)
-        code = transient_code(message)
-        if code is None:
-            kind = (redis.exceptions.NoScriptError if message.startswith("NOSCRIPT")
-                    else redis.exceptions.ResponseError)
-            return kind(message)
-        if self._locator is not None:  # learn where Redis went, as located sync connections do
-            if code == "MOVED":
-                host, _, port = message.split()[-1].rpartition(":")
-                if port.isdigit():
-                    self._locator.moved((host or self._conn_host(), int(port)))
-            elif code in ("READONLY", "MASTERDOWN"):
-                self._locator.refresh()
-        self._drop = True  # reconnect (to wherever the locator now says) before the next use
-        return RedisUnavailable(message if message.startswith(code) else f"{code} {message}",
-                                code)
-
-    def _conn_host(self) -> str:
-        return str(getattr(self._conn, "host", "localhost"))
+    def _error(self, reply: ReplyError) -> Exception:
+        exc = reply_exception(str(reply))
+        if isinstance(exc, RedisUnavailable):
+            locator = self.settings.locator
+            if locator is not None:  # learn where Redis went, as every other connection does
+                learn(locator, exc.code, str(exc), (self._address or self.settings.address)[0])
+            self._drop = True  # reconnect (to wherever the locator now says) before next use
+        return exc
 
     async def close(self) -> None:
         """Drop the connection (the next :meth:`execute` reconnects)."""
-        self._reader = self._writer = None
-        try:
-            await self._conn.disconnect(nowait=True)
-        except Exception:  # closing a broken socket may fail; it is gone either way
-            pass
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()  # (not waited for: closing a broken socket may hang or fail)
+
+
+async def _read(reader: asyncio.StreamReader, parser: Any, count: int) -> list[Any]:
+    replies: list[Any] = []
+    while len(replies) < count:
+        reply = parser.gets()
+        if reply is False:
+            data = await reader.read(65536)
+            if not data:
+                raise ConnectionError("connection closed by Redis")
+            parser.feed(data)
+            continue
+        replies.append(reply)
+    return replies
+
+
+def _connect_error(exc: BaseException, where: str) -> redis.exceptions.RedisError:
+    if isinstance(exc, OSError):
+        return connect_error(exc, where)
+    return redis.exceptions.TimeoutError("Timeout connecting to server")

@@ -68,7 +68,7 @@ class LargeItemTaker:
     def _end_watch(self) -> None:
         """Drop the connection, and with it any ``WATCH`` (it reconnects on the next call)."""
         if self.caller.connection is not None:
-            self.caller.connection.disconnect()  # type: ignore[no-untyped-call]
+            self.caller.connection.disconnect()
 
     def _taking(self, take: Callable[[], Claimed | None]) -> Claimed | None:
         """Run a :meth:`take_held`; if Redis fails it, the next :meth:`claim` resumes it."""

@@ -237,7 +237,8 @@ class Bench:
 
         def claimer_setup() -> None:
             conn = state["conn"] = connect(self.url, single_connection_client=True)
-            state["claim"] = Claimer(conn, wire.Keys(), "bench:1:floor", SPIN).claim
+            claimer = Claimer(conn, wire.Keys(), "bench:1:floor", SPIN)
+            state["claim"], state["link"] = claimer.claim, claimer.caller.connection
             state["claim"]([bj.QUEUE], NO_FINISH, run_at)  # loads the script, takes a job
 
         def claimer_step() -> bool:
@@ -245,9 +246,9 @@ class Bench:
 
         def raw_setup() -> None:
             claimer_setup()  # a real claimer takes the first job and shows what it sends
-            conn = state["conn"]  # redis-py's private socket: only a benchmark may do this
-            recorder = _SocketRecorder(conn.connection._sock)
-            conn.connection._sock = recorder
+            link = state["link"]  # the claim's own connection (protocol._claim_link)
+            recorder = _SocketRecorder(link.sock)
+            link.sock = recorder
             claimer_step()
             state["bytes"] = b"".join(recorder.sent)
             state["sock"], state["reader"] = recorder.sock, hiredis.Reader()
