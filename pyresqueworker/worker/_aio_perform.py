@@ -15,15 +15,43 @@ import contextvars
 import threading
 import time
 from collections.abc import Coroutine
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Protocol, TypeVar
 
 from ..jobs.hooks import Handler, adrive_hooks, hook_trip, run_failure_hooks, running_job
 from ..protocol.job import Job, JobCall
-from ._host import AioSlotHost
+from ._cycle import SlotHost
 from ._job_outcome import failed, succeeded
+from ._retrying import Retrier
 from .isolation import JobResult, JobTimeout
 
-__all__ = ["perform", "run_limited"]
+__all__ = ["AioSlotHost", "perform", "run_limited"]
+
+T = TypeVar("T")
+
+
+class JobThreads(Protocol):
+    """Where an asyncio slot runs what is not a coroutine (the runtime)."""
+
+    loop: asyncio.AbstractEventLoop
+
+    async def in_job_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a sync job in the job thread pool."""
+
+
+class AioSlotHost(Protocol):
+    """What running one job needs of its asyncio slot."""
+
+    @property
+    def process(self) -> SlotHost: ...
+
+    @property
+    def runtime(self) -> JobThreads: ...
+
+    retrier: Retrier
+    lock: threading.Lock
+    thread_ident: Optional[int]
+    deadline: Optional[float]
+    timeout: float
 
 
 async def perform(slot: AioSlotHost, job: Job) -> JobResult:

@@ -17,7 +17,7 @@ from typing import Any, Optional, Union
 from ..protocol import wire
 from ._aio_doorbell import Ring
 from ._aio_perform import perform
-from ._claim import Claimed, Claimer, HeldLarge
+from ._claim import Claimer
 from ._cycle import (
     Backoff,
     Claim,
@@ -32,6 +32,7 @@ from ._cycle import (
     WaitHold,
     WaitPaused,
 )
+from ._held import Claimed, HeldLarge
 from ._host import AioRuntimeHost
 from ._job_outcome import interrupt_thread
 from ._retrying import Retrier

@@ -20,8 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 import redis
 
@@ -30,54 +29,17 @@ from ..protocol._resp import FastCaller, LuaScript, command
 from ..protocol.redis_errors import REDIS_ERRORS
 from ..protocol.wire import Keys
 from ._claim_large import LARGE, LargeItemTaker, Read, worker_head
-from ._held import (
-    BEING_CHECKED,
-    BEING_TAKEN,
-    Claimed,
-    HeldLarge,
-    checked_payload,
-    parse_worker_value,
-    read_raw,
-)
+from ._claim_values import NO_FINISH, PAUSED, SUCCESS, ClaimCall, Finish
+from ._held import BEING_CHECKED, BEING_TAKEN, Claimed, HeldLarge, parse_worker_value, read_raw
 
-__all__ = [
-    "BEING_TAKEN", "CLAIM", "NO_FINISH", "PAUSED", "REDIS_ERRORS", "SUCCESS", "ClaimCall",
-    "Claimed", "Claimer", "Finish", "HeldLarge", "checked_payload", "parse_worker_value",
-    "read_raw",
-]
+__all__ = ["BEING_TAKEN", "CLAIM", "NO_FINISH", "PAUSED", "SUCCESS", "ClaimCall", "Claimed",
+           "Claimer", "Finish", "HeldLarge", "parse_worker_value"]
 
-class Finish(NamedTuple):
-    """A finished job's completion, folded into the slot's next claim call.
-
-    ``mode``: "0" nothing to finish, "1" success, "2" failure (entry pushed, failed stats
-    bumped), "3" dirty exit (entry pushed, no stats: Ruby's unregister path bumps neither).
-    ``cleanup`` names a key deleted in the same step (a retry counter once a job is done with
-    retrying).
-    """
-
-    mode: str
-    entry: str = ""
-    cleanup: str = ""
-
-
-NO_FINISH = Finish("0")
-SUCCESS = Finish("1")
-
-PAUSED = "paused"
 # The sequence key lives a day (see the script); renewing that hourly lets every other call
 # use the cheaper KEEPTTL.
 _RENEW_SEQ_EVERY = 3600.0
 _SEQ_TTL = 86400  # seconds: the claim script's own expiry of the sequence key
 _HELD = 3  # claim reply: a large item heads a queue, for the caller to take and check
-
-
-@dataclass(frozen=True)
-class ClaimCall:
-    """One prepared claim call: the script's KEYS and ARGV (see :meth:`Claimer.prepare`)."""
-
-    keys: list[str]
-    args: list[Any]
-    queues: tuple[str, ...]
 
 
 _claim = LuaScript(CLAIM_SCRIPT)

@@ -20,7 +20,9 @@ from typing import Any, NamedTuple, Optional
 import redis
 
 from ._aio_link import AioLink, LinkError
-from ._claim import CLAIM, ClaimCall, Claimed, Claimer, Finish, HeldLarge
+from ._claim import CLAIM, Claimer
+from ._claim_values import ClaimCall, Finish
+from ._held import Claimed, HeldLarge
 
 __all__ = ["MAX_BATCH", "ClaimBatcher", "link_count"]
 

@@ -28,18 +28,32 @@ import threading
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol, Union
+from typing import Any, Optional, Protocol
 
 from ..jobs.observers import JobObserver, JobOutcome
 from ..jobs.registry import Registry
-from ..jobs.tracing import JobSpan, JobTracing
+from ..jobs.tracing import JobTracing
 from ..log import logger
 from ..protocol._outage import Outage, OutageBook, gives_up_when_stopping, is_redis_away
 from ..protocol.job import Job
 from ..protocol.queues import QueueOrder
 from ..protocol.wire import Keys
-from ._claim import NO_FINISH, PAUSED, Claimed, Finish
+from ._claim_values import NO_FINISH, PAUSED, Finish
+from ._held import Claimed
 from ._retrying import new_token
+from ._steps import (
+    Backoff,
+    Claim,
+    Perform,
+    Pop,
+    Report,
+    Requeue,
+    SettleRetry,
+    Sleep,
+    Step,
+    WaitHold,
+    WaitPaused,
+)
 from ._tracking import JobTracking
 from .config import WorkerConfig
 from .isolation import JobResult
@@ -52,91 +66,6 @@ __all__ = [
 ]
 
 
-# -- the steps: what the driver must do, and what it answers -------------------------------
-# (Plain dataclasses: a frozen one costs twice as much to make, and a slot makes three a job.)
-
-@dataclass
-class Claim:
-    """Send ``finish`` (the previous job's completion) and take the first job of ``queues``.
-    Answers a :class:`Claimed`, :data:`PAUSED` (``pause-all-workers``) or None (nothing).
-    With no queues it only sends ``finish``; a claimed job then is one a lost reply had
-    taken (:class:`Requeue` it)."""
-
-    queues: list[str]
-    finish: Finish
-
-
-@dataclass
-class Pop:
-    """``--fetch blpop``: block on ``queues`` for a while; answers a :class:`Claimed` or None."""
-
-    queues: list[str]
-
-
-@dataclass
-class Requeue:
-    """Put ``claimed`` back at the front of its queue: this slot will not run it now."""
-
-    claimed: Claimed
-
-
-@dataclass
-class Sleep:
-    """Nothing to do: wait until a queue watcher rings (or ``pause-all-workers`` ends)."""
-
-    queues: list[str]
-    paused: bool
-
-
-@dataclass
-class WaitPaused:
-    """The process is paused (USR2): wait a moment before looking again."""
-
-
-@dataclass
-class WaitHold:
-    """A Sentinel failover holds writes: wait a moment before looking again."""
-
-
-@dataclass
-class Perform:
-    """Run ``job`` inside ``span``; answers its :class:`~.isolation.JobResult`."""
-
-    job: Job
-    span: JobSpan
-
-
-@dataclass
-class SettleRetry:
-    """``job`` failed with ``failure``: schedule a retry if its policy allows
-    (:meth:`~._retrying.Retrier.settle` with ``token``: sent again after a lost reply, it
-    counts the attempt once). Answers None if a retry was scheduled (nothing to finish), else
-    the completion to send."""
-
-    job: Job
-    failure: Finish
-    token: str
-
-
-@dataclass
-class Report:
-    """Tell the observers how ``job`` ended. A driver may do it once the next claim's request
-    is sent (it then costs the slot no time of its own), never later than the next step."""
-
-    job: Job
-    outcome: JobOutcome
-
-
-@dataclass
-class Backoff:
-    """A step failed with ``error`` (Redis away, or a bug): wait as ``outage`` says."""
-
-    outage: Outage
-    error: Exception
-
-
-Step = Union[Claim, Pop, Requeue, Sleep, WaitPaused, WaitHold, Perform, SettleRetry, Report,
-             Backoff]
 Cycle = Generator[Step, Any, None]
 
 _WAIT_PAUSED, _WAIT_HOLD = WaitPaused(), WaitHold()

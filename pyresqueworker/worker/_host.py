@@ -27,13 +27,12 @@ from ._aio_doorbell import AioDoorbell
 from ._claim_batch import ClaimBatcher
 from ._doorbell import Doorbell
 from ._prune import Pruner
-from ._retrying import Retrier
 from ._slot_view import SlotView
 from .config import WorkerConfig
 from .metrics import Metrics
 from .periodic import PeriodicEnqueuer
 
-__all__ = ["AioRuntimeHost", "AioSlotHost", "WorkerHost"]
+__all__ = ["AioRuntimeHost", "WorkerHost"]
 
 T = TypeVar("T")
 
@@ -111,15 +110,3 @@ class AioRuntimeHost(Protocol):
 
     async def in_job_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a sync job in the job thread pool."""
-
-
-class AioSlotHost(Protocol):
-    """What running one job needs of its asyncio slot."""
-
-    process: WorkerHost
-    runtime: AioRuntimeHost
-    retrier: Retrier
-    lock: threading.Lock
-    thread_ident: Optional[int]
-    deadline: Optional[float]
-    timeout: float

@@ -13,7 +13,8 @@ from ..jobs.tracing import record_failure
 from ..protocol import wire
 from ..protocol.failure import exception_message, exception_name, ruby_backtrace
 from ..protocol.job import Job, JobCall
-from ._claim import SUCCESS, Claimed, Finish
+from ._claim_values import SUCCESS, Finish
+from ._held import Claimed
 from ._retrying import Retrier
 from .isolation import JobResult, JobTimeout
 

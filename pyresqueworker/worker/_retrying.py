@@ -29,7 +29,7 @@ from ..log import logger
 from ..protocol import wire
 from ..protocol._resp import LuaScript
 from ..protocol.job import Job, JobCall
-from ._claim import NO_FINISH, Finish
+from ._claim_values import NO_FINISH, Finish
 
 __all__ = ["RETRY_KEY_TTL", "Retrier", "new_token", "with_attempts"]
 

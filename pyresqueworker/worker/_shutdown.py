@@ -22,7 +22,8 @@ from ..log import logger
 from ..protocol._outage import STOP_PATIENCE, Backoff
 from ..protocol.failure import DIRTY_EXIT
 from ..protocol.redis_errors import REDIS_ERRORS
-from ._claim import Claimer, Finish
+from ._claim import Claimer
+from ._claim_values import Finish
 from ._host import WorkerHost
 from ._job_outcome import failure_for
 from ._signals import kill_pid

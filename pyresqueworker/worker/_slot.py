@@ -18,7 +18,8 @@ import redis
 
 from ..protocol import wire
 from ..protocol.job import Job, JobCall
-from ._claim import NO_FINISH, Claimed, Claimer
+from ._claim import Claimer
+from ._claim_values import NO_FINISH
 from ._cycle import (
     Backoff,
     Claim,
@@ -36,6 +37,7 @@ from ._cycle import (
     WaitPaused,
 )
 from ._doorbell import Doorbell, Ring
+from ._held import Claimed
 from ._job_outcome import failed, failure_for, interrupt_thread, succeeded
 from ._retrying import Retrier
 from ._tracking import JobTracking

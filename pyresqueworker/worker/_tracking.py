@@ -15,7 +15,8 @@ from typing import Optional
 
 from ..log import logger
 from ..protocol.job import Job
-from ._claim import Claimed, Finish
+from ._claim_values import Finish
+from ._held import Claimed
 from ._job_outcome import failure_for, make_job
 
 __all__ = ["JobTracking"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..protocol.failure import DIRTY_EXIT
-from ._claim import Finish
+from ._claim_values import Finish
 
 __all__ = ["JobResult", "JobTimeout", "run_forked"]
 

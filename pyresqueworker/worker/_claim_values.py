@@ -1,0 +1,43 @@
+"""What a claim call carries and answers, for everyone who only needs the values.
+
+:class:`Finish` is a finished job's completion, which rides on the slot's next claim;
+:data:`PAUSED` is the answer while ``pause-all-workers`` is set; :class:`ClaimCall` is one
+prepared call. The claim itself is :mod:`pyresqueworker.worker._claim`'s; what a slot holds
+(:class:`~pyresqueworker.worker._held.Claimed`) is :mod:`pyresqueworker.worker._held`'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+__all__ = ["NO_FINISH", "PAUSED", "SUCCESS", "ClaimCall", "Finish"]
+
+
+class Finish(NamedTuple):
+    """A finished job's completion, folded into the slot's next claim call.
+
+    ``mode``: "0" nothing to finish, "1" success, "2" failure (entry pushed, failed stats
+    bumped), "3" dirty exit (entry pushed, no stats: Ruby's unregister path bumps neither).
+    ``cleanup`` names a key deleted in the same step (a retry counter once a job is done with
+    retrying).
+    """
+
+    mode: str
+    entry: str = ""
+    cleanup: str = ""
+
+
+NO_FINISH = Finish("0")
+SUCCESS = Finish("1")
+
+PAUSED = "paused"  # a claim's answer while pause-all-workers is set
+
+
+@dataclass(frozen=True)
+class ClaimCall:
+    """One prepared claim call: the script's KEYS and ARGV (see ``Claimer.prepare``)."""
+
+    keys: list[str]
+    args: list[Any]
+    queues: tuple[str, ...]
