@@ -5,6 +5,7 @@ hiredis is missing, with the pure-Python reader."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -105,14 +106,71 @@ def test_a_slot_claims_on_a_socket_of_its_own_set_up_like_its_client(
     assert claimer.claim(["q"], NO_FINISH, RUN_AT) == Claimed("q", item, True)  # in db 3
     clients = {(c["db"], c["cmd"].split("|")[0]) for c in admin.client_list()
                if c["name"] == "slot-7"}
-    # The claim's own socket, and the slot's redis-py connection (which loaded the script).
-    assert clients == {("3", "evalsha"), ("3", "script")}, clients
+    # The claim's own socket only: it loads the script too (a claim opens no redis-py one).
+    assert clients == {("3", "evalsha")}, clients
     wrong = ConnectionFactory(url.replace("s3cret", "nope")).connect(
         single_connection_client=True)
     with pytest.raises(redis.exceptions.AuthenticationError):
         Claimer(wrong, Keys("resque:"), WID).claim(["q"], NO_FINISH, RUN_AT)
     slot.close()
     admin.close()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A server that takes connections and bytes and never answers (Redis in a black hole)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def drain(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while sock.recv(65536):
+                pass
+
+    def swallow() -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            held.append(sock)
+            threading.Thread(target=drain, args=(sock,), daemon=True).start()
+
+    threading.Thread(target=swallow, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+    for sock in held:
+        sock.close()
+
+
+def test_a_claim_waiting_on_a_silent_redis_ends_when_its_slot_gives_up(silent_port: int
+                                                                      ) -> None:
+    """The wait for a reply (here the script's load, the first thing a claim sends) is cut
+    into slices; between them the slot's ``give_up`` is asked, so a stopping worker does not
+    sit out a 30 s reply timeout."""
+    conn = ConnectionFactory(f"redis://127.0.0.1:{silent_port}").connect(
+        single_connection_client=True, socket_timeout=30)
+    stopping = threading.Event()
+    asked: list[float] = []
+
+    def give_up(waited: float) -> bool:
+        asked.append(waited)
+        return stopping.is_set() and waited >= 1.0
+
+    threading.Timer(0.5, stopping.set).start()
+    claimer = Claimer(conn, Keys("resque:"), WID, give_up=give_up)
+    with pytest.raises(redis.exceptions.ConnectionError, match=r"no reply from Redis in 1 s"):
+        claimer.claim(["q"], NO_FINISH, RUN_AT)
+    assert asked[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert isinstance(claimer.caller.connection, ClaimLink)
+
+
+def test_without_giving_up_a_claim_waits_its_reply_timeout(silent_port: int) -> None:
+    conn = ConnectionFactory(f"redis://127.0.0.1:{silent_port}").connect(
+        single_connection_client=True, socket_timeout=0.6)
+    claimer = Claimer(conn, Keys("resque:"), WID, give_up=lambda _waited: False)
+    with pytest.raises(redis.exceptions.ConnectionError, match=r"no reply from Redis in 0\.6 s"):
+        claimer.claim(["q"], NO_FINISH, RUN_AT)
 
 
 def test_the_link_connects_where_the_locator_says_and_follows_it(redis_server: RedisServer

@@ -32,9 +32,9 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sent = [0]
     real = _resp._send_frames
 
-    def counting(sock: Any, frames: list[bytes]) -> None:
+    def counting(sock: Any, frames: list[bytes], link: Any) -> None:
         sent[0] += 1
-        real(sock, frames)
+        real(sock, frames, link)
 
     monkeypatch.setattr(_resp, "_send_frames", counting)
     return sent
@@ -62,9 +62,10 @@ def test_a_run_of_large_items_takes_two_round_trips_each_after_the_first(
     r.rpush(keys.queue("high"), *items)
     r.config_resetstat()
     assert drain(claimer, ["high"]) == items
-    # 3 for the first, 2 for each other, then the finish that finds the queue empty, the
-    # UNWATCH of its unused read, and the claim script's look at the queues.
-    assert round_trips[0] == 3 + 2 * 4 + 3
+    # The script's load (on the claim's own link, once), 3 for the first, 2 for each other,
+    # then the finish that finds the queue empty, the UNWATCH of its unused read, and the
+    # claim script's look at the queues.
+    assert round_trips[0] == 1 + 3 + 2 * 4 + 3
     assert calls(r, "lindex") == 6 and calls(r, "lmove") == 0
     # Between the first and the last claim, no script: each finish is a MULTI of its own.
     assert calls(r, "evalsha") == 2 and calls(r, "exec") == 5 + 5

@@ -20,7 +20,7 @@ from apps.reliability_jobs import DONE
 from conftest import RedisServer
 from fault_helpers import FaultRun
 from fault_proxy import FaultProxy
-from worker_helpers import wait_until
+from worker_helpers import WorkerProc, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -79,6 +79,41 @@ def test_idle_slots_claim_within_a_second_of_a_long_black_hole_healing(
         run.verify(ids)
 
 
+def stop_after_a_second(worker: WorkerProc, what: str) -> tuple[int, float, str]:
+    """TERM ``worker`` a second from now: its exit code, the seconds it took, its log (with
+    no traceback)."""
+    threading.Event().wait(1.0)
+    told = time.monotonic()
+    worker.send(signal.SIGTERM)
+    code = worker.wait_exit(60)
+    took = time.monotonic() - told
+    print(f"\nSTOP {what}: exit {code} after {took:.2f} s")
+    log = worker.log()
+    assert "Traceback" not in log, log
+    return code, took, log
+
+
+@pytest.mark.parametrize("execution", ["threads", "asyncio"])
+def test_a_stop_does_not_wait_out_a_first_claim_lost_in_a_black_hole(
+    target: RedisServer, redis_url: str, execution: str
+) -> None:
+    """The slots' first claims (a new connection, the script's load, the claim) are on the
+    wire when Redis goes silent: a slow link (0.3 s round trips) keeps them there for about
+    a second after the worker has started, and the black hole starts then. Told to stop, the
+    worker gives up on those replies (the claim script leaves a claimed job in the worker
+    key, where recovery finds it), not after their 10 s timeouts, each retried."""
+    with FaultProxy(target.port) as proxy, fault_run(
+            f"stop-first-claim-{execution}", proxy, target, redis_url, "--concurrency", "2",
+            "--execution", execution) as run:
+        proxy.latency(0.15)
+        worker = run.start()
+        wait_until(lambda: "worker started" in worker.log(), "the worker's start", 30, 0.005)
+        proxy.blackhole(True)
+        code, took, log = stop_after_a_second(worker, f"{execution}, first claims in a black hole")
+        assert code == 1 and "Redis unreachable while stopping" in log, log
+        assert took < EXIT_WITHIN, f"exit after {took:.2f} s\n{log}"
+
+
 @pytest.mark.parametrize("fault", ["refused", "black-hole", "none"])
 def test_a_worker_told_to_stop_while_redis_is_gone_exits_within_seconds(
     target: RedisServer, redis_url: str, fault: str
@@ -94,14 +129,7 @@ def test_a_worker_told_to_stop_while_redis_is_gone_exits_within_seconds(
             proxy.cut()
         elif fault == "black-hole":
             proxy.blackhole(True)
-        threading.Event().wait(1.0)
-        told = time.monotonic()
-        worker.send(signal.SIGTERM)
-        code = worker.wait_exit(30)
-        took = time.monotonic() - told
-        print(f"\nSTOP with Redis {fault}: exit {code} after {took:.2f} s")
-        log = worker.log()
-        assert "Traceback" not in log, log
+        code, took, log = stop_after_a_second(worker, f"with Redis {fault}")
         if fault == "none":
             assert code == 0 and "worker stopped" in log
             assert target.client().smembers("resque:workers") == set()

@@ -32,9 +32,9 @@ def steps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     real_send, real_receive = _resp._send_frames, FastCaller._receive
 
-    def send(sock: Any, frames: list[bytes]) -> None:
+    def send(sock: Any, frames: list[bytes], link: Any) -> None:
         seen.append("send")
-        real_send(sock, frames)
+        real_send(sock, frames, link)
 
     def receive(self: FastCaller, sock: Any, reader: Any) -> None:
         seen.append("receive")
@@ -65,7 +65,7 @@ def test_the_work_runs_even_when_the_send_fails(
     caller("PING")
     steps.clear()
 
-    def cut(_sock: Any, _frames: list[bytes]) -> None:
+    def cut(_sock: Any, _frames: list[bytes], _link: Any) -> None:
         raise ConnectionResetError("cut")
 
     monkeypatch.setattr(_resp, "_send_frames", cut)

@@ -12,8 +12,9 @@ everything else.
 
 from __future__ import annotations
 
+import math
 import socket
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import redis
 
@@ -22,7 +23,16 @@ from ._locate import Address, learn
 from ._resp_parse import new_reader, pack_command
 from .redis_errors import RedisUnavailable
 
-__all__ = ["ClaimLink"]
+__all__ = ["WAIT_SLICE", "ClaimLink"]
+
+#: Seconds one socket call of a link waits before the link asks whether to wait on: a reply
+#: is waited for in slices, so a stopping worker need not sit out a whole reply timeout
+#: (10 s and more) on a Redis that went silent (see ``ClaimLink.give_up``).
+WAIT_SLICE = 0.25
+
+
+def _never(_waited: float) -> bool:
+    return False
 
 
 class ClaimLink:
@@ -30,15 +40,33 @@ class ClaimLink:
 
     :attr:`sock` is None until :meth:`connect`; :meth:`stale` says the locator learned that
     Redis moved since (reconnect before the next command). Not thread-safe: one slot's.
+    ``give_up(seconds_waited)`` is asked between the slices of a long wait for Redis; True
+    ends the wait as the reply timeout would.
     """
 
-    def __init__(self, settings: LinkSettings) -> None:
+    def __init__(self, settings: LinkSettings,
+                 give_up: Optional[Callable[[float], bool]] = None) -> None:
         self.settings = settings
+        self.give_up = give_up or _never
+        # The reply timeout in whole slices of about WAIT_SLICE (None: no timeout).
+        timeout = settings.timeout
+        self.slices: Optional[int] = math.ceil(timeout / WAIT_SLICE) if timeout else None
+        self.slice = timeout / self.slices if timeout and self.slices else WAIT_SLICE
         self.sock: Optional[socket.socket] = None
         self.reader: Any = None  # the connection's reply reader (new on each connect)
         self.address: Optional[Address] = None  # where it is connected
         self.generation = -1  # the locator's generation when it connected
         self.connects = 0
+
+    def waited(self, slices: int) -> int:
+        """One more slice of a socket call has passed without an answer: the count of slices
+        waited so far, or :class:`TimeoutError` once the reply timeout is over or
+        ``give_up`` says to stop."""
+        slices += 1
+        waited = round(slices * self.slice, 3)
+        if slices == self.slices or self.give_up(waited):
+            raise TimeoutError(f"no reply from Redis in {waited:g} s")
+        return slices
 
     def stale(self) -> bool:
         """Whether Redis moved since this connected."""
@@ -56,7 +84,7 @@ class ClaimLink:
             handshake = Handshake(settings)
             commands = handshake.commands()
             while commands:
-                commands = handshake.check(_round_trip(sock, commands))
+                commands = handshake.check(self._round_trip(sock, commands))
         except (OSError, ValueError) as exc:  # (ValueError: not RESP)
             sock.close()
             raise redis.exceptions.ConnectionError(
@@ -74,13 +102,14 @@ class ClaimLink:
         settings = self.settings
         if settings.path is not None:
             try:
-                return _opened(socket.socket(socket.AF_UNIX), settings.path, settings), None
+                return _opened(socket.socket(socket.AF_UNIX), settings.path, settings,
+                               self.slice), None
             except OSError as exc:
                 raise connect_error(exc, settings.where(None)) from exc
         failure: Optional[tuple[OSError, Address]] = None
         for address in settings.candidates():
             try:
-                sock = _opened(None, address, settings)
+                sock = _opened(None, address, settings, self.slice)
             except OSError as exc:
                 if settings.locator is not None:
                     settings.locator.unreachable(address)
@@ -111,14 +140,54 @@ class ClaimLink:
             self.disconnect()
         return exc
 
+    def _round_trip(self, sock: socket.socket, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and read their replies (the handshake's)."""
+        send_all(self, sock, b"".join(pack_command(c) for c in commands))
+        reader = new_reader()
+        replies: list[Any] = []
+        slices = 0
+        while len(replies) < len(commands):
+            reply = reader.gets()
+            if reply is False:
+                try:
+                    data = sock.recv(65536)
+                except TimeoutError:
+                    slices = self.waited(slices)
+                    continue
+                if not data:
+                    raise ConnectionError("Connection closed by server.")
+                reader.feed(data)
+                continue
+            replies.append(reply)
+        return replies
+
     def __del__(self) -> None:
         self.disconnect()
 
 
-def _opened(sock: Optional[socket.socket], address: Any, settings: LinkSettings
-            ) -> socket.socket:
+def send_all(link: ClaimLink, sock: socket.socket, data: bytes) -> None:
+    """``sock.sendall(data)``, its wait sliced as the link's replies are."""
+    view: Optional[memoryview] = None
+    slices = 0
+    while True:
+        try:
+            sent = sock.send(data if view is None else view)
+        except TimeoutError:
+            slices = link.waited(slices)
+            continue
+        if view is None:
+            if sent == len(data):  # (nearly always: a command fits the socket's buffer)
+                return
+            view = memoryview(data)
+        view = view[sent:]
+        if not view:
+            return
+
+
+def _opened(sock: Optional[socket.socket], address: Any, settings: LinkSettings,
+            wait_slice: float) -> socket.socket:
     """A socket connected to ``address`` (a TCP address when ``sock`` is None), TLS on top
-    when the settings want it, with the reply timeout set."""
+    when the settings want it, its calls timed out after ``wait_slice``."""
     if sock is None:
         sock = socket.create_connection(address, settings.connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -136,25 +205,8 @@ def _opened(sock: Optional[socket.socket], address: Any, settings: LinkSettings
     try:
         if settings.tls is not None:
             sock = settings.tls().wrap_socket(sock, server_hostname=address[0])
-        sock.settimeout(settings.timeout)
+        sock.settimeout(wait_slice)
     except BaseException:
         sock.close()
         raise
     return sock
-
-
-def _round_trip(sock: socket.socket, commands: list[tuple[Any, ...]]) -> list[Any]:
-    """Send ``commands`` in one write and read their replies (the handshake's)."""
-    sock.sendall(b"".join(pack_command(c) for c in commands))
-    reader = new_reader()
-    replies: list[Any] = []
-    while len(replies) < len(commands):
-        reply = reader.gets()
-        if reply is False:
-            data = sock.recv(65536)
-            if not data:
-                raise ConnectionError("Connection closed by server.")
-            reader.feed(data)
-            continue
-        replies.append(reply)
-    return replies

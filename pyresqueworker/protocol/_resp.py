@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Optional
 
 import redis
 
-from ._claim_link import ClaimLink
+from ._claim_link import ClaimLink, send_all
 from ._link_settings import LinkSettings
 from ._resp_parse import ReplyError, pack_command
 from ._spin import ReplySpin
@@ -58,14 +58,28 @@ def _frames(commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
     return frames
 
 
-def _send_frames(sock: socket.socket, frames: list[bytes]) -> None:
-    """Send ``frames`` in order with as few copies as the socket allows."""
+def _send_frames(sock: socket.socket, frames: list[bytes], link: Optional[ClaimLink] = None
+                 ) -> None:
+    """Send ``frames`` in order with as few copies as the socket allows. ``link``: whose
+    socket it is, asked when a send waits (see ClaimLink.waited); without one a socket
+    timeout is an error."""
     if len(frames) == 1 or isinstance(sock, ssl.SSLSocket):  # (TLS sockets have no sendmsg)
-        sock.sendall(frames[0] if len(frames) == 1 else b"".join(frames))
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        if link is None:
+            sock.sendall(data)
+        else:
+            send_all(link, sock, data)
         return
     views = [memoryview(frame) for frame in frames if frame]
+    slices = 0
     while views:
-        sent = sock.sendmsg(views[:64])
+        try:
+            sent = sock.sendmsg(views[:64])
+        except TimeoutError:
+            if link is None:
+                raise
+            slices = link.waited(slices)
+            continue
         while views and sent >= len(views[0]):
             sent -= len(views.pop(0))
         if sent:
@@ -78,14 +92,17 @@ class FastCaller:
 
     A ``single_connection_client`` (a slot's) gets a :class:`ClaimLink` of its own, made with
     its connection's settings and connected on first use; for other clients (shared pools,
-    or settings a link does not reproduce) calls go through redis-py.
+    or settings a link does not reproduce) calls go through redis-py. ``give_up``: see
+    :class:`ClaimLink`.
     """
 
-    def __init__(self, client: redis.Redis, spin: float = 0.0) -> None:
+    def __init__(self, client: redis.Redis, spin: float = 0.0,
+                 give_up: Optional[Callable[[float], bool]] = None) -> None:
         self.client = client
         own = client.connection  # (None for a pool's client)
         settings = LinkSettings.of(own) if own is not None else None
-        self.connection: Optional[ClaimLink] = ClaimLink(settings) if settings else None
+        self.connection: Optional[ClaimLink] = (
+            ClaimLink(settings, give_up) if settings else None)
         # Made once a reply fills a whole read (large payloads): read into it from then on,
         # without a new bytes object per read. (Not before: an asyncio slot's caller may never
         # read, and there can be thousands.)
@@ -132,7 +149,7 @@ class FastCaller:
         replies: list[Any] = []
         try:
             try:
-                _send_frames(sock, frames)
+                _send_frames(sock, frames, link)
             finally:
                 self.run_after_send()
             spin = self.spin
@@ -162,19 +179,27 @@ class FastCaller:
             work()
 
     def _receive(self, sock: socket.socket, reader: Any) -> None:
-        buffer = self._buffer
-        if buffer is not None:
-            size = sock.recv_into(buffer)
-            if not size:
+        slices = 0
+        while True:
+            try:
+                buffer = self._buffer
+                if buffer is not None:
+                    size = sock.recv_into(buffer)
+                    if not size:
+                        raise ConnectionError("Connection closed by server.")
+                    reader.feed(buffer, 0, size)
+                    return
+                data = sock.recv(_RECV_SIZE)
+            except TimeoutError:  # one slice of the wait (see ClaimLink.waited)
+                assert self.connection is not None
+                slices = self.connection.waited(slices)
+                continue
+            if not data:
                 raise ConnectionError("Connection closed by server.")
-            reader.feed(buffer, 0, size)
+            reader.feed(data)
+            if len(data) == _RECV_SIZE:
+                self._buffer = bytearray(_LARGE_RECV_SIZE)
             return
-        data = sock.recv(_RECV_SIZE)
-        if not data:
-            raise ConnectionError("Connection closed by server.")
-        reader.feed(data)
-        if len(data) == _RECV_SIZE:
-            self._buffer = bytearray(_LARGE_RECV_SIZE)
 
     @staticmethod
     def is_error(reply: Any) -> bool:
@@ -213,17 +238,18 @@ class LuaScript:
         call: Optional[Callable[..., Any]] = None,
     ) -> Any:
         send = call or partial(command, conn)
-        self.load_once(conn)
+        self.load_once(conn, send)
         try:
             return send(*self.evalsha(keys, args))
         except redis.exceptions.NoScriptError:
-            conn.script_load(self.source)
+            send("SCRIPT", "LOAD", self.source)
             return send(*self.evalsha(keys, args))
 
-    def load_once(self, conn: redis.Redis) -> None:
-        """Load the script through ``conn``'s pool unless it already was."""
+    def load_once(self, conn: redis.Redis, call: Optional[Callable[..., Any]] = None) -> None:
+        """Load the script into ``conn``'s Redis unless it already was; sent with ``call``
+        when given (a slot's claim link, so the load waits as its claims do)."""
         if conn.connection_pool not in self._loaded:
-            conn.script_load(self.source)
+            (call or partial(command, conn))("SCRIPT", "LOAD", self.source)
             self._loaded.add(conn.connection_pool)
 
     def evalsha(self, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:

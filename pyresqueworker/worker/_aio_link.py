@@ -69,6 +69,20 @@ class AioLink:
         self._generation = -1
         self._replies = new_reader()
         self._drop = False
+        self._patience = timeout  # a round trip's time, shortened by hurry()
+        self._watchdog: Optional[asyncio.TimerHandle] = None  # the round trip's, if one is on
+
+    def hurry(self, seconds: float) -> None:
+        """From now on a round trip (the one on, too) is given up on ``seconds`` after it was
+        sent: a stopping worker does not wait out the full timeout on a silent Redis."""
+        patience, self._patience = self._patience, min(self._patience, seconds)
+        timer, writer = self._watchdog, self._writer
+        if timer is not None and writer is not None:
+            sent_at = timer.when() - patience
+            if sent_at + self._patience < timer.when():
+                timer.cancel()
+                self._watchdog = asyncio.get_running_loop().call_at(
+                    sent_at + self._patience, writer.transport.abort)
 
     async def _ensure(self) -> Streams:
         locator = self.settings.locator
@@ -150,7 +164,7 @@ class AioLink:
             raise LinkError(f"cannot connect to Redis: {exc}", sent=False) from None
         loop = asyncio.get_running_loop()
         # A watchdog, not wait_for: no extra task per round trip.
-        timer = loop.call_later(self.timeout, writer.transport.abort)
+        self._watchdog = loop.call_later(self._patience, writer.transport.abort)
         try:
             writer.write(b"".join(pack_command(tuple(c)) for c in commands))
             replies = await _read(reader, self._replies, len(commands))
@@ -159,7 +173,9 @@ class AioLink:
             raise LinkError(f"lost the connection to Redis: {exc or type(exc).__name__}",
                             sent=True) from None
         finally:
-            timer.cancel()
+            watchdog, self._watchdog = self._watchdog, None  # (hurry may have replaced it)
+            if watchdog is not None:
+                watchdog.cancel()
         results = [self._error(r) if isinstance(r, ReplyError) else r for r in replies]
         if self._drop:
             self._drop = False

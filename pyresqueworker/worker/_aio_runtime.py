@@ -30,6 +30,7 @@ from redis.retry import Retry
 
 from ..jobs.registry import Registry
 from ..log import logger
+from ..protocol._outage import STOP_PATIENCE
 from ._aio_doorbell import WATCH_BLOCK, AioDoorbell
 from ._aio_link import AioLink
 from ._aio_slot import AioSlot
@@ -163,10 +164,15 @@ class AsyncRuntime:
         restart a slot task that ended early (a bug)."""
         process = self.process
         done = 0
+        hurried = False
         while True:
             if process.stopping.is_set():
                 self.doorbell.stop()
                 self._unpaused.set()
+                if not hurried:  # a silent Redis: recovery takes what is left
+                    hurried = True
+                    for link in self.links:
+                        link.hurry(STOP_PATIENCE)
             elif not process.paused.is_set():
                 self._unpaused.set()
             if process.stopping.is_set() or not process.connections.holding():

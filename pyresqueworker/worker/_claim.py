@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 import redis
@@ -54,8 +54,8 @@ class Claimer(LargeItemTaker):
     connections, :meth:`prepare` builds a call without I/O and :meth:`settle` reads its reply.
     """
 
-    def __init__(self, conn: redis.Redis, keys: Keys, worker_id: str, reply_spin: float = 0.0
-                 ) -> None:
+    def __init__(self, conn: redis.Redis, keys: Keys, worker_id: str, reply_spin: float = 0.0,
+                 give_up: Optional[Callable[[float], bool]] = None) -> None:
         self.conn = conn
         self.keys = keys
         self.worker_id = worker_id
@@ -69,7 +69,8 @@ class Claimer(LargeItemTaker):
         self._unanswered: Optional[int] = None
         # Whether the raw list may exist (unknown at first: a previous life may have left one).
         self._holds_raw = True
-        self.caller = FastCaller(conn, spin=reply_spin)  # (its after_send: see FastCaller)
+        # (its after_send and give_up: see FastCaller)
+        self.caller = FastCaller(conn, spin=reply_spin, give_up=give_up)
         self._skip_watching = 0  # large items still to take with LMOVE (see take_held)
         # The queue whose large head the last claim took: the next claim reads that queue's
         # head in the same round trip (see _call_reading_ahead).
@@ -165,7 +166,7 @@ class Claimer(LargeItemTaker):
         """
         key = self._queue_parts(queue)[0]
         fast = self.caller
-        _claim.load_once(self.conn)
+        _claim.load_once(self.conn, fast)
         try:
             replies = fast.many([_claim.evalsha(call.keys, call.args), ("WATCH", key),
                                  ("LINDEX", key, 0)])

@@ -17,6 +17,7 @@ from typing import Any, Optional, Protocol
 import redis
 
 from ..protocol import wire
+from ..protocol._outage import STOP_PATIENCE
 from ..protocol.job import Job, JobCall
 from ._claim import Claimer
 from ._claim_values import NO_FINISH
@@ -84,10 +85,10 @@ class Slot(JobTracking, threading.Thread):
         self.index = index
         self.worker_id = worker_id
         self.conn = process.new_connection()  # connects on first use, in this thread
-        self.claimer = Claimer(self.conn, process.keys, worker_id, process.reply_spin)
+        self.claimer = Claimer(self.conn, process.keys, worker_id, process.reply_spin,
+                               give_up=self._stops_waiting)
         self.retrier = Retrier(self.conn, process.keys, process.registry, worker_id)
         self._init_tracking()
-        config = process.config
         config = process.config
         self.cycle = SlotCycle(
             process, CycleSettings(blpop=config.fetch == "blpop", drain=config.drain,
@@ -97,6 +98,11 @@ class Slot(JobTracking, threading.Thread):
         self.child: Optional[int] = None  # pid of the job's child with --fork-per-job
         self.status = "waiting"  # or "paused" (pause-all-workers), for the process title
         self.ring: Optional[Ring] = None  # the doorbell ring that woke this slot, to answer
+
+    def _stops_waiting(self, waited: float) -> bool:
+        """A stopping worker waits for a claim's reply STOP_PATIENCE seconds at most: a claimed
+        job whose reply is lost stays in the worker key, where recovery finds it."""
+        return waited >= STOP_PATIENCE and self.process.stopping.is_set()
 
     @property
     def drained(self) -> bool:

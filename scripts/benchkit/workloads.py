@@ -40,6 +40,11 @@ class _SocketRecorder:
         self.sent.append(bytes(data))
         self.sock.sendall(data, *args)
 
+    def send(self, data: bytes, *args: Any) -> int:
+        sent = int(self.sock.send(data, *args))
+        self.sent.append(bytes(data[:sent]))
+        return sent
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)
 
@@ -251,6 +256,7 @@ class Bench:
             link.sock = recorder
             claimer_step()
             state["bytes"] = b"".join(recorder.sent)
+            recorder.sock.settimeout(None)  # (a link's waits are sliced: a bare socket's not)
             state["sock"], state["reader"] = recorder.sock, hiredis.Reader()
             state["spin"] = ReplySpin(SPIN)
 
