@@ -23,7 +23,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -31,15 +31,16 @@ from redis.retry import Retry
 from ..jobs.registry import Registry
 from ..log import logger
 from ..protocol._outage import STOP_PATIENCE
+from ..protocol.connection import ConnectionFactory
 from ._aio_doorbell import WATCH_BLOCK, AioDoorbell
 from ._aio_link import AioLink
 from ._aio_slot import AioSlot
 from ._claim_batch import ClaimBatcher, link_count
-from ._host import WorkerHost
+from ._cycle import SlotHost
 from ._startup import WorkerError
 from .config import MAX_THREAD_SLOTS, WorkerConfig
 
-__all__ = ["JOB_THREADS", "REDIS_THREADS", "AsyncRuntime", "choose_execution"]
+__all__ = ["JOB_THREADS", "REDIS_THREADS", "AsyncRuntime", "RuntimeHost", "choose_execution"]
 
 T = TypeVar("T")
 
@@ -65,10 +66,17 @@ def choose_execution(config: WorkerConfig, registry: Registry) -> str:
     return execution
 
 
+class RuntimeHost(SlotHost, Protocol):
+    """What the asyncio runtime uses of its worker process, beyond what its slots do."""
+
+    connections: ConnectionFactory  # the runtime's own links and sync client come from it
+    worker_ids: list[str]  # one slot each
+
+
 class AsyncRuntime:
     """The event loop of one worker process and its slots."""
 
-    def __init__(self, process: WorkerHost) -> None:
+    def __init__(self, process: RuntimeHost) -> None:
         self.process = process
         config = process.config
         factory = process.connections

@@ -11,13 +11,17 @@ signals, shutdown) an :class:`AioSlot` looks like a thread slot: ``worker_id``, 
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Protocol, TypeVar, Union
+
+import redis
 
 from ..protocol import wire
-from ._aio_doorbell import Ring
+from ._aio_doorbell import AioDoorbell, Ring
 from ._aio_perform import perform
 from ._claim import Claimer
+from ._claim_batch import ClaimBatcher
 from ._cycle import (
     Backoff,
     Claim,
@@ -28,20 +32,46 @@ from ._cycle import (
     SettleRetry,
     Sleep,
     SlotCycle,
+    SlotHost,
     Step,
     WaitHold,
     WaitPaused,
 )
 from ._held import Claimed, HeldLarge
-from ._host import AioRuntimeHost
 from ._job_outcome import interrupt_thread
 from ._retrying import Retrier
 from ._tracking import JobTracking
 from .isolation import JobResult
 
-__all__ = ["AioSlot"]
+__all__ = ["AioRuntimeHost", "AioSlot"]
+
+T = TypeVar("T")
 
 _Claim = Optional[Union[Claimed, HeldLarge, str]]
+
+
+class AioRuntimeHost(Protocol):
+    """What the asyncio runtime shares with its slots."""
+
+    @property
+    def process(self) -> SlotHost: ...
+
+    loop: asyncio.AbstractEventLoop
+    batcher: ClaimBatcher
+    doorbell: AioDoorbell
+    sync_client: redis.Redis  # for the rare sync paths, run in the Redis thread pool
+
+    async def while_paused(self) -> None:
+        """Wait while the process is paused and not stopping."""
+
+    async def while_holding(self) -> None:
+        """Wait while a Sentinel failover holds writes (and the process is not stopping)."""
+
+    async def in_redis_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run sync Redis code in the Redis thread pool."""
+
+    async def in_job_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a sync job in the job thread pool."""
 
 
 # Which method does each step of the cycle (by name, so a test may patch one).

@@ -13,18 +13,27 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
-from typing import Optional
+from typing import Optional, Protocol
+
+import redis
 
 from .._version import __version__
+from ..client.history import HistoryBuffer
 from ..log import logger
 from ..protocol import wire
-from ..protocol._outage import Outage, is_redis_away, server_info
+from ..protocol._outage import Outage, OutageBook, is_redis_away, server_info
 from ..protocol._probe import is_link_down
-from ._host import WorkerHost
+from ..protocol.queues import QueueOrder
+from ._prune import Pruner
+from ._slot_view import SlotView
+from .config import WorkerConfig
+from .metrics import Metrics
+from .periodic import PeriodicEnqueuer
 from .timeseries import SeriesStore, SeriesWriter
 
-__all__ = ["Housekeeper", "resident_memory_mb", "set_proctitle"]
+__all__ = ["Housekeeper", "HousekeeperHost", "resident_memory_mb", "set_proctitle"]
 
 _WATCHDOG_TICK = 0.25  # seconds between checks for overdue jobs
 
@@ -55,10 +64,34 @@ def set_proctitle(text: str) -> None:
         pass
 
 
+class HousekeeperHost(Protocol):
+    """What the housekeeping thread reads and calls of its worker process."""
+
+    config: WorkerConfig
+    keys: wire.Keys
+    conn: redis.Redis
+    worker_ids: list[str]
+    slots: list[SlotView]
+    stopping: threading.Event  # no new claims
+    paused: threading.Event  # USR2
+    metrics: Metrics
+    outages: OutageBook
+    queues: QueueOrder
+    history: Optional[HistoryBuffer]
+    periodic: Optional[PeriodicEnqueuer]
+    pruner: Pruner
+
+    def register(self, worker_ids: list[str]) -> None:
+        """Write the worker ids to Redis again (after Redis lost them)."""
+
+    def recycle(self, reason: str) -> None:
+        """Stop claiming and exit to be replaced."""
+
+
 class Housekeeper:
     """The housekeeping of one :class:`~pyresqueworker.worker._process.WorkerProcess`."""
 
-    def __init__(self, process: WorkerHost) -> None:
+    def __init__(self, process: HousekeeperHost) -> None:
         self.process = process
         self._title = ""
         self._server = ""  # run_id of the Redis server the slots were registered with

@@ -1,8 +1,8 @@
 """The end of a worker process: what it gives back at its shutdown deadline, unregistering,
 the last history records, each step riding out a short Redis outage.
 
-Functions of the process (typed by :class:`~pyresqueworker.worker._host.WorkerHost`), kept
-out of :mod:`~pyresqueworker.worker._process` so it reads as the process's life.
+Functions of the process (typed by :class:`ShutdownHost`), kept out of
+:mod:`~pyresqueworker.worker._process` so it reads as the process's life.
 """
 
 from __future__ import annotations
@@ -12,26 +12,32 @@ import dataclasses
 import threading
 import time
 from collections.abc import Iterator
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional, Protocol, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..client.history import HistoryBuffer
+from ..jobs.registry import Registry
 from ..log import logger
+from ..protocol import wire
 from ..protocol._outage import STOP_PATIENCE, Backoff
+from ..protocol.connection import ConnectionFactory
 from ..protocol.failure import DIRTY_EXIT
 from ..protocol.redis_errors import REDIS_ERRORS
 from ._claim import Claimer
 from ._claim_values import Finish
-from ._host import WorkerHost
 from ._job_outcome import failure_for
+from ._prune import Pruner
 from ._signals import kill_pid
 from ._slot_view import SlotView
 from ._startup import WorkerError
+from .config import WorkerConfig
+from .metrics import Metrics
 
-__all__ = ["begin_stop", "give_back_running_jobs", "retry_while_stopping", "unregister",
-           "write_history"]
+__all__ = ["ShutdownHost", "begin_stop", "give_back_running_jobs", "retry_while_stopping",
+           "unregister", "write_history"]
 
 T = TypeVar("T")
 
@@ -49,6 +55,20 @@ class _Patience(threading.local):
 _patience = _Patience()
 
 
+class ShutdownHost(Protocol):
+    """What the shutdown steps read of their worker process."""
+
+    config: WorkerConfig
+    registry: Registry
+    keys: wire.Keys
+    connections: ConnectionFactory  # the stop's own short-timeout links come from it
+    worker_ids: list[str]
+    slots: list[SlotView]
+    pruner: Pruner
+    metrics: Metrics
+    history: Optional[HistoryBuffer]
+
+
 def begin_stop() -> None:
     """A new stop starts with all its patience: what an earlier ``run_worker`` in this thread
     gave up on says nothing about this one's Redis."""
@@ -56,7 +76,7 @@ def begin_stop() -> None:
 
 
 @contextlib.contextmanager
-def _stop_link(process: WorkerHost) -> Iterator[redis.Redis]:
+def _stop_link(process: ShutdownHost) -> Iterator[redis.Redis]:
     """A connection for one shutdown step, with short timeouts and no retries of its own
     (the process's connection waits 5 s and more on a silent Redis)."""
     conn = process.connections.connect(
@@ -68,7 +88,7 @@ def _stop_link(process: WorkerHost) -> Iterator[redis.Redis]:
         conn.close()
 
 
-def write_history(process: WorkerHost) -> None:
+def write_history(process: ShutdownHost) -> None:
     """Write the last buffered history records at a clean stop (best effort)."""
     if process.history is None or not len(process.history):
         return
@@ -84,7 +104,7 @@ def write_history(process: WorkerHost) -> None:
             "records": len(process.history), "error": str(exc)})
 
 
-def unregister(process: WorkerHost) -> None:
+def unregister(process: ShutdownHost) -> None:
     """Unregister every slot; a job still in a worker key here was claimed but never
     started (its reply was in flight at the deadline), so it goes back to its queue."""
     with _stop_link(process) as conn:
@@ -123,7 +143,7 @@ def retry_while_stopping(step: Callable[[], T], seconds: float = STOP_PATIENCE) 
             return result
 
 
-def give_back_running_jobs(process: WorkerHost) -> list[SlotView]:
+def give_back_running_jobs(process: ShutdownHost) -> list[SlotView]:
     """Requeue (default) or fail the jobs still running at the deadline; returns the slots."""
     abandoned: list[SlotView] = []
     for slot in process.slots:
