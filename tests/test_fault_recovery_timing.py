@@ -114,6 +114,25 @@ def test_a_stop_does_not_wait_out_a_first_claim_lost_in_a_black_hole(
         assert took < EXIT_WITHIN, f"exit after {took:.2f} s\n{log}"
 
 
+def test_a_stop_during_start_up_does_not_wait_out_a_silent_redis(
+    target: RedisServer, redis_url: str
+) -> None:
+    """Redis goes silent once the worker has registered, while the rest of its start-up
+    (slow here: 0.3 s round trips) is on the wire. Told to stop, it exits 1 with one line
+    within seconds, not after each start-up call's timeouts and retries (its registration
+    is pruned once it is gone)."""
+    with FaultProxy(target.port) as proxy, fault_run(
+            "stop-start-up", proxy, target, redis_url) as run:
+        proxy.latency(0.15)
+        worker = run.start()
+        proxy.blackhole(True)
+        code, took, log = stop_after_a_second(worker, "during start-up, Redis silent")
+        assert "worker started" not in log, log
+        [line] = [x for x in log.splitlines() if x.startswith("pyresque-work:")]
+        assert code == 1 and "stopped while waiting for Redis" in line, log
+        assert took < EXIT_WITHIN, f"exit after {took:.2f} s\n{log}"
+
+
 @pytest.mark.parametrize("fault", ["refused", "black-hole", "none"])
 def test_a_worker_told_to_stop_while_redis_is_gone_exits_within_seconds(
     target: RedisServer, redis_url: str, fault: str
@@ -124,6 +143,7 @@ def test_a_worker_told_to_stop_while_redis_is_gone_exits_within_seconds(
     with FaultProxy(target.port) as proxy, fault_run(
             f"stop-{fault}", proxy, target, redis_url, "--concurrency", "2") as run:
         worker = run.start()
+        wait_until(lambda: "worker started" in worker.log(), "the worker's start", 30, 0.01)
         if fault == "refused":
             proxy.refuse(True)
             proxy.cut()

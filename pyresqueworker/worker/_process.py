@@ -46,7 +46,7 @@ from ._signals import SignalHandling
 from ._slot import Slot
 from ._slot_view import SlotView
 from ._start_checks import warn_at_start
-from ._startup import WorkerError, first_connection, retry_start_up
+from ._startup import WorkerError, first_connection, retry_start_up, start_up_unless_stopped
 from ._supervisor import RECYCLE_EXIT
 from .config import WorkerConfig
 from .metrics import NULL_METRICS, Metrics
@@ -197,16 +197,8 @@ class WorkerProcess(SignalHandling):
     def _run(self) -> int:
         set_proctitle("resque: Starting")
         self._install_signals()
-        self.starting(lambda: self.housekeeper.heartbeat(first=True), "write heartbeats")
-        self.starting(self.housekeeper.prune, "prune dead workers")
-        self.starting(lambda: self.register(self.worker_ids), "register the worker")
-        self.starting(lambda: publish_concurrency_caps(self.conn, self.keys, self.registry),
-                      "publish concurrency caps")
-        if self.queues.stale:  # globs: expanded before the first claim (then by housekeeping)
-            self.starting(lambda: self.queues.refresh(self.conn.smembers(self.keys.queues)),
-                          "read the queue list")
-        if self.start_warnings:  # after the steps that may fail: a failed start is one line
-            warn_at_start(self.config, self.registry, self.conn)
+        start_up_unless_stopped(self._start_up, lambda: self.signal_count > 0,
+                                redact_url(self.connections.url))
         watch = self.connections.failover_watch()
         if watch is not None:
             watch.start()
@@ -241,6 +233,18 @@ class WorkerProcess(SignalHandling):
             if watch is not None:
                 watch.stop()
         return RECYCLE_EXIT if self.recycling else 0
+
+    def _start_up(self) -> None:
+        self.starting(lambda: self.housekeeper.heartbeat(first=True), "write heartbeats")
+        self.starting(self.housekeeper.prune, "prune dead workers")
+        self.starting(lambda: self.register(self.worker_ids), "register the worker")
+        self.starting(lambda: publish_concurrency_caps(self.conn, self.keys, self.registry),
+                      "publish concurrency caps")
+        if self.queues.stale:  # globs: expanded before the first claim (then by housekeeping)
+            self.starting(lambda: self.queues.refresh(self.conn.smembers(self.keys.queues)),
+                          "read the queue list")
+        if self.start_warnings:  # after the steps that may fail: a failed start is one line
+            warn_at_start(self.config, self.registry, self.conn)
 
     def _replace_dead_slots(self) -> None:
         """A slot thread never ends while the process runs; if one did (a bug), its worker id

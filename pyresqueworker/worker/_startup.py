@@ -8,6 +8,7 @@ command line gets one line, never a traceback (:class:`WorkerError`).
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable, Optional, Protocol, TypeVar
 
@@ -15,11 +16,12 @@ import redis
 
 from ..log import logger
 from ..protocol import wire
-from ..protocol._outage import Backoff, is_redis_away, server_info
+from ..protocol._outage import STOP_PATIENCE, Backoff, is_redis_away, server_info
 from ..protocol.connection import TLSFiles, describe, explain_error, wants_client_certificate
 from ..protocol.server_version import ServerTooOld, require_supported
 
-__all__ = ["WorkerError", "first_connection", "is_cluster_node", "retry_start_up"]
+__all__ = ["WorkerError", "first_connection", "is_cluster_node", "retry_start_up",
+           "start_up_unless_stopped"]
 
 T = TypeVar("T")
 
@@ -66,6 +68,33 @@ def retry_start_up(step: Callable[[], T], what: str, where: str, timeout: float,
                 logger.warning("redis unavailable at start-up, retrying", extra={
                     "redis": where, "error": str(exc)[:500], "connect_timeout_s": timeout})
             time.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
+
+
+def start_up_unless_stopped(start: Callable[[], None], stop_asked: Callable[[], bool],
+                            where: str) -> None:
+    """Run ``start`` (the start-up steps) in a thread of its own, so that a stop asked for
+    meanwhile (``stop_asked``, polled) is not held up by a call to a Redis gone silent, which
+    waits out its socket timeouts, each retried: once a stop is asked, the steps get
+    STOP_PATIENCE seconds more, then :class:`WorkerError` (what the start wrote, its
+    registration, is pruned once this process is gone)."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            start()
+        except BaseException as exc:  # raised here, in the main thread, below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="start-up", daemon=True)
+    thread.start()
+    while thread.is_alive() and not stop_asked():
+        thread.join(0.05)
+    thread.join(STOP_PATIENCE)
+    if thread.is_alive():
+        raise WorkerError(f"stopped while waiting for Redis at {where}: no answer in "
+                          f"{STOP_PATIENCE:g} s")
+    if failure:
+        raise failure[0]
 
 
 class Starting(Protocol):
