@@ -259,8 +259,13 @@ class HookRun:
         self.owner: Any = None  # for the on_failure hooks
 
     def __call__(self) -> Any:
-        owner = self.owner = self.handler.owner()
-        self.performed = drive_hooks(hook_trip(self.handler, owner, self.call), self._invoke)
+        handler = self.handler
+        owner = self.owner = handler.owner()
+        if handler.before_hooks or handler.around_hooks or handler.after_hooks:
+            self.performed = drive_hooks(hook_trip(handler, owner, self.call), self._invoke)
+        else:  # (most handlers: the trip would only hand over the owner; spared per job)
+            self._invoke(owner)
+            self.performed = True
         return self.result
 
     def _invoke(self, owner: Any) -> None:

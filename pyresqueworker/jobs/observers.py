@@ -60,9 +60,12 @@ class Observers(JobObserver):
 
     def __init__(self, observers: Sequence[JobObserver]) -> None:
         self.observers = tuple(observers)
+        # Those that hear of a start at all (most only count finished jobs): asked per job.
+        self._starters = tuple(o for o in self.observers
+                               if type(o).job_started is not JobObserver.job_started)
 
     def job_started(self, job: Job) -> None:
-        for observer in self.observers:
+        for observer in self._starters:
             try:
                 observer.job_started(job)
             except Exception:

@@ -125,7 +125,8 @@ class Slot(JobTracking, threading.Thread):
         try:
             step: Step = next(cycle)
             while True:
-                if type(step) is not Claim or not step.queues:
+                if caller.after_send is not None and (type(step) is not Claim
+                                                      or not step.queues):
                     caller.run_after_send()  # a deferred report never waits past a step
                 try:
                     answer = getattr(self, _STEPS[type(step)])(step)
@@ -145,7 +146,7 @@ class Slot(JobTracking, threading.Thread):
 
     def _claim(self, step: Claim) -> Claimed | str | None:
         claimed = self.claimer.claim(step.queues, step.finish, wire.run_at())
-        if step.queues:
+        if self.ring is not None and step.queues:
             self._answer_ring(isinstance(claimed, Claimed))
         return claimed
 

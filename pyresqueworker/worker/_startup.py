@@ -8,6 +8,7 @@ command line gets one line, never a traceback (:class:`WorkerError`).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from typing import Callable, Optional, Protocol, TypeVar
@@ -78,10 +79,11 @@ def start_up_unless_stopped(start: Callable[[], None], stop_asked: Callable[[], 
     STOP_PATIENCE seconds more, then :class:`WorkerError` (what the start wrote, its
     registration, is pruned once this process is gone)."""
     failure: list[BaseException] = []
+    context = contextvars.copy_context()  # (e.g. the worker's calls kept out of traces)
 
     def run() -> None:
         try:
-            start()
+            context.run(start)
         except BaseException as exc:  # raised here, in the main thread, below
             failure.append(exc)
 
