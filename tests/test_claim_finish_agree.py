@@ -1,5 +1,5 @@
 """The two halves of a finish agree: in a run of large items a success is finished by a MULTI
-written in Python (``Claimer._finish_reading_ahead``) instead of the claim script's Lua. The
+written in Python (``Claimer._finish_then_read_ahead``) instead of the claim script's Lua. The
 same job, finished each way from the same Redis state, must leave Redis in the same state, so
 a change to one half that the other does not follow fails here."""
 
@@ -48,7 +48,7 @@ def finish_one(r: redis.Redis, *, with_script: bool) -> dict[str, Any]:
     first = claimer.claim(["high"], NO_FINISH, RUN_AT)
     assert isinstance(first, Claimed)
     if with_script:
-        claimer._reading_ahead = None  # (the next claim asks the script, as after a small item)
+        claimer.state.read_ahead = None  # (the next claim asks the script, as after a small item)
     second = claimer.claim(["high"], SUCCESS, RUN_AT)
     assert isinstance(second, Claimed) and second.raw == big(1)
     return state(r, keys)

@@ -74,14 +74,6 @@ class AioRuntimeHost(Protocol):
         """Run a sync job in the job thread pool."""
 
 
-# Which method does each step of the cycle (by name, so a test may patch one).
-_STEPS: dict[type, str] = {
-    Claim: "_claim", Requeue: "_requeue", Sleep: "_sleep",
-    WaitPaused: "_wait_paused", WaitHold: "_wait_hold", Perform: "_perform",
-    SettleRetry: "_settle_retry", Report: "_report", Backoff: "_back_off",
-}
-
-
 class AioSlot(JobTracking):
     """A Resque worker id whose jobs run as one task at a time on the runtime's loop."""
 
@@ -140,7 +132,7 @@ class AioSlot(JobTracking):
                 step: Step = next(cycle)
                 while True:
                     try:
-                        answer = await getattr(self, _STEPS[type(step)])(step)
+                        answer = await getattr(self, step.driver_method)(step)
                     except Exception as exc:
                         step = cycle.throw(exc)
                     else:

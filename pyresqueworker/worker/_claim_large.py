@@ -6,29 +6,29 @@ A large payload never enters the claim script: the script only says that one hea
 takes it here: ``LINDEX`` under ``WATCH``, a check with Python's C decoders, and ``LTRIM`` in
 the ``MULTI`` that writes the worker key, so Redis copies the megabyte once each way. When
 other workers take from the same queue it falls back to ``LMOVE`` into the raw list for a
-while (a copy more, but nothing to lose to a race).
+while (a copy more, but nothing to lose to a race). In a run of large items the claim finishes
+the previous job here too, without the script (:meth:`LargeItems.finish_and_read`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Final, Literal, NamedTuple, Optional
 
 import redis
 
 from ..protocol._resp import FastCaller, Joined, command
 from ..protocol.redis_errors import REDIS_ERRORS
-from ..protocol.wire import Keys, dumps
-from ._held import Claimed, checked_payload, invalid_note, read_raw
+from ..protocol.wire import Keys
+from ._claim_state import ClaimState
+from ._claim_values import ClaimCall
+from ._held import BEING_CHECKED, Claimed, checked_payload, invalid_note, read_raw
 
-__all__ = ["LARGE", "LargeItemTaker", "Read", "worker_head"]
+__all__ = ["LARGE", "LargeItems", "Read", "worker_head"]
 
 LARGE = 4096  # bytes: the claim script's own limit (BIG) for items it takes itself
+_SEQ_TTL = 86400  # seconds: the claim script's own expiry of the sequence key
 # _take_watching's answer when the queue changed between the read and the take.
 _CONTENDED: Final = "contended"
-# After a contended take, this many large items are moved with LMOVE before watching again:
-# several slots draining one queue of large items would otherwise keep reading each other's.
-_SKIP_WATCHING_AFTER_CONTENTION = 16
 
 
 def worker_head(name_json: str, run_at: str) -> bytes:
@@ -42,46 +42,81 @@ class Read(NamedTuple):
     item: Optional[bytes]
 
 
-class LargeItemTaker:
-    """The large-item half of :class:`~pyresqueworker.worker._claim.Claimer` (its base)."""
+class LargeItems:
+    """Takes the large items a slot's claims leave at the head of a queue (the large-item
+    half of :class:`~pyresqueworker.worker._claim.Claimer`, which owns it and ``state``).
 
-    conn: redis.Redis
-    keys: Keys
-    worker_key: str
-    raw_key: str
-    caller: FastCaller
-    _seq: int
-    _unanswered: Optional[int]
-    _holds_raw: bool
-    _skip_watching: int
-    _reading_ahead: Optional[str]
-    _queue_keys: dict[str, str]
-    _queue_json: dict[str, str]
+    It owns the slot's ``WATCH`` (:meth:`end_watch`); in ``state`` it keeps the raw list's
+    fate, the watch-skipping countdown and which queue the next claim reads ahead.
+    """
 
-    def _queue_parts(self, queue: str) -> tuple[str, str]:
-        key = self._queue_keys.get(queue)
-        if key is None:
-            key = self._queue_keys[queue] = self.keys.queue(queue)
-            self._queue_json[queue] = dumps(queue)
-        return key, self._queue_json[queue]
+    __slots__ = ("caller", "conn", "keys", "raw_key", "seq_key", "state", "worker_id",
+                 "worker_key")
 
-    def _end_watch(self) -> None:
+    def __init__(self, conn: redis.Redis, keys: Keys, worker_id: str, caller: FastCaller,
+                 state: ClaimState) -> None:
+        self.conn, self.keys, self.worker_id = conn, keys, worker_id
+        self.worker_key, self.raw_key, self.seq_key = (state.worker_key, state.raw_key,
+                                                       state.seq_key)
+        self.caller, self.state = caller, state
+
+    def end_watch(self) -> None:
         """Drop the connection, and with it any ``WATCH`` (it reconnects on the next call)."""
         if self.caller.connection is not None:
             self.caller.connection.disconnect()
 
-    def _taking(self, take: Callable[[], Claimed | None]) -> Claimed | None:
-        """Run a :meth:`take_held`; if Redis fails it, the next :meth:`claim` resumes it."""
-        try:
-            return take()
-        except REDIS_ERRORS:
-            # The claim call itself ran (it returned): resolving finds its sequence, so the
-            # finish it carried is not sent again, and reads the worker key to go on.
-            self._unanswered = self._seq
-            raise
+    def finish_and_read(self, call: ClaimCall, queue: str, run_at: str) -> Optional[Read]:
+        """In a run of large items, what the claim script would do, without the script; the
+        next head of ``queue`` if it is large (for :meth:`take`), else None (the script is
+        to claim, with nothing to finish).
 
-    def take_held(self, queue: str, run_at: str, resuming: bool = False,
-                  read: Optional[Read] = None) -> Claimed | None:
+        The script costs Redis about 25 µs here (a megabyte's copies have just emptied the
+        caches). Its effects for a plain success on the queue read ahead are few: the
+        sequence key, the finish, and the worker key saying a large item is being taken. They
+        go in one ``MULTI`` (atomic, and resolvable by the sequence key if the reply is lost),
+        with the check for pauses and caps and the watched read of the next head in the same
+        round trip. Anything else (pauses or caps in use, a small head, an empty queue) undoes
+        the placeholder; reading ahead stops.
+        """
+        state = self.state
+        key, name_json = state.queue_parts(queue)
+        args, keys = call.args, self.keys
+        expiry = ("EX", _SEQ_TTL) if args[0][4] == "e" else ("KEEPTTL",)
+        placeholder = worker_head(name_json, run_at) + BEING_CHECKED
+        fast = self.caller
+        try:
+            replies = fast.many([
+                ("MULTI",), ("SET", self.seq_key, args[2], *expiry), ("DEL", self.worker_key),
+                ("INCRBY", keys.stat("processed"), 1),
+                ("INCRBY", keys.stat("processed", self.worker_id), 1),
+                ("SET", self.worker_key, placeholder), ("EXEC",),
+                ("EXISTS", keys.concurrency_caps, keys.paused_queues, keys.pause_all),
+                ("WATCH", key), ("LINDEX", key, 0)])
+            for reply in replies:
+                fast.raise_for(reply)  # (a refused command aborts the EXEC: nothing ran)
+        except REDIS_ERRORS:
+            self.end_watch()
+            state.lost(int(args[2]))
+            raise
+        state.unanswered = None
+        got = replies[-1]
+        if replies[-3] == 0 and got is not None and len(got) > LARGE:
+            state.holds_raw = True  # (as after the script's answer: the take may move it)
+            return Read(bytes(got))
+        state.read_ahead = None
+        try:
+            for reply in fast.many([("UNWATCH",), ("DEL", self.worker_key)]):
+                fast.raise_for(reply)
+        except REDIS_ERRORS:
+            # The finish ran: resolving finds its sequence and the placeholder, and goes on
+            # from there rather than finishing the job a second time.
+            self.end_watch()
+            state.lost(int(args[2]))
+            raise
+        return None
+
+    def take(self, queue: str, run_at: str, resuming: bool = False,
+             read: Optional[Read] = None) -> Claimed | None:
         """Take the large head item of ``queue`` that the claim left for us, check it here
         (``bytes.decode`` and the JSON parser run in C, off Redis) and show it in the worker
         key if it is a UTF-8 JSON object, byte for byte as Ruby would write it.
@@ -95,22 +130,23 @@ class LargeItemTaker:
         read with the claim, and the queue is watched since. None when the queue was emptied
         meanwhile (another worker was faster).
         """
-        key, name_json = self._queue_parts(queue)
+        state = self.state
+        key, name_json = state.queue_parts(queue)
         head = worker_head(name_json, run_at)
         item = read_raw(self.conn, self.raw_key) if resuming else None
         if item is None:
-            if read is not None or (self.caller.pipelines and self._skip_watching == 0):
+            if read is not None or (self.caller.pipelines and state.skip_watching == 0):
                 taken = self._take_watching(queue, key, head, read)
                 # Taken: the next claim reads this queue's next head with it.
-                self._reading_ahead = queue if isinstance(taken, Claimed) else None
+                state.read_ahead = queue if isinstance(taken, Claimed) else None
                 if taken is None or isinstance(taken, Claimed):
                     return taken
-                self._skip_watching = _SKIP_WATCHING_AFTER_CONTENTION
-            elif self._skip_watching:
-                self._skip_watching -= 1
+                state.contended()
+            else:
+                state.moved_unwatched()
             moved = command(self.conn, "LMOVE", key, self.raw_key, "LEFT", "RIGHT")
             item = None if moved is None else bytes(moved)
-        self._holds_raw = True
+        state.holds_raw = True
         if item is None:
             command(self.conn, "DEL", self.worker_key)
             return None
@@ -124,7 +160,7 @@ class LargeItemTaker:
             else:
                 pipe.set(self.worker_key, head + invalid_note(item))
             pipe.execute()
-        self._holds_raw = not valid
+        state.holds_raw = not valid
         return Claimed(queue, item, valid, payload)
 
     def _take_watching(self, queue: str, key: str, head: bytes, read: Optional[Read]
@@ -160,11 +196,11 @@ class LargeItemTaker:
         except redis.exceptions.WatchError:
             return _CONTENDED  # reconnected since the read (a failover): its WATCH is gone
         except Exception:
-            self._end_watch()  # whatever went wrong, no WATCH may outlive this call
+            self.end_watch()  # whatever went wrong, no WATCH may outlive this call
             raise
         if done is None:
             return _CONTENDED
         for reply in done:
             fast.raise_for(reply)
-        self._holds_raw = not valid
+        self.state.holds_raw = not valid
         return Claimed(queue, item, valid, payload)

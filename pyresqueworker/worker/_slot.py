@@ -67,15 +67,6 @@ class ThreadSlotHost(SlotHost, Protocol):
         """Run a coroutine on the process's event-loop thread."""
 
 
-
-# Which method does each step of the cycle (by name, so a test may patch one).
-_STEPS: dict[type, str] = {
-    Claim: "_claim", Pop: "_pop", Requeue: "_requeue", Sleep: "_sleep",
-    WaitPaused: "_wait_paused", WaitHold: "_wait_hold", Perform: "_perform",
-    SettleRetry: "_settle_retry", Report: "_report", Backoff: "_back_off",
-}
-
-
 class Slot(JobTracking, threading.Thread):
     """A thread that works jobs as one Resque worker."""
 
@@ -129,7 +120,7 @@ class Slot(JobTracking, threading.Thread):
                                                       or not step.queues):
                     caller.run_after_send()  # a deferred report never waits past a step
                 try:
-                    answer = getattr(self, _STEPS[type(step)])(step)
+                    answer = getattr(self, step.driver_method)(step)
                 except Exception as exc:
                     step = cycle.throw(exc)
                 else:

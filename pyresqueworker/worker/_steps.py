@@ -1,13 +1,14 @@
 """The steps of the slot cycle (:mod:`._cycle`): what a driver must do, and what it answers.
 
 The cycle yields one of these at a time; its thread driver (:mod:`._slot`) or asyncio driver
-(:mod:`._aio_slot`) does it and sends the answer back, or throws in the error it met.
+(:mod:`._aio_slot`) does it and sends the answer back, or throws in the error it met. Each
+step names the driver method that does it (``driver_method``): both drivers dispatch on it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import ClassVar, Union
 
 from ..jobs.observers import JobOutcome
 from ..jobs.tracing import JobSpan
@@ -30,6 +31,8 @@ class Claim:
     With no queues it only sends ``finish``; a claimed job then is one a lost reply had
     taken (:class:`Requeue` it)."""
 
+    driver_method: ClassVar[str] = "_claim"
+
     queues: list[str]
     finish: Finish
 
@@ -38,6 +41,8 @@ class Claim:
 class Pop:
     """``--fetch blpop``: block on ``queues`` for a while; answers a :class:`Claimed` or None."""
 
+    driver_method: ClassVar[str] = "_pop"
+
     queues: list[str]
 
 
@@ -45,12 +50,16 @@ class Pop:
 class Requeue:
     """Put ``claimed`` back at the front of its queue: this slot will not run it now."""
 
+    driver_method: ClassVar[str] = "_requeue"
+
     claimed: Claimed
 
 
 @dataclass
 class Sleep:
     """Nothing to do: wait until a queue watcher rings (or ``pause-all-workers`` ends)."""
+
+    driver_method: ClassVar[str] = "_sleep"
 
     queues: list[str]
     paused: bool
@@ -60,15 +69,21 @@ class Sleep:
 class WaitPaused:
     """The process is paused (USR2): wait a moment before looking again."""
 
+    driver_method: ClassVar[str] = "_wait_paused"
+
 
 @dataclass
 class WaitHold:
     """A Sentinel failover holds writes: wait a moment before looking again."""
 
+    driver_method: ClassVar[str] = "_wait_hold"
+
 
 @dataclass
 class Perform:
     """Run ``job`` inside ``span``; answers its :class:`~.isolation.JobResult`."""
+
+    driver_method: ClassVar[str] = "_perform"
 
     job: Job
     span: JobSpan
@@ -81,6 +96,8 @@ class SettleRetry:
     counts the attempt once). Answers None if a retry was scheduled (nothing to finish), else
     the completion to send."""
 
+    driver_method: ClassVar[str] = "_settle_retry"
+
     job: Job
     failure: Finish
     token: str
@@ -91,6 +108,8 @@ class Report:
     """Tell the observers how ``job`` ended. A driver may do it once the next claim's request
     is sent (it then costs the slot no time of its own), never later than the next step."""
 
+    driver_method: ClassVar[str] = "_report"
+
     job: Job
     outcome: JobOutcome
 
@@ -98,6 +117,8 @@ class Report:
 @dataclass
 class Backoff:
     """A step failed with ``error`` (Redis away, or a bug): wait as ``outage`` says."""
+
+    driver_method: ClassVar[str] = "_back_off"
 
     outage: Outage
     error: Exception
