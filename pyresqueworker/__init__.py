@@ -9,7 +9,9 @@ from __future__ import annotations
 from ._version import __version__
 from .client._aio_client import AsyncClient
 from .client._client import Client, NoClassError, NoQueueError, WorkerInfo
+from .client._workflow_ops import BatchStatus, JobFailed
 from .client.defaults import configure, default_async_client, default_client
+from .client.refs import AsyncBatch, Batch, JobRef
 from .jobs.handles import JobHandle
 from .jobs.observers import JobObserver, JobOutcome
 from .jobs.registry import (
@@ -30,14 +32,19 @@ from .worker.config import WorkerConfig
 from .worker.runner import WorkerError, run_worker
 
 __all__ = [
+    "AsyncBatch",
     "AsyncClient",
+    "Batch",
+    "BatchStatus",
     "Client",
     "DontPerform",
     "Job",
     "JobCall",
+    "JobFailed",
     "JobHandle",
     "JobObserver",
     "JobOutcome",
+    "JobRef",
     "NoClassError",
     "NoQueueError",
     "PayloadError",

@@ -337,3 +337,20 @@ def spawn_node(node: str, redis_url: str) -> Iterator[object]:
     yield spawn
     for proc in started:
         proc.cleanup()
+
+
+# -- in-process drains (results, dependencies, batches) ----------------------------------------
+
+
+@pytest.fixture
+def drain(redis_url: str) -> Any:
+    """``drain(registry, "q", execution="threads", **config)``: run a worker in this process
+    on the test Redis until every listed queue is empty (``--interval 0``)."""
+    from pyresqueworker import QueueSpec, WorkerConfig, run_worker
+
+    def run(registry: Any, queues: str = "q", execution: str = "threads", **config: Any) -> int:
+        settings = WorkerConfig(queues=QueueSpec.parse(queues), redis_url=redis_url,
+                                interval=0, execution=execution, **config)
+        return run_worker(settings, registry)
+
+    return run

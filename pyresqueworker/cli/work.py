@@ -107,6 +107,8 @@ def _env(*names: str) -> list[str]:
 @click.option("--job-timeout", type=click.FloatRange(0, min_open=True), default=None,
               envvar="PYRESQUE_JOB_TIMEOUT",
               help="Seconds a job may run (handlers' timeout= wins); hard with --fork-per-job.")
+@click.option("--result-ttl", type=click.IntRange(1), default=None, envvar="PYRESQUE_RESULT_TTL",
+              help="Seconds a tracked job's result is kept, whatever its enqueue asked.")
 @click.option("--fork-per-job", is_flag=True, envvar="PYRESQUE_FORK_PER_JOB",
               help="Run each job in a forked child, as Resque does (isolation, hard timeouts).")
 @click.option("--tracing", type=click.Choice(["child", "link", "off"]), default="child",

@@ -24,8 +24,10 @@ from ._client import Client
 from ._commands import Op, T, arun
 from ._core import REGISTERED_QUEUE, ClientCore, doc_of
 from ._failed_ops import Progress, Raw
+from ._workflow_ops import BatchStatus, block_seconds, outcome
 from .delayed import When
 from .inspection import WorkerInfo, redis_id
+from .refs import AsyncBatch, Callback, DependsOn, JobRef
 
 __all__ = ["AsyncClient"]
 
@@ -85,15 +87,23 @@ class AsyncClient(ClientCore):
     @doc_of(Client.enqueue)
     async def enqueue(self, class_name: str, *args: Any, queue: Optional[str] = None,
                       pipeline: Optional[Pipeline] = None,
-                      retry: Optional[Retry] = None, job_id: Optional[str] = None) -> str:
+                      retry: Optional[Retry] = None, job_id: Optional[str] = None,
+                      result_ttl: Optional[int] = None, depends_on: Optional[DependsOn] = None,
+                      on_dependency_failure: str = "cancel") -> JobRef:
+        track = self._tracking(class_name, job_id, result_ttl, depends_on, on_dependency_failure)
         return await self._run(self._enqueue_op(class_name, args, queue, retry, job_id,
-                                                pipeline is not None), pipeline)
+                                                pipeline is not None, track), pipeline)
 
     @doc_of(Client.enqueue_to)
     async def enqueue_to(self, queue: str, class_name: str, *args: Any,
                          pipeline: Optional[Pipeline] = None,
-                         retry: Optional[Retry] = None, job_id: Optional[str] = None) -> str:
-        op = self._enqueue_to_op(queue, class_name, args, retry, job_id, pipeline is not None)
+                         retry: Optional[Retry] = None, job_id: Optional[str] = None,
+                         result_ttl: Optional[int] = None,
+                         depends_on: Optional[DependsOn] = None,
+                         on_dependency_failure: str = "cancel") -> JobRef:
+        track = self._tracking(class_name, job_id, result_ttl, depends_on, on_dependency_failure)
+        op = self._enqueue_to_op(queue, class_name, args, retry, job_id, pipeline is not None,
+                                 track)
         return await self._run(op, pipeline)
 
     @doc_of(Client.enqueue_many)
@@ -110,17 +120,45 @@ class AsyncClient(ClientCore):
 
     @doc_of(Client.enqueue_at)
     async def enqueue_at(self, when: When, class_name: str, *args: Any,
-                         queue: Optional[str] = None,
-                         pipeline: Optional[Pipeline] = None) -> Optional[int]:
+                         queue: Optional[str] = None, pipeline: Optional[Pipeline] = None,
+                         result_ttl: Optional[int] = None) -> JobRef:
+        track = self._tracking(class_name, None, result_ttl, None, "cancel")
         return await self._run(self._enqueue_at_op(when, class_name, args, queue,
-                                                   pipeline is not None), pipeline)
+                                                   pipeline is not None, track), pipeline)
 
     @doc_of(Client.enqueue_in)
     async def enqueue_in(self, seconds: float | timedelta, class_name: str, *args: Any,
-                         queue: Optional[str] = None,
-                         pipeline: Optional[Pipeline] = None) -> Optional[int]:
+                         queue: Optional[str] = None, pipeline: Optional[Pipeline] = None,
+                         result_ttl: Optional[int] = None) -> JobRef:
+        track = self._tracking(class_name, None, result_ttl, None, "cancel")
         return await self._run(self._enqueue_in_op(seconds, class_name, args, queue,
-                                                   pipeline is not None), pipeline)
+                                                   pipeline is not None, track), pipeline)
+
+    # -- results, dependencies, batches -----------------------------------------------------
+
+    @doc_of(Client.result)
+    async def result(self, job_id: str, timeout: Optional[float] = None) -> Any:
+        kwargs = self.redis.connection_pool.connection_kwargs
+        block = block_seconds(kwargs.get("socket_timeout"))
+        return outcome(str(job_id), await self._run(self._wait_op(job_id, timeout, block)))
+
+    @doc_of(Client.status)
+    async def status(self, job_id: str) -> str:
+        return await self._run(self._status_op(job_id))
+
+    def batch(self, *, on_success: Optional[Callback] = None,
+              on_complete: Optional[Callback] = None, queue: Optional[str] = None,
+              description: str = "", result_ttl: Optional[int] = None) -> AsyncBatch:
+        """:meth:`Client.batch`, used as ``async with client.batch(...) as b:``."""
+        return AsyncBatch(self, on_success, on_complete, queue, description, result_ttl)
+
+    @doc_of(Client.batch_status)
+    async def batch_status(self, batch_id: str) -> Optional[BatchStatus]:
+        return await self._run(self._batch_status_op(batch_id))
+
+    @doc_of(Client.batches)
+    async def batches(self, limit: int = 50) -> list[BatchStatus]:
+        return await self._run(self._batches_op(limit))
 
     # -- unique jobs ------------------------------------------------------------------------
 

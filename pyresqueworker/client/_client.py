@@ -20,8 +20,10 @@ from ..protocol.urls import resolve_namespace
 from ._commands import Op, T, run
 from ._core import REGISTERED_QUEUE, ClientCore
 from ._enqueue_ops import NoClassError, NoQueueError
+from ._workflow_ops import BatchStatus, block_seconds, outcome
 from .failed_queue import FailedQueue, Raw
 from .inspection import WorkerInfo, redis_id
+from .refs import Batch, Callback, DependsOn, JobRef
 
 if TYPE_CHECKING:
     from ..jobs.schedules import ScheduleStore
@@ -82,20 +84,25 @@ class Client(ClientCore):
 
     def enqueue(self, class_name: str, *args: Any, queue: Optional[str] = None,
                 pipeline: Optional[redis.client.Pipeline] = None,
-                retry: Optional[Retry] = None, job_id: Optional[str] = None) -> str:
+                retry: Optional[Retry] = None, job_id: Optional[str] = None,
+                result_ttl: Optional[int] = None, depends_on: Optional[DependsOn] = None,
+                on_dependency_failure: str = "cancel") -> JobRef:
         """``Resque.enqueue``: push a job to ``queue`` or to the class's registered queue.
 
-        Returns the encoded queue item. Raises :class:`NoQueueError` when no queue is given
-        and ``queue_for`` knows none. ``pipeline``, ``retry``, ``job_id``: see
-        :meth:`enqueue_to`.
+        Returns its :class:`JobRef`. Raises :class:`NoQueueError` when no queue is given
+        and ``queue_for`` knows none. The other options: see :meth:`enqueue_to`.
         """
+        track = self._tracking(class_name, job_id, result_ttl, depends_on, on_dependency_failure)
         return self._run(self._enqueue_op(class_name, args, queue, retry, job_id,
-                                          pipeline is not None), pipeline)
+                                          pipeline is not None, track), pipeline)
 
     def enqueue_to(self, queue: str, class_name: str, *args: Any,
                    pipeline: Optional[redis.client.Pipeline] = None,
-                   retry: Optional[Retry] = None, job_id: Optional[str] = None) -> str:
-        """``Resque.enqueue_to``: ``SADD queues <q>`` then ``RPUSH queue:<q>``.
+                   retry: Optional[Retry] = None, job_id: Optional[str] = None,
+                   result_ttl: Optional[int] = None, depends_on: Optional[DependsOn] = None,
+                   on_dependency_failure: str = "cancel") -> JobRef:
+        """``Resque.enqueue_to``: ``SADD queues <q>`` then ``RPUSH queue:<q>``; returns the
+        job's :class:`JobRef` (its id, a ``str``).
 
         Ruby sends the two as a pipeline; here they are one script call, which writes the same
         and is atomic and about twice as fast from Python. The item is byte-identical to
@@ -108,8 +115,16 @@ class Client(ClientCore):
         ``retry`` overrides the handler's retry policy for this job (named backoffs only): it
         travels in the payload as a ``"retry"`` field, which Ruby workers ignore. ``job_id``
         is stored as the payload's ``"id"``, by which job history finds the job's runs.
+
+        ``result_ttl`` keeps the handler's return value that many seconds (default: the
+        handler's ``@job(result_ttl=)``); ``depends_on`` (refs or ids of tracked jobs) holds
+        the job back until every one of them succeeded, and cancels it if one fails for good
+        (``on_dependency_failure="run"``: runs it anyway). Either makes the job tracked: see
+        ``docs/workflows.md``.
         """
-        op = self._enqueue_to_op(queue, class_name, args, retry, job_id, pipeline is not None)
+        track = self._tracking(class_name, job_id, result_ttl, depends_on, on_dependency_failure)
+        op = self._enqueue_to_op(queue, class_name, args, retry, job_id, pipeline is not None,
+                                 track)
         return self._run(op, pipeline)
 
     def enqueue_many(
@@ -144,19 +159,52 @@ class Client(ClientCore):
         return ScheduleStore(self.redis, self.keys, declared=default_registry.periodic_schedules)
 
     def enqueue_at(self, when: When, class_name: str, *args: Any, queue: Optional[str] = None,
-                   pipeline: Optional[redis.client.Pipeline] = None) -> Optional[int]:
+                   pipeline: Optional[redis.client.Pipeline] = None,
+                   result_ttl: Optional[int] = None) -> JobRef:
         """Run ``class_name(*args)`` at ``when`` (aware datetime or epoch seconds), as
-        resque-scheduler's ``Resque.enqueue_at``; returns the timestamp, or ``None`` if it was
-        due already and went straight to its queue."""
+        resque-scheduler's ``Resque.enqueue_at``; the ref's ``scheduled_for`` is the timestamp,
+        or ``None`` if it was due already and went straight to its queue."""
+        track = self._tracking(class_name, None, result_ttl, None, "cancel")
         return self._run(self._enqueue_at_op(when, class_name, args, queue,
-                                             pipeline is not None), pipeline)
+                                             pipeline is not None, track), pipeline)
 
     def enqueue_in(self, seconds: float | timedelta, class_name: str, *args: Any,
                    queue: Optional[str] = None,
-                   pipeline: Optional[redis.client.Pipeline] = None) -> Optional[int]:
+                   pipeline: Optional[redis.client.Pipeline] = None,
+                   result_ttl: Optional[int] = None) -> JobRef:
         """``Resque.enqueue_in``: run the job ``seconds`` from now."""
+        track = self._tracking(class_name, None, result_ttl, None, "cancel")
         return self._run(self._enqueue_in_op(seconds, class_name, args, queue,
-                                             pipeline is not None), pipeline)
+                                             pipeline is not None, track), pipeline)
+
+    # -- results, dependencies, batches (docs/workflows.md) -------------------------------
+
+    def result(self, job_id: str, timeout: Optional[float] = None) -> Any:
+        """A tracked job's result, waiting up to ``timeout`` s for its end (None: for ever);
+        see :meth:`JobRef.result`."""
+        block = block_seconds(self.redis.connection_pool.connection_kwargs.get("socket_timeout"))
+        return outcome(str(job_id), self._run(self._wait_op(job_id, timeout, block)))
+
+    def status(self, job_id: str) -> str:
+        """A job's state: see :meth:`JobRef.status`."""
+        return self._run(self._status_op(job_id))
+
+    def batch(self, *, on_success: Optional[Callback] = None,
+              on_complete: Optional[Callback] = None, queue: Optional[str] = None,
+              description: str = "", result_ttl: Optional[int] = None) -> Batch:
+        """A batch: ``with client.batch(on_success=("Reports::Notify", [42])) as b:`` then
+        ``b.enqueue_to(...)``; pushed when the block ends. ``on_success`` is enqueued once
+        when every job succeeded, ``on_complete`` once when every job finished (to ``queue``,
+        else the callback class's registered queue). Opened inside a batch's job, it nests."""
+        return Batch(self, on_success, on_complete, queue, description, result_ttl)
+
+    def batch_status(self, batch_id: str) -> Optional[BatchStatus]:
+        """Total, pending, succeeded and failed jobs of a batch, and each member's state."""
+        return self._run(self._batch_status_op(batch_id))
+
+    def batches(self, limit: int = 50) -> list[BatchStatus]:
+        """The newest batches first."""
+        return self._run(self._batches_op(limit))
 
     # -- unique jobs (see pyresqueworker.client._unique) ------------------------------------------
 

@@ -22,9 +22,17 @@ from ..protocol import wire
 from ._commands import Op, call, cmd, send
 from ._enqueue_ops import NoClassError, dequeue, resolve_queue, validate
 from ._failed_ops import FailedOps, Raw
-from ._trace_enqueue import enqueue_many_traced, push_traced
+from ._trace_enqueue import enqueue_many_traced, produce_tracked, push_traced
 from ._unique import UniqueJobs
-from .delayed import DelayedOps, When
+from ._workflow_ops import (
+    BatchStatus,
+    batch_status_op,
+    batches_op,
+    enqueue_op,
+    status_op,
+    wait_op,
+)
+from .delayed import DelayedOps, When, epoch_seconds
 from .inspection import (
     WorkerInfo,
     as_text,
@@ -34,6 +42,7 @@ from .inspection import (
     queue_names_op,
     workers_op,
 )
+from .refs import DependsOn, JobRef, Tracked, new_job_id
 
 __all__ = ["REGISTERED_QUEUE", "ClientCore", "doc_of"]
 
@@ -77,33 +86,91 @@ class ClientCore:
 
     # -- enqueue ----------------------------------------------------------------------------
 
+    def registered_result_ttl(self, class_name: str) -> Optional[int]:
+        """``@job(..., result_ttl=)`` of the class's handler registered in this process."""
+        handler = default_registry.find(class_name)
+        return handler.result_ttl if handler is not None else None
+
+    def _tracking(self, class_name: str, job_id: Optional[str], result_ttl: Optional[int],
+                  depends_on: Optional[DependsOn], on_dependency_failure: str
+                  ) -> Optional[Tracked]:
+        """How the job is tracked, or None for a job nobody follows (it costs nothing)."""
+        ttl = result_ttl if result_ttl is not None else self.registered_result_ttl(class_name)
+        if not ttl and not depends_on:
+            return None
+        return Tracked(job_id, ttl, "", depends_on, on_dependency_failure)
+
     def _enqueue_to_op(self, queue: str, class_name: str, args: Sequence[Any],
-                       retry: Optional[Retry], job_id: Optional[str], piped: bool) -> Op[str]:
+                       retry: Optional[Retry], job_id: Optional[str], piped: bool,
+                       track: Optional[Tracked] = None) -> Op[JobRef]:
+        """Push the job; its ref."""
         validate(queue, class_name)
+        if track is not None:
+            fields = track.fields(retry.to_json() if retry is not None else None)
+            item = wire.with_fields(wire.encode_job(class_name, args), fields)
+            yield from produce_tracked(self.keys, queue, class_name, args, item, track.spec)
+            return JobRef(track.job_id, self, tracked=True)
         extra: dict[str, Any] = {}
         if job_id is not None:
             extra["id"] = job_id
         if retry is not None:
             extra["retry"] = retry.to_json()
         item = wire.with_fields(wire.encode_job(class_name, args), extra)
-        return (yield from push_traced(self.keys, queue, class_name, args, item, piped))
+        yield from push_traced(self.keys, queue, class_name, args, item, piped)
+        return JobRef(job_id or new_job_id(), self)
 
     def _enqueue_op(self, class_name: str, args: Sequence[Any], queue: Optional[str],
-                    retry: Optional[Retry], job_id: Optional[str], piped: bool) -> Op[str]:
+                    retry: Optional[Retry], job_id: Optional[str], piped: bool,
+                    track: Optional[Tracked] = None) -> Op[JobRef]:
         queue = self.queue_or_raise(class_name, queue)
-        return self._enqueue_to_op(queue, class_name, args, retry, job_id, piped)
+        return self._enqueue_to_op(queue, class_name, args, retry, job_id, piped, track)
 
     def _enqueue_many_op(self, queue: str, jobs: Iterable[tuple[str, Sequence[Any]]],
                          batch: int) -> Op[int]:
         return enqueue_many_traced(self.keys, queue, jobs, batch)
 
     def _enqueue_at_op(self, when: When, class_name: str, args: Sequence[Any],
-                       queue: Optional[str], piped: bool) -> Op[Optional[int]]:
-        return self._delayed().enqueue_at(when, class_name, args, queue, piped)
+                       queue: Optional[str], piped: bool, track: Optional[Tracked] = None
+                       ) -> Op[JobRef]:
+        """Schedule the job; its ref (``scheduled_for``: its time, or None if it was due and
+        went straight to its queue)."""
+        if track is None:
+            at = yield from self._delayed().enqueue_at(when, class_name, args, queue, piped)
+            return JobRef(new_job_id(), self, scheduled_for=at)
+        if track.depends_on:
+            raise ValueError("a delayed job cannot wait for dependencies too")
+        queue = self.queue_or_raise(class_name, queue)
+        timestamp = epoch_seconds(when)
+        if timestamp <= int(self.clock()):
+            return (yield from self._enqueue_to_op(queue, class_name, args, None, None, piped,
+                                                   track))
+        validate(queue, class_name)
+        delayed = wire.with_fields(wire.encode_delayed_item(class_name, args, queue),
+                                   track.fields())
+        item = wire.with_fields(wire.encode_job(class_name, args), track.fields())
+        yield from enqueue_op(self.keys, track.spec(queue, item, class_name, timestamp), delayed)
+        return JobRef(track.job_id, self, tracked=True, scheduled_for=timestamp)
 
     def _enqueue_in_op(self, seconds: float | timedelta, class_name: str, args: Sequence[Any],
-                       queue: Optional[str], piped: bool) -> Op[Optional[int]]:
-        return self._delayed().enqueue_in(seconds, class_name, args, queue, piped)
+                       queue: Optional[str], piped: bool, track: Optional[Tracked] = None
+                       ) -> Op[JobRef]:
+        delay = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
+        return self._enqueue_at_op(self.clock() + delay, class_name, args, queue, piped, track)
+
+    # -- results, dependencies, batches (see pyresqueworker.client._workflow_ops) ----------
+
+    def _status_op(self, job_id: str) -> Op[str]:
+        return status_op(self.keys, str(job_id))
+
+    def _wait_op(self, job_id: str, timeout: Optional[float], block: float
+                 ) -> Op[dict[str, str]]:
+        return wait_op(self.keys, str(job_id), timeout, block)
+
+    def _batch_status_op(self, batch_id: str) -> Op[Optional[BatchStatus]]:
+        return batch_status_op(self.keys, batch_id)
+
+    def _batches_op(self, limit: int) -> Op[list[BatchStatus]]:
+        return batches_op(self.keys, limit)
 
     def _unique_op(self, class_name: str, args: tuple[Any, ...], queue: Optional[str], *,
                    key: Any = None, keyed: bool = False, when: Optional[When] = None,

@@ -20,10 +20,12 @@ from typing import Any, Callable, TypeVar
 
 from ..jobs import tracing
 from ..protocol import wire
+from ..protocol.workflow import JobSpec
 from ._commands import Op
 from ._enqueue_ops import enqueue_many, push
+from ._workflow_ops import enqueue_op
 
-__all__ = ["enqueue_many_traced", "produce", "push_traced"]
+__all__ = ["enqueue_many_traced", "produce", "produce_tracked", "push_traced"]
 
 T = TypeVar("T")
 
@@ -65,6 +67,20 @@ def push_traced(keys: wire.Keys, queue: str, class_name: str, args: Any, item: s
         written = wire.with_fields(item, fields)
         yield from push(keys, queue, written, piped)
         return written
+
+    return (yield from produce(queue, tracing.job_class_of(class_name, args), send))
+
+
+def produce_tracked(keys: wire.Keys, queue: str, class_name: str, args: Any, item: str,
+                    spec: Callable[[str, str, str], JobSpec]) -> Op[str]:
+    """A tracked job's enqueue (its record, and its item on its queue unless it waits for
+    dependencies; see :func:`~pyresqueworker.client._workflow_ops.enqueue_op`), traced as
+    :func:`produce` says; returns its state. ``spec(queue, item, class_name)`` describes it."""
+    if not tracing.current_context_valid():
+        return (yield from enqueue_op(keys, spec(queue, item, class_name)))
+
+    def send(fields: Mapping[str, str]) -> Op[str]:
+        return enqueue_op(keys, spec(queue, wire.with_fields(item, fields), class_name))
 
     return (yield from produce(queue, tracing.job_class_of(class_name, args), send))
 

@@ -38,11 +38,22 @@ if sys.version_info >= (3, 10):
 else:  # pragma: no cover - Python 3.9
     from typing_extensions import ParamSpec
 
+from ._enqueuers import (
+    OPTIONS,
+    AsyncEnqueuer,
+    ClientLike,
+    DependsOn,
+    Enqueuer,
+    Ref,
+    Scheduler,
+)
+
 if TYPE_CHECKING:
     from .hooks import Handler
 
 __all__ = [
-    "AsyncEnqueuer", "Enqueuer", "JobDecorator", "JobHandle", "Performer", "body_of",
+    "OPTIONS", "AsyncEnqueuer", "ClientLike", "Enqueuer", "JobDecorator", "JobHandle",
+    "Performer", "Ref", "Scheduler", "body_of",
     "handle_of", "name_of", "use_default_clients",
 ]
 
@@ -60,42 +71,12 @@ class Performer(Protocol[P, R_co]):
     def perform(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
 
-class Enqueuer(Protocol):
-    """What a handle enqueues through: a :class:`~pyresqueworker.Client` (typed by its methods,
-    so this layer does not import the client layer above it)."""
-
-    def enqueue(self, class_name: str, /, *args: Any, queue: Optional[str] = None) -> str: ...
-
-    def enqueue_to(self, queue: str, class_name: str, /, *args: Any) -> str: ...
-
-    def enqueue_in(self, seconds: Union[float, timedelta], class_name: str, /, *args: Any,
-                   queue: Optional[str] = None) -> Optional[int]: ...
-
-    def enqueue_at(self, when: When, class_name: str, /, *args: Any,
-                   queue: Optional[str] = None) -> Optional[int]: ...
-
-
-class AsyncEnqueuer(Protocol):
-    """The asyncio twin of :class:`Enqueuer`: an :class:`~pyresqueworker.AsyncClient`."""
-
-    async def enqueue(self, class_name: str, /, *args: Any,
-                      queue: Optional[str] = None) -> str: ...
-
-    async def enqueue_to(self, queue: str, class_name: str, /, *args: Any) -> str: ...
-
-    async def enqueue_in(self, seconds: Union[float, timedelta], class_name: str, /,
-                         *args: Any, queue: Optional[str] = None) -> Optional[int]: ...
-
-    async def enqueue_at(self, when: When, class_name: str, /, *args: Any,
-                         queue: Optional[str] = None) -> Optional[int]: ...
-
-
 # The default clients, handed over by pyresqueworker.client.defaults when it is imported
 # (importing pyresqueworker does that), so this module never imports the client layer.
-_default_clients: Optional[tuple[Callable[[], Enqueuer], Callable[[], AsyncEnqueuer]]] = None
+_default_clients: Optional[tuple[Callable[[], ClientLike], Callable[[], AsyncEnqueuer]]] = None
 
 
-def use_default_clients(sync: Callable[[], Enqueuer],
+def use_default_clients(sync: Callable[[], ClientLike],
                         async_: Callable[[], AsyncEnqueuer]) -> None:
     """Where handles without a client of their own get one: ``sync()`` for ``enqueue*``,
     ``async_()`` for ``aenqueue*`` (see :func:`pyresqueworker.configure`)."""
@@ -103,7 +84,7 @@ def use_default_clients(sync: Callable[[], Enqueuer],
     _default_clients = (sync, async_)
 
 
-def _defaults() -> tuple[Callable[[], Enqueuer], Callable[[], AsyncEnqueuer]]:
+def _defaults() -> tuple[Callable[[], ClientLike], Callable[[], AsyncEnqueuer]]:
     if _default_clients is None:  # only if pyresqueworker.client was never imported
         raise RuntimeError("no default client: import pyresqueworker first")
     return _default_clients
@@ -150,8 +131,9 @@ class JobHandle(Generic[P, R]):
 
     def __init__(self, target: Any, *, name: Optional[str] = None,
                  queue: Optional[str] = None) -> None:
-        self._client: Optional[Enqueuer] = None
+        self._client: Optional[ClientLike] = None
         self._async_client: Optional[AsyncEnqueuer] = None
+        self._options: dict[str, Any] = {}  # see with_options
         self._call: Optional[Callable[..., R]] = None
         self._signature: Optional[inspect.Signature] = None
         if isinstance(target, str):
@@ -206,7 +188,7 @@ class JobHandle(Generic[P, R]):
                             "name): enqueue it instead of calling it")
         return self._call(*args, **kwargs)
 
-    def using(self, client: Union[Enqueuer, AsyncEnqueuer]) -> JobHandle[P, R]:
+    def using(self, client: Union[ClientLike, AsyncEnqueuer]) -> JobHandle[P, R]:
         """This handle enqueueing through ``client`` (a :class:`~pyresqueworker.Client`
         for the ``enqueue*`` methods, an :class:`~pyresqueworker.AsyncClient` for
         the ``aenqueue*`` ones) instead of the default one."""
@@ -216,59 +198,108 @@ class JobHandle(Generic[P, R]):
         if inspect.iscoroutinefunction(client.enqueue):
             view._client, view._async_client = None, cast(AsyncEnqueuer, client)
         else:
-            view._client, view._async_client = cast(Enqueuer, client), None
+            view._client, view._async_client = cast(ClientLike, client), None
+        return view
+
+    def with_options(self, *, batch: Optional[Enqueuer] = None,
+                     result_ttl: Optional[int] = None, depends_on: DependsOn = None,
+                     on_dependency_failure: str = "cancel") -> JobHandle[P, R]:
+        """This handle enqueueing with these options: ``batch`` (added to that batch, pushed
+        when its block ends), ``result_ttl``, ``depends_on``, ``on_dependency_failure`` (see
+        :meth:`Client.enqueue_to <pyresqueworker.client.Client.enqueue_to>`). The same names
+        are taken by ``enqueue(...)`` itself, unless the job has a parameter of that name;
+        through ``with_options`` mypy still checks the job's own arguments."""
+        view = cast(JobHandle[P, R], object.__new__(JobHandle))
+        view.__dict__.update(self.__dict__)
+        given = {"batch": batch, "result_ttl": result_ttl, "depends_on": depends_on,
+                 "on_dependency_failure": on_dependency_failure}
+        view._options = {**self._options, **{k: v for k, v in given.items() if v is not None}}
         return view
 
     # -- enqueueing through a Client ------------------------------------------------------
 
-    def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> str:
-        """Push the job to its queue (see the class docs); returns the item as stored.
+    def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> Ref:
+        """Push the job to its queue (see the class docs); returns its
+        :class:`~pyresqueworker.JobRef`. ``batch=``, ``result_ttl=``, ``depends_on=``,
+        ``on_dependency_failure=``: see :meth:`with_options`.
 
         Raises :class:`~pyresqueworker.NoQueueError` when it has no queue and the
         client infers none; ``TypeError`` for arguments the job's signature does not take.
         """
-        return self._sync_client().enqueue(self.name, *self.wire_args(args, kwargs),
-                                           queue=self.queue)
+        options = self._split(kwargs)
+        target: Enqueuer = options.pop("batch", None) or self._sync_client()
+        return target.enqueue(self.name, *self.wire_args(args, kwargs), queue=self.queue,
+                              **options)
 
-    def enqueue_to(self, queue: str, /, *args: P.args, **kwargs: P.kwargs) -> str:
-        """Push the job to ``queue``; returns the item as stored."""
-        return self._sync_client().enqueue_to(queue, self.name, *self.wire_args(args, kwargs))
+    def enqueue_to(self, queue: str, /, *args: P.args, **kwargs: P.kwargs) -> Ref:
+        """Push the job to ``queue``; returns its ref."""
+        options = self._split(kwargs)
+        target: Enqueuer = options.pop("batch", None) or self._sync_client()
+        return target.enqueue_to(queue, self.name, *self.wire_args(args, kwargs), **options)
 
     def enqueue_in(self, seconds: Union[float, timedelta], /, *args: P.args,
-                   **kwargs: P.kwargs) -> Optional[int]:
-        """Run the job ``seconds`` from now (resque-scheduler's format); returns the
-        timestamp it was filed under (``None``: pushed to its queue at once)."""
+                   **kwargs: P.kwargs) -> Ref:
+        """Run the job ``seconds`` from now (resque-scheduler's format); the ref's
+        ``scheduled_for`` is the timestamp it was filed under (``None``: pushed at once)."""
+        ttl = self._delayed_options(kwargs)
         return self._sync_client().enqueue_in(seconds, self.name, *self.wire_args(args, kwargs),
-                                              queue=self.queue)
+                                              queue=self.queue, result_ttl=ttl)
 
-    def enqueue_at(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Optional[int]:
+    def enqueue_at(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Ref:
         """Run the job at ``when`` (an aware datetime or epoch seconds); returns as
         :meth:`enqueue_in` does."""
+        ttl = self._delayed_options(kwargs)
         return self._sync_client().enqueue_at(when, self.name, *self.wire_args(args, kwargs),
-                                              queue=self.queue)
+                                              queue=self.queue, result_ttl=ttl)
 
     # -- the same through an AsyncClient --------------------------------------------------
 
-    async def aenqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> str:
+    async def aenqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> Ref:
         """:meth:`enqueue` through the running loop's default ``AsyncClient``."""
-        return await self._async().enqueue(self.name, *self.wire_args(args, kwargs),
-                                           queue=self.queue)
+        options = self._split(kwargs)
+        batch: Optional[Enqueuer] = options.pop("batch", None)
+        wire = self.wire_args(args, kwargs)
+        if batch is not None:
+            return batch.enqueue(self.name, *wire, queue=self.queue, **options)
+        return await self._async().enqueue(self.name, *wire, queue=self.queue, **options)
 
-    async def aenqueue_to(self, queue: str, /, *args: P.args, **kwargs: P.kwargs) -> str:
+    async def aenqueue_to(self, queue: str, /, *args: P.args, **kwargs: P.kwargs) -> Ref:
         """:meth:`enqueue_to` through the running loop's default ``AsyncClient``."""
-        return await self._async().enqueue_to(queue, self.name, *self.wire_args(args, kwargs))
+        options = self._split(kwargs)
+        batch: Optional[Enqueuer] = options.pop("batch", None)
+        wire = self.wire_args(args, kwargs)
+        if batch is not None:
+            return batch.enqueue_to(queue, self.name, *wire, **options)
+        return await self._async().enqueue_to(queue, self.name, *wire, **options)
 
     async def aenqueue_in(self, seconds: Union[float, timedelta], /, *args: P.args,
-                          **kwargs: P.kwargs) -> Optional[int]:
+                          **kwargs: P.kwargs) -> Ref:
         """:meth:`enqueue_in` through the running loop's default ``AsyncClient``."""
-        return await self._async().enqueue_in(seconds, self.name,
-                                              *self.wire_args(args, kwargs), queue=self.queue)
+        ttl = self._delayed_options(kwargs)
+        return await self._async().enqueue_in(seconds, self.name, *self.wire_args(args, kwargs),
+                                              queue=self.queue, result_ttl=ttl)
 
-    async def aenqueue_at(self, when: When, /, *args: P.args,
-                          **kwargs: P.kwargs) -> Optional[int]:
+    async def aenqueue_at(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Ref:
         """:meth:`enqueue_at` through the running loop's default ``AsyncClient``."""
+        ttl = self._delayed_options(kwargs)
         return await self._async().enqueue_at(when, self.name, *self.wire_args(args, kwargs),
-                                              queue=self.queue)
+                                              queue=self.queue, result_ttl=ttl)
+
+    def _split(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The enqueue options (:data:`OPTIONS`) given, taken out of ``kwargs``."""
+        options = {k: v for k, v in self._options.items() if v is not None}
+        params = self._signature.parameters if self._signature is not None else {}
+        for name in OPTIONS:
+            if name in kwargs and name not in params:
+                options[name] = kwargs.pop(name)
+        return options
+
+    def _delayed_options(self, kwargs: dict[str, Any]) -> Optional[int]:
+        options = self._split(kwargs)
+        if set(options) - {"result_ttl", "on_dependency_failure"}:
+            raise TypeError("a delayed job takes result_ttl= only (no batch or dependencies)")
+        ttl: Optional[int] = options.get("result_ttl")
+        return ttl
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -300,7 +331,7 @@ class JobHandle(Generic[P, R]):
         last = max(i for i, p in enumerate(by_position) if p.name in given)
         return tuple(given.get(p.name, p.default) for p in by_position[:last + 1])
 
-    def _sync_client(self) -> Enqueuer:
+    def _sync_client(self) -> ClientLike:
         if self._client is not None:
             return self._client
         if self._async_client is not None:
@@ -325,8 +356,11 @@ def body_of(target: Any) -> Any:
 
 
 def handle_of(handler: Handler) -> JobHandle[..., Any]:
-    """The handle of a registered handler, with its class name and queue."""
-    return JobHandle(handler.target, name=handler.class_name, queue=handler.queue)
+    """The handle of a registered handler, with its class name, queue and result TTL."""
+    handle = JobHandle(handler.target, name=handler.class_name, queue=handler.queue)
+    if handler.result_ttl is not None:
+        handle._options = {"result_ttl": handler.result_ttl}
+    return handle
 
 
 def name_of(target: Any) -> str:

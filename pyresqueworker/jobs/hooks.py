@@ -94,6 +94,7 @@ class Handler:
     retry: Optional[Retry] = None
     max_concurrency: Optional[int] = None  # across all workers, enforced by the claim script
     cron: Optional[str] = None  # also enqueued periodically (see pyresqueworker.worker.periodic)
+    result_ttl: Optional[int] = None  # seconds its jobs' return values are kept
 
     def owner(self) -> Any:
         """What hooks and ``perform`` are looked up on: the class, or a fresh instance."""
@@ -215,16 +216,18 @@ def drive_hooks(trip: HookTrip, perform: Callable[[Any], None]) -> bool:
     return _end(trip, None)
 
 
-async def adrive_hooks(trip: HookTrip, perform: Callable[[Any], Awaitable[Any]]) -> bool:
-    """:func:`drive_hooks` with ``perform(owner)`` awaited in this task."""
+async def adrive_hooks(trip: HookTrip, perform: Callable[[Any], Awaitable[Any]]
+                       ) -> tuple[bool, Any]:
+    """:func:`drive_hooks` with ``perform(owner)`` awaited in this task; also returns what
+    it returned (None when skipped)."""
     begun, owner = _begin(trip)
     if not begun:
-        return bool(owner)
+        return bool(owner), None
     try:
-        await perform(owner)
+        value = await perform(owner)
     except BaseException as exc:
-        return _end(trip, exc)
-    return _end(trip, None)
+        return _end(trip, exc), None
+    return _end(trip, None), value
 
 
 def _begin(trip: HookTrip) -> tuple[bool, Any]:

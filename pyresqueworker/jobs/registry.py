@@ -81,6 +81,7 @@ class Registry:
         retry: Optional[Retry] = None,
         max_concurrency: Optional[int] = None,
         cron: Optional[str] = None,
+        result_ttl: Optional[int] = None,
     ) -> JobDecorator: ...
 
     @overload
@@ -99,6 +100,7 @@ class Registry:
         retry: Optional[Retry] = None,
         max_concurrency: Optional[int] = None,
         cron: Optional[str] = None,
+        result_ttl: Optional[int] = None,
     ) -> Any:
         """Decorator registering a function, ``async`` function or class; a function comes
         back as its typed :class:`~pyresqueworker.jobs.handles.JobHandle`, a class unchanged.
@@ -107,7 +109,8 @@ class Registry:
         usable bare, as ``@registry.job``. ``retry`` retries failures with backoff (see
         :class:`~pyresqueworker.jobs.retry.Retry`); ``max_concurrency`` caps how many jobs of this
         class run at once across all workers; ``cron`` also enqueues the job periodically
-        (standard five-field cron syntax, with no arguments, to ``queue``).
+        (standard five-field cron syntax, with no arguments, to ``queue``); ``result_ttl``
+        keeps each job's return value that many seconds (see ``JobRef.result``).
         """
         if class_name is not None and not isinstance(class_name, str):
             return self._decorated(class_name, None)
@@ -115,7 +118,8 @@ class Registry:
         def decorate(target: Any) -> Any:
             return self._decorated(target, class_name, queue=queue, timeout=timeout,
                                    decoder=decoder, retry=retry,
-                                   max_concurrency=max_concurrency, cron=cron)
+                                   max_concurrency=max_concurrency, cron=cron,
+                                   result_ttl=result_ttl)
 
         return cast(JobDecorator, decorate)
 
@@ -145,6 +149,7 @@ class Registry:
         retry: Optional[Retry] = None,
         max_concurrency: Optional[int] = None,
         cron: Optional[str] = None,
+        result_ttl: Optional[int] = None,
     ) -> Handler:
         """Register ``target`` for payloads whose ``class`` is ``class_name``.
 
@@ -161,7 +166,11 @@ class Registry:
                 f"max_concurrency must be a whole number >= 1, got {max_concurrency!r}")
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"retry must be a Retry, got {type(retry).__name__}")
-        handler = replace(handler, retry=retry, max_concurrency=max_concurrency, cron=cron)
+        if result_ttl is not None and (not isinstance(result_ttl, int) or result_ttl < 1):
+            raise ValueError(f"result_ttl must be a whole number of seconds >= 1, "
+                             f"got {result_ttl!r}")
+        handler = replace(handler, retry=retry, max_concurrency=max_concurrency, cron=cron,
+                          result_ttl=result_ttl)
         existing = self._handlers.get(class_name)
         if existing is not None and existing.target is not target:
             raise ValueError(f"{class_name!r} is already registered to {existing.target!r}")

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Optional
 
 import redis
 
+from ..log import logger
 from ._claim_link import ClaimLink, send_all
 from ._link_settings import LinkSettings
 from ._resp_parse import ReplyError, pack_command
@@ -111,6 +112,9 @@ class FastCaller:
         # Work to do once the next request is sent, while its reply is on its way (run once,
         # even if the send fails; it must not raise).
         self.after_send: Optional[Callable[[], None]] = None
+        # Commands that go out ahead of the next request, in the same write (a tracked job's
+        # end, before the claim that finishes it): see :meth:`send_ahead`.
+        self.ahead: tuple[tuple[Any, ...], ...] = ()
 
     @property
     def pipelines(self) -> bool:
@@ -120,6 +124,12 @@ class FastCaller:
     def __call__(self, *args: Any) -> Any:
         if self.connection is None:
             self.run_after_send()
+            for sent in self.ahead:  # (no link of our own: each in its own round trip)
+                try:
+                    self.client.execute_command(*sent)  # type: ignore[no-untyped-call]
+                except redis.exceptions.ResponseError as exc:
+                    _log_ahead_errors([sent], [ReplyError(str(exc))])
+            self.ahead = ()
             return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
         reply = self._exchange([pack_command(args)], 1)[0]  # (one command: packed in C)
         if isinstance(reply, ReplyError):
@@ -136,10 +146,20 @@ class FastCaller:
         the last call's (a ``WATCH`` died with it)."""
         return self._exchange(_frames(commands), len(commands), same_connection)
 
+    def send_ahead(self, commands: tuple[tuple[Any, ...], ...]) -> None:
+        """Send ``commands`` ahead of the next request, in its write. They must be safe to
+        run twice (a lost reply sends them again); an error reply to one is logged, never
+        raised, so the request's own reply is always read."""
+        self.ahead = commands
+
     def _exchange(self, frames: list[bytes], count: int, same_connection: bool = False
                   ) -> list[Any]:
         link = self.connection
         assert link is not None
+        ahead = self.ahead
+        if ahead:
+            frames = [*_frames(ahead), *frames]
+            count += len(ahead)
         sock = link.sock
         if sock is None or link.stale():
             if same_connection:
@@ -164,6 +184,10 @@ class FastCaller:
         except (OSError, ValueError) as exc:  # (ValueError: a reply that is not RESP)
             link.disconnect()
             raise redis.exceptions.ConnectionError(f"Error while talking to Redis: {exc}") from None
+        if ahead:
+            self.ahead = ()
+            _log_ahead_errors(ahead, replies[:len(ahead)])
+            del replies[:len(ahead)]
         return replies
 
     def defer(self, work: Callable[[], None]) -> None:
@@ -212,6 +236,13 @@ class FastCaller:
             assert self.connection is not None
             raise self.connection.error(str(reply))
         return reply
+
+
+def _log_ahead_errors(commands: Sequence[tuple[Any, ...]], replies: Sequence[Any]) -> None:
+    for sent, reply in zip(commands, replies):
+        if isinstance(reply, ReplyError):
+            logger.error("a command sent ahead of a claim failed", extra={
+                "command": str(sent[0]), "error": str(reply)})
 
 
 def command(conn: redis.Redis, *args: Any) -> Any:

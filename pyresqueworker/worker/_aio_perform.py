@@ -64,14 +64,14 @@ async def perform(slot: AioSlotHost, job: Job) -> JobResult:
         handler = registry.handler(call.class_name)
         timeout = handler.timeout or process.config.job_timeout
         if handler.is_async and not registry.has_middleware:
-            performed = await _run_on_loop(handler, job, call, timeout)
+            performed, value = await _run_on_loop(handler, job, call, timeout)
         else:
             # With this task's context (the job's span), as asyncio.to_thread passes it.
-            performed = await slot.runtime.in_job_thread(contextvars.copy_context().run,
-                                                         _run_in_thread, slot, job, call, timeout)
+            performed, value = await slot.runtime.in_job_thread(
+                contextvars.copy_context().run, _run_in_thread, slot, job, call, timeout)
     except BaseException as exc:  # Ruby's ``rescue Object``; a cancel at shutdown ends here too
         return failed(process.note_unknown_class, slot.retrier, job, call, exc)
-    return succeeded(slot.retrier, job, call, performed)
+    return succeeded(slot.retrier, job, call, performed, value)
 
 
 async def run_limited(awaitable: Any, limit: Optional[float]) -> Any:
@@ -105,7 +105,7 @@ async def run_limited(awaitable: Any, limit: Optional[float]) -> Any:
 
 
 async def _run_on_loop(handler: Handler, job: Job, call: JobCall,
-                       limit: Optional[float]) -> bool:
+                       limit: Optional[float]) -> tuple[bool, Any]:
     """An async handler awaited in this task, where :func:`hook_trip` says."""
     token = running_job.set((job, call))
     owner: Any = None
@@ -120,12 +120,13 @@ async def _run_on_loop(handler: Handler, job: Job, call: JobCall,
         running_job.reset(token)
 
 
-async def _invoke(handler: Handler, owner: Any, call: JobCall, limit: Optional[float]) -> None:
+async def _invoke(handler: Handler, owner: Any, call: JobCall, limit: Optional[float]) -> Any:
     fn = owner.perform if handler.is_class else owner
-    await run_limited(fn(*call.args, **call.kwargs), limit)
+    return await run_limited(fn(*call.args, **call.kwargs), limit)
 
 
-def _run_in_thread(slot: AioSlotHost, job: Job, call: JobCall, limit: Optional[float]) -> bool:
+def _run_in_thread(slot: AioSlotHost, job: Job, call: JobCall, limit: Optional[float]
+                   ) -> tuple[bool, Any]:
     """A pool thread: hooks and handler as in thread mode; the housekeeping watchdog raises
     JobTimeout here past the deadline (see :meth:`AioSlot.interrupt_if_overdue`)."""
     loop = slot.runtime.loop
@@ -141,7 +142,7 @@ def _run_in_thread(slot: AioSlotHost, job: Job, call: JobCall, limit: Optional[f
         slot.timeout = limit or 0.0
         slot.deadline = None if limit is None else time.monotonic() + limit
     try:
-        return slot.process.registry.perform(job, call, run_async=run_async)
+        return slot.process.registry.perform_call(job, call, run_async=run_async)
     finally:
         with slot.lock:
             slot.deadline = slot.thread_ident = None

@@ -87,8 +87,8 @@ class AioSlot(JobTracking):
         self.claimer = Claimer(runtime.sync_client, process.keys, worker_id)
         self.retrier = Retrier(runtime.sync_client, process.keys, process.registry, worker_id)
         self._init_tracking()
-        self.cycle = SlotCycle(process, CycleSettings(drain=process.config.drain), self,
-                               f"slot-{index}")
+        self.cycle = SlotCycle(process, CycleSettings.of(process.config, process.keys.ns),
+                               self, f"slot-{index}")
         self.status = "waiting"  # or "paused" (pause-all-workers), for the process title
         self.held: Optional[tuple[str, str]] = None  # a large claimed item still to check
         self.ended = False

@@ -96,7 +96,7 @@ class Claimer:
             args.append(finish.entry)
         if adopted is not None:
             args.append(adopted)
-        return ClaimCall(keys, args, tuple(queues))
+        return ClaimCall(keys, args, tuple(queues), finish.ahead)
 
     def lost(self, call: ClaimCall) -> None:
         """The reply to ``call`` never came; the next :meth:`claim` finds out what ran."""
@@ -129,6 +129,8 @@ class Claimer:
         what it claimed), so a retry neither finishes a job twice nor claims over one.
         """
         state = self.state
+        if finish.ahead:  # (first: even a lost reply's resolution carries them)
+            self.caller.send_ahead(finish.ahead)
         if state.unanswered is not None:
             ran, held = self._resolve_lost_reply()
             if held is not None:

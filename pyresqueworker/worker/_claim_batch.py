@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Optional
 
 import redis
 
+from ..log import logger
 from ._aio_link import AioLink, LinkError
 from ._claim import CLAIM, Claimer
 from ._claim_values import ClaimCall, Finish
@@ -91,7 +92,8 @@ class ClaimBatcher:
         fresh = self._loaded.get(id(link)) != link.connects or not link.connects
         if fresh:  # a new connection (or a restarted Redis): load the script with the calls
             commands.append(("SCRIPT", "LOAD", CLAIM.source))
-        commands += [_evalsha(r.call) for r in batch]
+        for request in batch:  # (a tracked job's end goes just ahead of its slot's call)
+            commands += [*request.call.ahead, _evalsha(request.call)]
         try:
             replies = await link.execute(commands)
         except LinkError as exc:
@@ -109,6 +111,7 @@ class ClaimBatcher:
             self._loaded[id(link)] = link.connects
             replies = replies[1:]
         retry: list[_Request] = []
+        replies = _without_ahead(batch, replies)
         for request, reply in zip(batch, replies):
             if isinstance(reply, redis.exceptions.NoScriptError) and not again:
                 retry.append(request)  # the script did not run: send it again, after a load
@@ -117,6 +120,24 @@ class ClaimBatcher:
         if retry:
             self._loaded.pop(id(link), None)
             await self._round_trip(link, retry, again=True)
+
+
+def _without_ahead(batch: list[_Request], replies: list[Any]) -> list[Any]:
+    """The replies to the batch's claim calls, those to the commands sent ahead of them
+    dropped (an error among those is logged: the claims ran all the same)."""
+    if not any(request.call.ahead for request in batch):
+        return replies
+    own: list[Any] = []
+    at = 0
+    for request in batch:
+        count = len(request.call.ahead)
+        for sent, reply in zip(request.call.ahead, replies[at:at + count]):
+            if isinstance(reply, Exception):
+                logger.error("a command sent ahead of a claim failed", extra={
+                    "command": str(sent[0]), "error": str(reply)})
+        own.append(replies[at + count])
+        at += count + 1
+    return own
 
 
 def _evalsha(call: ClaimCall) -> tuple[Any, ...]:

@@ -26,6 +26,9 @@ class Finish(NamedTuple):
     mode: str
     entry: str = ""
     cleanup: str = ""
+    # Commands sent ahead of the call that carries this completion, in its write: a tracked
+    # job's end (see pyresqueworker.protocol.workflow). Safe to send twice.
+    ahead: tuple[tuple[Any, ...], ...] = ()
 
 
 NO_FINISH = Finish("0")
@@ -41,3 +44,4 @@ class ClaimCall:
     keys: list[str]
     args: list[Any]
     queues: tuple[str, ...]
+    ahead: tuple[tuple[Any, ...], ...] = ()  # the completion's (see Finish.ahead)

@@ -38,6 +38,7 @@ from ..protocol._outage import Outage, OutageBook, gives_up_when_stopping, is_re
 from ..protocol.job import Job
 from ..protocol.queues import QueueOrder
 from ..protocol.wire import Keys
+from ..protocol.workflow import TRACK_FIELD
 from ._claim_values import NO_FINISH, PAUSED, Finish
 from ._held import Claimed
 from ._retrying import new_token
@@ -54,6 +55,7 @@ from ._steps import (
     WaitHold,
     WaitPaused,
 )
+from ._tracked import tracked_finish
 from ._tracking import JobTracking
 from .config import WorkerConfig
 from .isolation import JobResult
@@ -111,6 +113,14 @@ class CycleSettings:
     blpop: bool = False  # --fetch blpop
     drain: bool = False  # --interval 0: end once every queue is empty
     forked: bool = False  # --fork-per-job (the span ends in the parent)
+    namespace: str = "resque:"  # (a tracked job's end is written under it)
+    result_ttl: Optional[int] = None  # --result-ttl
+
+    @classmethod
+    def of(cls, config: WorkerConfig, namespace: str) -> CycleSettings:
+        """The settings ``config`` asks for (asyncio mode refuses blpop and forks)."""
+        return cls(blpop=config.fetch == "blpop", drain=config.drain,
+                   forked=config.fork_per_job, namespace=namespace, result_ttl=config.result_ttl)
 
 
 class SlotCycle:
@@ -207,6 +217,9 @@ class SlotCycle:
             if result.retryable and finish.mode == "2":
                 settled = yield from settle_retry(host, self.retry_outage, job, finish)
                 finish, outcome = (NO_FINISH, "retried") if settled is None else (settled, outcome)
+            if TRACK_FIELD in (job.payload or ()):  # (results, dependencies, batches)
+                finish = tracked_finish(self.settings.namespace, job, result, finish, outcome,
+                                        self.settings.result_ttl)
             yield Report(job, JobOutcome(outcome, duration, result.error))
             tracking.end()
             host.job_finished(tracking)

@@ -6,22 +6,21 @@ success into its completion, and interrupt a sync job past its timeout. Shared b
 from __future__ import annotations
 
 import ctypes
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ..jobs.registry import UnknownJobClass
 from ..jobs.tracing import record_failure
 from ..protocol import wire
 from ..protocol.failure import exception_message, exception_name, ruby_backtrace
 from ..protocol.job import Job, JobCall
+from ..protocol.workflow import TRACK_FIELD
 from ._claim_values import SUCCESS, Finish
 from ._held import Claimed
 from ._retrying import Retrier
+from ._tracked import result_json
 from .isolation import JobResult, JobTimeout
 
 __all__ = ["failed", "failure_for", "interrupt_thread", "make_job", "succeeded"]
-
-
-
 
 
 def make_job(claimed: Claimed, worker_id: str) -> Job:
@@ -73,12 +72,14 @@ def failed(note_unknown_class: Callable[[str], None], retrier: Retrier, job: Job
                      retrier.may_retry(job, call, exc))
 
 
-def succeeded(retrier: Retrier, job: Job, call: Optional[JobCall], performed: bool) -> JobResult:
-    """The result of a job that returned (``performed`` False: a hook skipped it)."""
+def succeeded(retrier: Retrier, job: Job, call: Optional[JobCall], performed: bool,
+              value: Any = None) -> JobResult:
+    """The result of a job that returned ``value`` (``performed`` False: a hook skipped it)."""
     finish = SUCCESS
     if retrier.policy(job, call) is not None:  # done retrying: drop the counter
         finish = Finish("1", cleanup=retrier.counter_key(job) or "")
-    return JobResult(finish, "success" if performed else "skipped")
+    kept = result_json(job, value) if TRACK_FIELD in (job.payload or ()) else None
+    return JobResult(finish, "success" if performed else "skipped", value=kept)
 
 
 def interrupt_thread(thread_ident: int, timeout: float) -> None:

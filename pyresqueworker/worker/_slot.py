@@ -80,10 +80,8 @@ class Slot(JobTracking, threading.Thread):
                                give_up=self._stops_waiting)
         self.retrier = Retrier(self.conn, process.keys, process.registry, worker_id)
         self._init_tracking()
-        config = process.config
-        self.cycle = SlotCycle(
-            process, CycleSettings(blpop=config.fetch == "blpop", drain=config.drain,
-                                   forked=config.fork_per_job), self, self.name)
+        self.cycle = SlotCycle(process, CycleSettings.of(process.config, process.keys.ns),
+                               self, self.name)
         self.deadline: Optional[float] = None  # monotonic time a sync job must end by
         self.timeout = 0.0  # the running job's timeout, for messages
         self.child: Optional[int] = None  # pid of the job's child with --fork-per-job
@@ -203,13 +201,14 @@ class Slot(JobTracking, threading.Thread):
                 timeout = self._timeout_for(job, call.class_name)
                 if timeout is not None and not process.config.fork_per_job:
                     self.timeout, self.deadline = timeout, time.monotonic() + timeout
-                performed = process.registry.perform(job, call, run_async=self._run_async)
+                performed, value = process.registry.perform_call(job, call,
+                                                                 run_async=self._run_async)
             finally:
                 with self.lock:  # from here on the watchdog leaves this thread alone
                     self.deadline = None
         except BaseException as exc:  # Ruby's ``rescue Object``: SystemExit included
             return failed(process.note_unknown_class, self.retrier, job, call, exc)
-        return succeeded(self.retrier, job, call, performed)
+        return succeeded(self.retrier, job, call, performed, value)
 
     def _timeout_for(self, job: Job, class_name: Optional[str] = None) -> Optional[float]:
         handler = self.process.registry.find(class_name if class_name is not None

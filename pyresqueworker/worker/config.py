@@ -55,6 +55,8 @@ class WorkerConfig:
     on_dead_worker: str = "requeue"  # or "fail" (Resque::PruneDeadWorkerDirtyExit)
     max_recoveries: int = 3
     job_timeout: Optional[float] = None  # default for handlers without their own timeout=
+    # Seconds a tracked job's result is kept, instead of what its enqueue asked (--result-ttl).
+    result_ttl: Optional[int] = None
     fork_per_job: bool = False  # Resque's isolation: each job in a forked child
     # OpenTelemetry consumer spans per job (see pyresqueworker.jobs.tracing): "child" of the
     # payload's traceparent, "link"ed to it from a new trace, or "off".
@@ -81,6 +83,8 @@ class WorkerConfig:
         problems = []
         if self.concurrency < 1:
             problems.append("--concurrency must be at least 1")
+        if self.result_ttl is not None and self.result_ttl < 1:
+            problems.append("--result-ttl must be at least 1 second")
         if self.execution not in ("auto", "threads", "asyncio"):
             problems.append("--execution must be 'auto', 'threads' or 'asyncio'")
         elif self.concurrency > MAX_ASYNC_SLOTS:

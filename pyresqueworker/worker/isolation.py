@@ -41,6 +41,8 @@ class JobResult:
     error: Optional[str] = None
     # False when the failure must not be retried (a fatal exception, an undecodable payload).
     retryable: bool = True
+    # What the handler returned, as JSON: only for a tracked job that keeps its result.
+    value: Optional[str] = None
 
 
 def _signal_name(number: int) -> str:
@@ -72,7 +74,8 @@ def run_forked(
                 signal.signal(sig, signal.SIG_DFL)
             result = perform()
             data = json.dumps([result.finish.mode, result.finish.entry, result.finish.cleanup,
-                               result.outcome, result.error, result.retryable]).encode()
+                               result.outcome, result.error, result.retryable,
+                               result.value]).encode()
             view = memoryview(data)
             while view:
                 view = view[os.write(write_end, view):]
@@ -97,9 +100,9 @@ def run_forked(
                    f"{_signal_name(number)} (signal {number})")
         return JobResult(Finish("2", failure(DIRTY_EXIT, message)), "failure", message)
     try:
-        mode, entry, cleanup, outcome, error, retryable = json.loads(data)
+        mode, entry, cleanup, outcome, error, retryable, value = json.loads(data)
         return JobResult(Finish(str(mode), str(entry), str(cleanup)), str(outcome), error,
-                         bool(retryable))
+                         bool(retryable), value)
     except (ValueError, TypeError, IndexError):
         message = (f"Child process pid {pid} exited with status "
                    f"{os.waitstatus_to_exitcode(status)} without reporting a result")
