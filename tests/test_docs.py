@@ -35,7 +35,7 @@ GUIDES = ("getting-started.md", "ruby.md", "worker.md", "reliability.md", "sched
           "cli.md", "dashboard.md", "metrics.md", "logging.md", "deployment.md",
           "migrating.md", "client.md", "jobs.md", "job-features.md", "async-jobs.md",
           "speed.md", "dependencies.md", "differences.md", "async-client.md",
-          "typed-jobs.md", "django.md", "fastapi.md")
+          "typed-jobs.md", "django.md", "fastapi.md", "workflows.md")
 # Flags of other programs that pages show (pip, redis-cli, mkdocs, useradd, systemctl, ...).
 FOREIGN_FLAGS = {"--cluster", "--strict", "--site-dir", "--no-cache-dir", "--sentinel",
                  "--create-home", "--uid", "--value"}

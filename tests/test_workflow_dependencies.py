@@ -107,3 +107,24 @@ def test_a_delayed_job_cannot_also_have_dependencies(redis_url: str) -> None:
     a = client.enqueue_to("q", "Step", "a", result_ttl=60)
     with pytest.raises(TypeError):
         client.enqueue_in(60, "Step", "x", queue="q", depends_on=[a])  # type: ignore[call-arg]
+
+
+def test_a_tracked_job_failed_by_the_prune_cancels_its_dependents(redis_url: str,
+                                                                  r: redis.Redis) -> None:
+    """A dead worker's job failed by the prune (``--on-dead-worker fail``, or a poison pill)
+    ends for its dependents too."""
+    from pyresqueworker.protocol import wire
+    from pyresqueworker.worker._prune import Pruner
+
+    client = Client(redis_url)
+    a = client.enqueue_to("q", "Step", "a", result_ttl=60)
+    b = client.enqueue_to("q", "Step", "b", depends_on=[a])
+    item = r.lpop("resque:queue:q") or b""
+    dead = "ghost:1:q"
+    r.sadd("resque:workers", dead)
+    r.set(f"resque:worker:{dead}", wire.worker_value("q", wire.run_at(), item.decode()))
+    pruner = Pruner(r, wire.Keys("resque:"), "me:2:q", ("q",), "ghost", prune_after=1.0)
+    assert pruner.recover(dead, action="fail") == "failed"
+    assert (a.status(), b.status()) == ("failed", "canceled")
+    with pytest.raises(JobFailed, match="did not gracefully exit"):
+        a.result(timeout=1)

@@ -33,8 +33,10 @@ from ..protocol._resp import LuaScript
 from ..protocol.failure import DECODE_EXCEPTION, PRUNE_DIRTY_EXIT
 from ..protocol.redis_errors import raise_if_away
 from ..protocol.wire import Keys, WorkerId
+from ..protocol.workflow import finish_command, tracking_of
 from ._held import BEING_TAKEN, parse_worker_value, read_raw
 from ._node_workers import node_held, node_name, node_worker_alive
+from ._tracked import failure_json
 
 __all__ = ["RECOVERY_TTL", "Pruner", "resque_pids"]
 
@@ -244,8 +246,13 @@ class Pruner:
         else:
             error = f"Worker {worker_id} did not gracefully exit while processing {class_name}"
         pipe.hdel(recoveries_key, digest)
-        pipe.rpush(self.keys.failed, self._failure(
-            worker_id, held.queue, held.raw.decode("utf-8", "replace"), None, exception, error))
+        entry = self._failure(worker_id, held.queue, held.raw.decode("utf-8", "replace"), None,
+                              exception, error)
+        pipe.rpush(self.keys.failed, entry)
+        tracking = tracking_of(payload)
+        if tracking is not None:  # its dependents and its batch hear that it failed
+            command = finish_command(self.keys.ns, tracking, "failed", failure_json(entry))
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
         return "failed"
 
     def _failure(self, worker_id: str, queue: str, raw: Optional[str], payload: object,
