@@ -150,7 +150,7 @@ class AsyncClient(ClientCore):
               on_complete: Optional[Callback] = None, queue: Optional[str] = None,
               description: str = "", result_ttl: Optional[int] = None) -> AsyncBatch:
         """:meth:`Client.batch`, used as ``async with client.batch(...) as b:``."""
-        return AsyncBatch(self, on_success, on_complete, queue, description, result_ttl)
+        return AsyncBatch(self, self._run, on_success, on_complete, queue, description, result_ttl)
 
     @doc_of(Client.batch_status)
     async def batch_status(self, batch_id: str) -> Optional[BatchStatus]:

@@ -101,8 +101,7 @@ class Client(ClientCore):
                    retry: Optional[Retry] = None, job_id: Optional[str] = None,
                    result_ttl: Optional[int] = None, depends_on: Optional[DependsOn] = None,
                    on_dependency_failure: str = "cancel") -> JobRef:
-        """``Resque.enqueue_to``: ``SADD queues <q>`` then ``RPUSH queue:<q>``; returns the
-        job's :class:`JobRef` (its id, a ``str``).
+        """``Resque.enqueue_to``: ``SADD queues <q>`` then ``RPUSH queue:<q>``; its :class:`JobRef`.
 
         Ruby sends the two as a pipeline; here they are one script call, which writes the same
         and is atomic and about twice as fast from Python. The item is byte-identical to
@@ -180,8 +179,7 @@ class Client(ClientCore):
     # -- results, dependencies, batches (docs/workflows.md) -------------------------------
 
     def result(self, job_id: str, timeout: Optional[float] = None) -> Any:
-        """A tracked job's result, waiting up to ``timeout`` s for its end (None: for ever);
-        see :meth:`JobRef.result`."""
+        """A tracked job's result, waiting up to ``timeout`` s: see :meth:`JobRef.result`."""
         block = block_seconds(self.redis.connection_pool.connection_kwargs.get("socket_timeout"))
         return outcome(str(job_id), self._run(self._wait_op(job_id, timeout, block)))
 
@@ -192,11 +190,10 @@ class Client(ClientCore):
     def batch(self, *, on_success: Optional[Callback] = None,
               on_complete: Optional[Callback] = None, queue: Optional[str] = None,
               description: str = "", result_ttl: Optional[int] = None) -> Batch:
-        """A batch: ``with client.batch(on_success=("Reports::Notify", [42])) as b:`` then
-        ``b.enqueue_to(...)``; pushed when the block ends. ``on_success`` is enqueued once
-        when every job succeeded, ``on_complete`` once when every job finished (to ``queue``,
-        else the callback class's registered queue). Opened inside a batch's job, it nests."""
-        return Batch(self, on_success, on_complete, queue, description, result_ttl)
+        """A batch: ``with client.batch(on_success=("Notify", [42])) as b: b.enqueue_to(...)``,
+        pushed when the block ends; ``on_success`` is enqueued once when every job succeeded,
+        ``on_complete`` once when every job finished (see ``docs/workflows.md``)."""
+        return Batch(self, self._run, on_success, on_complete, queue, description, result_ttl)
 
     def batch_status(self, batch_id: str) -> Optional[BatchStatus]:
         """Total, pending, succeeded and failed jobs of a batch, and each member's state."""

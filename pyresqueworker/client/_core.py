@@ -86,6 +86,11 @@ class ClientCore:
 
     # -- enqueue ----------------------------------------------------------------------------
 
+    def job_ref(self, job_id: str, tracked: bool = False,
+                scheduled_for: Optional[int] = None) -> JobRef:
+        """A :class:`JobRef` that waits through this client."""
+        return JobRef(job_id, self, tracked, scheduled_for)  # type: ignore[arg-type]
+
     def registered_result_ttl(self, class_name: str) -> Optional[int]:
         """``@job(..., result_ttl=)`` of the class's handler registered in this process."""
         handler = default_registry.find(class_name)
@@ -109,7 +114,7 @@ class ClientCore:
             fields = track.fields(retry.to_json() if retry is not None else None)
             item = wire.with_fields(wire.encode_job(class_name, args), fields)
             yield from produce_tracked(self.keys, queue, class_name, args, item, track.spec)
-            return JobRef(track.job_id, self, tracked=True)
+            return self.job_ref(track.job_id, tracked=True)
         extra: dict[str, Any] = {}
         if job_id is not None:
             extra["id"] = job_id
@@ -117,7 +122,7 @@ class ClientCore:
             extra["retry"] = retry.to_json()
         item = wire.with_fields(wire.encode_job(class_name, args), extra)
         yield from push_traced(self.keys, queue, class_name, args, item, piped)
-        return JobRef(job_id or new_job_id(), self)
+        return self.job_ref(job_id or new_job_id())
 
     def _enqueue_op(self, class_name: str, args: Sequence[Any], queue: Optional[str],
                     retry: Optional[Retry], job_id: Optional[str], piped: bool,
@@ -136,7 +141,7 @@ class ClientCore:
         went straight to its queue)."""
         if track is None:
             at = yield from self._delayed().enqueue_at(when, class_name, args, queue, piped)
-            return JobRef(new_job_id(), self, scheduled_for=at)
+            return self.job_ref(new_job_id(), scheduled_for=at)
         if track.depends_on:
             raise ValueError("a delayed job cannot wait for dependencies too")
         queue = self.queue_or_raise(class_name, queue)
@@ -149,7 +154,7 @@ class ClientCore:
                                    track.fields())
         item = wire.with_fields(wire.encode_job(class_name, args), track.fields())
         yield from enqueue_op(self.keys, track.spec(queue, item, class_name, timestamp), delayed)
-        return JobRef(track.job_id, self, tracked=True, scheduled_for=timestamp)
+        return self.job_ref(track.job_id, True, timestamp)
 
     def _enqueue_in_op(self, seconds: float | timedelta, class_name: str, args: Sequence[Any],
                        queue: Optional[str], piped: bool, track: Optional[Tracked] = None

@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional, Protocol, Union, cast
 
 from ..jobs.hooks import running_job
 from ..protocol import wire
 from ..protocol.workflow import TRACK_FIELD, JobSpec, tracking_of
-from ._workflow_ops import JobFailed
-
-if TYPE_CHECKING:
-    from ._aio_client import AsyncClient
-    from ._client import Client
-    from ._core import ClientCore
+from ._commands import Op
+from ._workflow_ops import JobFailed, batch_op
 
 __all__ = ["AsyncBatch", "Batch", "JobFailed", "JobRef", "Tracked", "new_job_id"]
 
@@ -36,26 +32,40 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+class Waits(Protocol):
+    """What a ref asks of its :class:`~pyresqueworker.Client`."""
+
+    def result(self, job_id: str, timeout: Optional[float] = None) -> Any: ...
+
+    def status(self, job_id: str) -> str: ...
+
+
+class AsyncWaits(Protocol):
+    """What a ref asks of its :class:`~pyresqueworker.AsyncClient`."""
+
+    async def result(self, job_id: str, timeout: Optional[float] = None) -> Any: ...
+
+    async def status(self, job_id: str) -> str: ...
+
+
 class JobRef(str):
     """A job's id, and a handle on its result and state (see the module)."""
 
-    tracked: bool
-    scheduled_for: Optional[int]
-    _client: Optional[Client]
-    _aclient: Optional[AsyncClient]
-
-    def __new__(cls, job_id: str, client: Union[ClientCore, None] = None,
+    def __new__(cls, job_id: str, client: Union[Waits, AsyncWaits, None] = None,
                 tracked: bool = False, scheduled_for: Optional[int] = None) -> JobRef:
-        ref = super().__new__(cls, job_id)
-        ref.tracked = tracked
-        ref.scheduled_for = scheduled_for  # enqueue_at/_in: the time it was filed under
-        ref._client = ref._aclient = None
-        if client is not None:
-            if _is_async(client):
-                ref._aclient = client  # type: ignore[assignment]
-            else:
-                ref._client = client  # type: ignore[assignment]
-        return ref
+        return super().__new__(cls, job_id)
+
+    def __init__(self, job_id: str, client: Union[Waits, AsyncWaits, None] = None,
+                 tracked: bool = False, scheduled_for: Optional[int] = None) -> None:
+        super().__init__()
+        self.tracked = tracked
+        self.scheduled_for = scheduled_for  # enqueue_at/_in: the time it was filed under
+        self._waits: Optional[Waits] = None
+        self._async_waits: Optional[AsyncWaits] = None
+        if _is_async(client):
+            self._async_waits = client  # type: ignore[assignment]
+        elif client is not None:
+            self._waits = client  # type: ignore[assignment]
 
     @property
     def id(self) -> str:
@@ -72,10 +82,11 @@ class JobRef(str):
 
     async def aresult(self, timeout: Optional[float] = None) -> Any:
         """:meth:`result` for asyncio code."""
-        if self._aclient is not None:
-            return await self._aclient.result(self.id, timeout=timeout)
+        if self._async_waits is not None:
+            return await self._async_waits.result(self.id, timeout=timeout)
+        waits = self._sync()
         return await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self._sync().result(self.id, timeout=timeout))
+            None, lambda: waits.result(self.id, timeout=timeout))
 
     def status(self) -> str:
         """``queued``, ``scheduled`` (delayed, or waiting for its dependencies), ``running``,
@@ -84,19 +95,18 @@ class JobRef(str):
 
     async def astatus(self) -> str:
         """:meth:`status` for asyncio code."""
-        if self._aclient is not None:
-            return await self._aclient.status(self.id)
+        if self._async_waits is not None:
+            return await self._async_waits.status(self.id)
         return await asyncio.get_running_loop().run_in_executor(None, self.status)
 
-    def _sync(self) -> Client:
-        if self._client is not None:
-            return self._client
-        if self._aclient is not None:
+    def _sync(self) -> Waits:
+        if self._waits is not None:
+            return self._waits
+        if self._async_waits is not None:
             raise TypeError("this JobRef came from an AsyncClient: await ref.aresult() or "
                             "ref.astatus()")
-        from .defaults import default_client
-
-        return default_client()
+        raise TypeError("this JobRef has no client (it was unpickled, or made by hand): "
+                        "ask one, client.result(ref) or client.status(ref)")
 
     def __reduce__(self) -> Any:  # (pickled as the id: a client does not travel)
         return (JobRef, (self.id, None, self.tracked, self.scheduled_for))
@@ -150,15 +160,30 @@ def current_batch() -> str:
     return tracking.batch if tracking is not None else ""
 
 
+class Owner(Protocol):
+    """What a batch asks of the client that makes it."""
+
+    keys: wire.Keys
+
+    def validate(self, queue: str, class_name: str) -> None: ...
+
+    def queue_or_raise(self, class_name: str, queue: Optional[str]) -> str: ...
+
+    def registered_result_ttl(self, class_name: str) -> Optional[int]: ...
+
+    def job_ref(self, job_id: str, tracked: bool = False,
+                scheduled_for: Optional[int] = None) -> JobRef: ...
+
+
 class _BatchBase:
     """What a batch collects before it is opened (its jobs are pushed all at once)."""
 
-    def __init__(self, owner: ClientCore, on_success: Optional[Callback],
-                 on_complete: Optional[Callback], queue: Optional[str], description: str,
-                 result_ttl: Optional[int]) -> None:
+    def __init__(self, owner: Owner, run: Callable[[Op[None]], Any],
+                 on_success: Optional[Callback], on_complete: Optional[Callback],
+                 queue: Optional[str], description: str, result_ttl: Optional[int]) -> None:
         self.id = new_job_id()
         self.parent = current_batch()
-        self._owner = owner
+        self._owner, self._send = owner, run
         self._callbacks = (on_success, on_complete)
         self._queue = queue
         self.description = description
@@ -180,7 +205,7 @@ class _BatchBase:
         track = Tracked(job_id, ttl, self.id, depends_on, on_dependency_failure)
         item = wire.with_fields(wire.encode_job(class_name, args), track.fields())
         self.jobs.append(track.spec(queue, item, class_name))
-        return JobRef(track.job_id, self._owner, tracked=True)
+        return self._owner.job_ref(track.job_id, tracked=True)
 
     def enqueue(self, class_name: str, *args: Any, queue: Optional[str] = None,
                 **options: Any) -> JobRef:
@@ -188,9 +213,7 @@ class _BatchBase:
         return self.enqueue_to(self._owner.queue_or_raise(class_name, queue), class_name,
                                *args, **options)
 
-    def _open_op(self) -> Any:
-        from ._workflow_ops import batch_op
-
+    def _open_op(self) -> Op[None]:
         owner = self._owner
         on_success, on_complete = self._callbacks
         queue = self._queue
@@ -222,8 +245,7 @@ class Batch(_BatchBase):
 
     def open(self) -> None:
         """Push the batch now (what leaving the ``with`` block does)."""
-        client: Client = self._owner  # type: ignore[assignment]
-        client._run(self._open_op())
+        self._send(self._open_op())
 
 
 class AsyncBatch(_BatchBase):
@@ -239,5 +261,4 @@ class AsyncBatch(_BatchBase):
 
     async def open(self) -> None:
         """Push the batch now (what leaving the ``async with`` block does)."""
-        client: AsyncClient = self._owner  # type: ignore[assignment]
-        await client._run(self._open_op())
+        await cast(Awaitable[None], self._send(self._open_op()))

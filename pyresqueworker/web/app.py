@@ -25,7 +25,7 @@ from ..log import logger
 from ..protocol.connection import describe
 from ..protocol.safe_text import escape_controls
 from ..worker.timeseries import SeriesStore
-from . import chart_data, pages
+from . import batches, chart_data, pages
 from .actions import ACTIONS, ActionError
 from .meter import ThroughputMeter
 from .security import (
@@ -207,6 +207,7 @@ class Dashboard:
             "/": self._overview, "/queues": self._queues, "/workers": self._workers,
             "/failed": self._failed, "/delayed": self._delayed, "/schedules": self._schedules,
             "/history": self._history, "/stats": self._stats, "/charts": self._charts,
+            "/batches": self._batches,
         }
         if path in simple:
             return simple[path]
@@ -214,6 +215,8 @@ class Dashboard:
             return self._queue
         if path.startswith("/delayed/") and path[len("/delayed/"):].isdigit():
             return self._delayed_at
+        if path.startswith("/batches/") and len(path) > len("/batches/"):
+            return self._batch
         return None
 
     # -- pages ------------------------------------------------------------------------------
@@ -253,6 +256,17 @@ class Dashboard:
         timestamp = int(request.path[len("/delayed/"):])
         data = pages.delayed_at(self.client, timestamp, request.int_arg("start"))
         return self._page(request, "delayed_at.html", data)
+
+    def _batches(self, request: Request) -> Response:
+        return self._page(request, "batches.html", batches.batch_list(self.client, self.clock()))
+
+    def _batch(self, request: Request) -> Response:
+        data = batches.batch_detail(self.client, request.path[len("/batches/"):],
+                                    request.int_arg("start"), self.clock())
+        if data is None:
+            return self._error("404 Not Found", "No such batch (never made, or expired: a "
+                                                "completed batch is kept for a day).")
+        return self._page(request, "batch.html", data)
 
     def _schedules(self, request: Request) -> Response:
         return self._page(request, "schedules.html", pages.schedules(self.client, self.clock()))

@@ -2,7 +2,8 @@
 
 Each command parses its arguments, calls the :class:`~pyresqueworker.Client` API and
 renders the answer: a table on a terminal, JSON with ``--json``. The failed-list commands are in
-:mod:`.failed_cmds`, schedules, history and the dashboard in :mod:`.extra_cmds`.
+:mod:`.failed_cmds`, batches in :mod:`.batch_cmds`, schedules, history and the dashboard in
+:mod:`.extra_cmds`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ...protocol.queues import closest_queue
 from ...worker._prune import Pruner
 from .._options import connection_options, tls_files
 from . import views
+from .batch_cmds import batches
 from .context import AdminContext, AdminError, AdminGroup, admin_command, json_array, json_option
 from .extra_cmds import history, schedules, web
 from .failed_cmds import failed
@@ -57,6 +59,7 @@ def main(ctx: click.Context, redis_url: Optional[str], tls_ca: Optional[str],
 
 
 main.add_command(failed)
+main.add_command(batches)
 main.add_command(schedules)
 main.add_command(history)
 main.add_command(web)
@@ -145,7 +148,8 @@ def enqueue(admin: AdminContext, class_name: str, args_json: str, queue: str) ->
     """Push a CLASS job with ARGS_JSON (a JSON array, default []) to --queue, as
     Resque.enqueue_to does."""
     args = json_array(args_json, "ARGS_JSON")
-    item = admin.client.enqueue_to(queue, class_name, *args)
+    admin.client.enqueue_to(queue, class_name, *args)
+    item = wire.encode_job(class_name, args)  # (what was written: no span, no tracking here)
     if admin.as_json:
         echo_json({"queue": queue, "class": class_name, "args": args, "item": item})
     else:

@@ -7,21 +7,26 @@ JSON or turn them into table rows. Nothing here writes to Redis.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 from ...client._client import Client, WorkerInfo
+from ...client._workflow_ops import BatchStatus
 from ...client.failed_queue import FailureFilter, Raw, decode_entry
 from ...jobs.activejob import job_class, recorded_enqueued_at
 from ...protocol import wire
+from ...protocol.workflow import WorkflowKeys, public_state
 
 __all__ = [
+    "batch_detail",
+    "batch_row",
     "delayed_rows",
     "enqueued_at",
     "failure_detail",
     "failure_row",
     "find_failures",
     "info",
+    "job_states",
     "queue_is_known",
     "queue_rows",
     "text",
@@ -211,3 +216,101 @@ def delayed_rows(client: Client, limit: int, items: int) -> list[dict[str, Any]]
                       for value, raw in zip(decoded, raws)],
         })
     return rows
+
+
+# -- batches --------------------------------------------------------------------------------
+
+#: How a batch names a child batch among its members.
+CHILD_PREFIX = "batch:"
+# Members listed unfinished first, then those that went wrong.
+_MEMBER_ORDER = {"pending": 0, "failed": 1, "canceled": 2, "succeeded": 3}
+
+
+def _callback(callback: Optional[tuple[str, list[Any]]]) -> Optional[dict[str, Any]]:
+    return None if callback is None else {"class": callback[0], "args": callback[1]}
+
+
+def batch_row(status: BatchStatus) -> dict[str, Any]:
+    """A batch's counts, times (epoch seconds) and callbacks (``batches``)."""
+    finished = status.total - status.pending
+    return {
+        "id": status.id,
+        "description": status.description,
+        "created_at": status.created_at,
+        "completed_at": status.completed_at,
+        "complete": status.complete,
+        "total": status.total,
+        "pending": status.pending,
+        "succeeded": status.succeeded,
+        "failed": status.failed,
+        "percent": 100 if status.total <= 0 else min(100, finished * 100 // status.total),
+        "parent": status.parent,
+        "queue": status.queue,
+        "on_success": _callback(status.on_success),
+        "on_complete": _callback(status.on_complete),
+    }
+
+
+def _running_ids(client: Client) -> set[str]:
+    running = set()
+    for worker in client.working():
+        payload = (worker.job or {}).get("payload")
+        if isinstance(payload, dict) and isinstance(payload.get("id"), str):
+            running.add(payload["id"])
+    return running
+
+
+def job_states(client: Client, job_ids: Sequence[str],
+               now: float) -> dict[str, dict[str, Any]]:
+    """Class, queue and state now of tracked jobs, from their records (an expired record
+    gives ``None`` for each). The state is :meth:`JobRef.status`'s word, but "waiting" for
+    a job held back for its dependencies, and "running" for one a worker holds."""
+    if not job_ids:
+        return {}
+    running = _running_ids(client)
+    wkeys = WorkflowKeys(client.keys.ns)
+    pipe = client.redis.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.hmget(wkeys.record(job_id), "class", "queue", "state", "at")
+    found: dict[str, dict[str, Any]] = {}
+    for job_id, values in zip(job_ids, pipe.execute()):
+        class_name, queue, state, at = (text(value) for value in values)
+        shown: Optional[str] = None
+        if state is not None:
+            record = {"state": state, **({"at": at} if at else {})}
+            shown = "waiting" if state == "waiting" else public_state(record, now)
+            if shown in ("queued", "retrying") and job_id in running:
+                shown = "running"
+        found[job_id] = {"class": class_name, "queue": queue, "job_state": shown}
+    return found
+
+
+def _member_row(member: str, state: str, jobs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    if member.startswith(CHILD_PREFIX):
+        return {"member": member, "kind": "batch", "id": member[len(CHILD_PREFIX):],
+                "state": state, "class": None, "queue": None, "job_state": None}
+    job = jobs.get(member) or {"class": None, "queue": None, "job_state": None}
+    return {"member": member, "kind": "job", "id": member, "state": state, **job}
+
+
+def batch_detail(client: Client, batch_id: str, limit: int,
+                 now: float) -> Optional[dict[str, Any]]:
+    """One batch (``batches ID``): :func:`batch_row`, its first ``limit`` members (0: all;
+    unfinished first) and what it waits for, with each job's class and state now; ``None``
+    when nothing knows of the batch (never made, or expired)."""
+    status = client.batch_status(batch_id)
+    if status is None:
+        return None
+    ordered = sorted(status.jobs.items(),
+                     key=lambda item: (_MEMBER_ORDER.get(item[1], 4), item[0]))
+    shown = ordered[:limit] if limit else ordered
+    waiting = status.waiting_for[:limit] if limit else status.waiting_for
+    wanted = {member for member, _ in shown} | set(waiting)
+    jobs = job_states(client, sorted(m for m in wanted if not m.startswith(CHILD_PREFIX)), now)
+    return {
+        **batch_row(status),
+        "members_total": len(ordered),
+        "members": [_member_row(member, state, jobs) for member, state in shown],
+        "waiting_total": len(status.waiting_for),
+        "waiting_for": [_member_row(member, "pending", jobs) for member in waiting],
+    }
