@@ -12,6 +12,7 @@ import pytest
 import redis
 from conftest import GOLDEN
 
+from pyresqueworker import JobRef
 from pyresqueworker.client._client import Client, NoClassError, NoQueueError
 
 
@@ -48,11 +49,11 @@ def test_enqueue_to_is_sadd_then_rpush_with_ruby_bytes(
 ) -> None:
     client.redis.ping()  # open the pooled connection before MONITOR starts
     args = [1.0, 2.5, 1.0e20, 1.0e-07, -0.0, 123456789.123]
-    item: list[str] = []
+    refs: list[JobRef] = []
     commands = monitored(
-        redis_url, lambda: item.append(client.enqueue_to("golden", "Golden::Job", *args)), "RPUSH"
+        redis_url, lambda: refs.append(client.enqueue_to("golden", "Golden::Job", *args)), "RPUSH"
     )
-    assert item == [golden_bytes("floats")]
+    assert len(refs) == 1 and isinstance(refs[0], JobRef)  # the bytes: read back below
     # One script call whose writes are Resque.push's, in its order (MONITOR shows both).
     writes = [c for c in commands if not c.startswith(("EVALSHA", "SCRIPT"))]
     assert [c.split(" ", 1)[0] for c in writes] == ["SADD", "RPUSH"]
@@ -71,9 +72,8 @@ def test_enqueue_unicode_is_raw_utf8(client: Client, r: redis.Redis) -> None:
 
 def test_enqueue_uses_the_resolver_for_the_default_queue(r: redis.Redis) -> None:
     client = Client(r, queue_for={"Archive": "low"}.get)
-    item = client.enqueue("Archive", 35, "tar")
-    assert item == '{"class":"Archive","args":[35,"tar"]}'
-    assert r.lrange("resque:queue:low", 0, -1) == [item.encode()]
+    client.enqueue("Archive", 35, "tar")
+    assert r.lrange("resque:queue:low", 0, -1) == [b'{"class":"Archive","args":[35,"tar"]}']
     client.enqueue("Archive", 1, queue="high")  # an explicit queue wins
     assert r.llen("resque:queue:high") == 1
     with pytest.raises(NoQueueError, match="Unknown"):
@@ -229,10 +229,10 @@ def test_enqueue_inside_the_callers_transaction_is_all_or_nothing(
 ) -> None:
     with r.pipeline(transaction=True) as pipe:
         pipe.hset("orders:1", "state", "placed")
-        item = client.enqueue_to("mail", "Receipt", 1, pipeline=pipe)
+        client.enqueue_to("mail", "Receipt", 1, pipeline=pipe)
         assert r.llen("resque:queue:mail") == 0  # queued on the pipeline, not sent
         pipe.execute()
-    assert r.lrange("resque:queue:mail", 0, -1) == [item.encode()]
+    assert r.lrange("resque:queue:mail", 0, -1) == [b'{"class":"Receipt","args":[1]}']
     assert r.hget("orders:1", "state") == b"placed" and r.sismember("resque:queues", "mail")
     r.set("guard", "0")
     with r.pipeline(transaction=True) as pipe:

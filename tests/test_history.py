@@ -74,8 +74,9 @@ def test_a_worker_records_each_outcome_with_ids_and_classes(
     r: redis.Redis, spawn_worker: object
 ) -> None:
     client = Client(r)
-    item = client.enqueue_to("jobs", "WithId", 1, job_id="order-42")
-    assert item == '{"class":"WithId","args":[1],"id":"order-42"}'  # the id the enqueuer chose
+    assert client.enqueue_to("jobs", "WithId", 1, job_id="order-42") == "order-42"
+    # the id the enqueuer chose
+    assert r.lindex("resque:queue:jobs", 0) == b'{"class":"WithId","args":[1],"id":"order-42"}'
     client.enqueue_to("jobs", "Boom", "bad")
     job_id = client.enqueue_active_job("ExportJob", 5, queue="jobs")
     client.enqueue_to("jobs", "Flaky", "h1", 2)

@@ -15,7 +15,15 @@ import pytest
 import redis
 
 import pyresqueworker
-from pyresqueworker import Client, JobHandle, NoQueueError, Registry, configure, default_client
+from pyresqueworker import (
+    Client,
+    JobHandle,
+    JobRef,
+    NoQueueError,
+    Registry,
+    configure,
+    default_client,
+)
 from pyresqueworker.jobs.testing import perform_enqueued, run_inline
 from pyresqueworker.protocol.wire import encode_delayed_item, encode_job
 
@@ -133,10 +141,11 @@ def test_enqueue_writes_the_bytes_client_enqueue_writes(client: Client, r: redis
     @reg.job("Jobs::Archive", queue="files")
     def archive(path: str, level: int = 6) -> None: ...
 
-    item = archive.using(client).enqueue("a.txt", 9)
-    expected = client.enqueue_to("files", "Jobs::Archive", "a.txt", 9)
-    assert item == expected == '{"class":"Jobs::Archive","args":["a.txt",9]}'
-    assert items(r, "files") == [expected.encode()] * 2
+    ref = archive.using(client).enqueue("a.txt", 9)
+    assert isinstance(ref, JobRef) and ref.scheduled_for is None
+    client.enqueue_to("files", "Jobs::Archive", "a.txt", 9)
+    expected = b'{"class":"Jobs::Archive","args":["a.txt",9]}'
+    assert items(r, "files") == [expected] * 2
     assert r.smembers("resque:queues") == {b"files"}
 
 
@@ -160,15 +169,16 @@ def test_enqueue_at_and_in_write_resque_schedulers_items(client: Client, r: redi
     def later(n: int) -> None: ...
 
     bound = later.using(client)
-    assert bound.enqueue_at(FUTURE, 1) == FUTURE
-    assert client.enqueue_at(FUTURE, "Jobs::Later", 1, queue="later") == FUTURE
+    assert bound.enqueue_at(FUTURE, 1).scheduled_for == FUTURE
+    assert client.enqueue_at(FUTURE, "Jobs::Later", 1, queue="later").scheduled_for == FUTURE
     expected = encode_delayed_item("Jobs::Later", [1], "later").encode()
     assert r.lrange(f"resque:delayed:{FUTURE}", 0, -1) == [expected, expected]
-    stamp = bound.enqueue_in(3600, 2)
+    stamp = bound.enqueue_in(3600, 2).scheduled_for
     assert stamp is not None and stamp != FUTURE
     assert r.lrange(f"resque:delayed:{stamp}", 0, -1) == [
         encode_delayed_item("Jobs::Later", [2], "later").encode()]
-    assert bound.enqueue_in(0, 3) is None  # due already: straight to its queue, as Ruby does
+    # due already: straight to its queue, as Ruby does
+    assert bound.enqueue_in(0, 3).scheduled_for is None
     assert items(r, "later") == [encode_job("Jobs::Later", [3]).encode()]
 
 
@@ -296,9 +306,9 @@ def test_a_class_handle_made_directly_reads_the_class_queue_and_static_perform(
 
 def test_a_ruby_only_handle_enqueues_any_positional_args(client: Client, r: redis.Redis) -> None:
     mailer = JobHandle("Ruby::Mailer", queue="mail")
-    item = mailer.using(client).enqueue("x@y", 1, {"cc": None})
-    assert item == client.enqueue_to("mail", "Ruby::Mailer", "x@y", 1, {"cc": None})
-    assert items(r, "mail") == [item.encode()] * 2
+    mailer.using(client).enqueue("x@y", 1, {"cc": None})
+    client.enqueue_to("mail", "Ruby::Mailer", "x@y", 1, {"cc": None})
+    assert items(r, "mail") == [b'{"class":"Ruby::Mailer","args":["x@y",1,{"cc":null}]}'] * 2
     with pytest.raises(TypeError, match="no Python body"):
         mailer("x@y")
     with pytest.raises(TypeError, match="by position"):

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 import redis
 
-from pyresqueworker import AsyncClient, Client, JobHandle, Registry, configure, default_async_client
+from pyresqueworker import (
+    AsyncClient,
+    Client,
+    JobHandle,
+    JobRef,
+    Registry,
+    configure,
+    default_async_client,
+)
 from pyresqueworker.protocol.wire import encode_delayed_item, encode_job
 
 FUTURE = 4102444800  # 2100-01-01T00:00:00Z: never due while the test runs
@@ -27,31 +35,33 @@ def test_the_async_twins_write_what_the_blocking_client_writes(
         default_client_url: str, r: redis.Redis) -> None:
     archive = make_archive()
 
-    async def main() -> tuple[str, str, Optional[int], Optional[int]]:
+    async def main() -> tuple[JobRef, JobRef, JobRef, JobRef]:
         return (await archive.aenqueue("a.txt", level=9),
                 await archive.aenqueue_to("other", "b.txt", 1),
                 await archive.aenqueue_at(FUTURE, "c.txt", 2),
                 await archive.aenqueue_in(0, "d.txt", 3))
 
-    first, second, stamp, due_now = asyncio.run(main())
+    refs = asyncio.run(main())
+    assert all(isinstance(ref, JobRef) for ref in refs)
     client = Client(default_client_url)
     try:
-        assert first == client.enqueue_to("files", "Jobs::Archive", "a.txt", 9)
+        client.enqueue_to("files", "Jobs::Archive", "a.txt", 9)
     finally:
         client.close()
-    assert (stamp, due_now) == (FUTURE, None)
-    assert r.lrange("resque:queue:files", 0, -1) == [first.encode(),
+    assert (refs[2].scheduled_for, refs[3].scheduled_for) == (FUTURE, None)
+    first = encode_job("Jobs::Archive", ["a.txt", 9]).encode()  # the handle's = the client's
+    assert r.lrange("resque:queue:files", 0, -1) == [first,
                                  encode_job("Jobs::Archive", ["d.txt", 3]).encode(),
-                                 first.encode()]
-    assert r.lrange("resque:queue:other", 0, -1) == [second.encode()]
-    assert second == encode_job("Jobs::Archive", ["b.txt", 1])
+                                 first]
+    assert r.lrange("resque:queue:other", 0, -1) == [
+        encode_job("Jobs::Archive", ["b.txt", 1]).encode()]
     assert r.lrange(f"resque:delayed:{FUTURE}", 0, -1) == [
         encode_delayed_item("Jobs::Archive", ["c.txt", 2], "files").encode()]
 
 
 def test_aenqueue_in_files_a_delayed_item(default_client_url: str, r: redis.Redis) -> None:
     archive = make_archive()
-    stamp = asyncio.run(archive.aenqueue_in(3600, "e.txt", 4))
+    stamp = asyncio.run(archive.aenqueue_in(3600, "e.txt", 4)).scheduled_for
     assert stamp is not None
     assert r.zrange("resque:delayed_queue_schedule", 0, -1) == [str(stamp).encode()]
     assert r.lrange(f"resque:delayed:{stamp}", 0, -1) == [
@@ -71,16 +81,16 @@ def test_the_async_twins_check_arguments_like_the_blocking_ones(
 def test_using_an_async_client(redis_url: str, r: redis.Redis) -> None:
     archive = make_archive()
 
-    async def main() -> str:
+    async def main() -> JobRef:
         async with AsyncClient(redis_url, namespace="mine:") as client:
             bound = archive.using(client)
             with pytest.raises(TypeError, match="uses an AsyncClient: call the aenqueue"):
                 bound.enqueue("x", 1)
             return await bound.aenqueue("f.txt", 5)
 
-    item = asyncio.run(main())
-    assert r.lrange("mine:queue:files", 0, -1) == [item.encode()]
-    assert item == encode_job("Jobs::Archive", ["f.txt", 5])
+    assert isinstance(asyncio.run(main()), JobRef)
+    assert r.lrange("mine:queue:files", 0, -1) == [
+        encode_job("Jobs::Archive", ["f.txt", 5]).encode()]
 
 
 def test_one_default_async_client_per_running_loop(default_client_url: str) -> None:

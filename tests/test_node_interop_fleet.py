@@ -49,7 +49,8 @@ def test_node_resque_lists_a_working_python_worker(
 ) -> None:
     worker = spawn_worker("--queues", "py_a,py_b")
     [worker_id] = worker.wait_registered()
-    payload = Client(r).enqueue_to("py_a", "Hold", "node-view")
+    Client(r).enqueue_to("py_a", "Hold", "node-view")
+    payload = wire.encode_job("Hold", ["node-view"])  # what it wrote (the worker takes it at once)
     wait_started(r)
     (workers, working), errors = node_queue(node, redis_url, {"op": "workers"},
                                             {"op": "allWorkingOn"})

@@ -123,7 +123,8 @@ def test_node_resque_stuck_worker_check_never_touches_a_long_python_job(
 ) -> None:
     python = spawn_worker("--queues", "long", "--heartbeat-interval", "0.2")
     [python_id] = python.wait_registered()
-    payload = Client(r).enqueue_to("long", "Hold", "long-job")
+    Client(r).enqueue_to("long", "Hold", "long-job")
+    payload = wire.encode_job("Hold", ["long-job"])  # what it wrote (the worker takes it at once)
     wait_started(r)
     # A node-resque worker that died: its ping goes stale, as the scheduler's check wants.
     dead = spawn_node("worker.js", "other")
@@ -154,7 +155,8 @@ def test_a_python_worker_force_cleaned_by_node_resque_registers_again_and_runs_o
 ) -> None:
     python = spawn_worker("--queues", "long", "--heartbeat-interval", "0.2")
     [python_id] = python.wait_registered()
-    payload = Client(r).enqueue_to("long", "Hold", "cleaned")
+    Client(r).enqueue_to("long", "Hold", "cleaned")
+    payload = wire.encode_job("Hold", ["cleaned"])  # what it wrote (the worker takes it at once)
     wait_started(r)
     entry = node_call(node, redis_url, "forceCleanWorker", name=node_name(python_id))
     # What node-resque wrote: a failure for a job that is still running.

@@ -8,14 +8,19 @@ import importlib
 import pyresqueworker
 
 PUBLIC = [
+    "AsyncBatch",
     "AsyncClient",
+    "Batch",
+    "BatchStatus",
     "Client",
     "DontPerform",
     "Job",
     "JobCall",
+    "JobFailed",
     "JobHandle",
     "JobObserver",
     "JobOutcome",
+    "JobRef",
     "NoClassError",
     "NoQueueError",
     "PayloadError",

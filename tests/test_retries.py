@@ -68,9 +68,9 @@ def test_fatal_exceptions_fail_at_once(r: redis.Redis, spawn_worker: object) -> 
 def test_an_enqueue_override_retries_a_class_without_a_policy(
     r: redis.Redis, spawn_worker: object
 ) -> None:
-    item = _client(r).enqueue_to("jobs", "NoPolicy", "o1",
-                                 retry=Retry(max=1, backoff="fixed", base=0))
-    assert item == '{"class":"NoPolicy","args":["o1"],"retry":{"max":1,"backoff":"fixed","base":0}}'
+    _client(r).enqueue_to("jobs", "NoPolicy", "o1", retry=Retry(max=1, backoff="fixed", base=0))
+    assert r.lrange("resque:queue:jobs", 0, -1) == [
+        b'{"class":"NoPolicy","args":["o1"],"retry":{"max":1,"backoff":"fixed","base":0}}']
     spawn_worker(*APPS)  # type: ignore[operator]
     [entry] = wait_failures(r, 1)
     assert len(ran(r)) == 2 and entry["attempts"] == 2

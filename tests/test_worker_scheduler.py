@@ -17,7 +17,7 @@ def test_worker_with_scheduler_runs_a_delayed_job_when_due(
     r: redis.Redis, redis_url: str, spawn_worker: Spawn
 ) -> None:
     client = Client(url=redis_url)
-    ts = client.enqueue_at(int(time.time()) + 2, "Record", "later", queue="high")
+    ts = client.enqueue_at(int(time.time()) + 2, "Record", "later", queue="high").scheduled_for
     assert ts is not None and client.delayed_count() == 1
     worker = spawn_worker("--queues", "high", "--scheduler")
     worker.wait_registered()

@@ -10,21 +10,9 @@ from datetime import timedelta
 from typing import Any, Optional, Protocol, Union
 
 from ..protocol.times import When
+from .job_ref import JobRef
 
-__all__ = ["OPTIONS", "AsyncEnqueuer", "ClientLike", "DependsOn", "Enqueuer", "Ref", "Scheduler"]
-
-
-class Ref(Protocol):
-    """What enqueueing returns: a :class:`~pyresqueworker.JobRef` (the job's id, a ``str``)."""
-
-    @property
-    def id(self) -> str: ...
-
-    def result(self, timeout: Optional[float] = None) -> Any: ...
-
-    async def aresult(self, timeout: Optional[float] = None) -> Any: ...
-
-    def status(self) -> str: ...
+__all__ = ["OPTIONS", "AsyncEnqueuer", "ClientLike", "DependsOn", "Enqueuer", "Scheduler"]
 
 
 DependsOn = Optional[Iterable[str]]
@@ -36,21 +24,21 @@ class Enqueuer(Protocol):
 
     def enqueue(self, class_name: str, /, *args: Any, queue: Optional[str] = None,
                 result_ttl: Optional[int] = None, depends_on: DependsOn = None,
-                on_dependency_failure: str = "cancel") -> Ref: ...
+                on_dependency_failure: str = "cancel") -> JobRef: ...
 
     def enqueue_to(self, queue: str, class_name: str, /, *args: Any,
                    result_ttl: Optional[int] = None, depends_on: DependsOn = None,
-                   on_dependency_failure: str = "cancel") -> Ref: ...
+                   on_dependency_failure: str = "cancel") -> JobRef: ...
 
 
 class Scheduler(Protocol):
     """A :class:`~pyresqueworker.Client`'s delayed enqueues."""
 
     def enqueue_in(self, seconds: Union[float, timedelta], class_name: str, /, *args: Any,
-                   queue: Optional[str] = None, result_ttl: Optional[int] = None) -> Ref: ...
+                   queue: Optional[str] = None, result_ttl: Optional[int] = None) -> JobRef: ...
 
     def enqueue_at(self, when: When, class_name: str, /, *args: Any,
-                   queue: Optional[str] = None, result_ttl: Optional[int] = None) -> Ref: ...
+                   queue: Optional[str] = None, result_ttl: Optional[int] = None) -> JobRef: ...
 
 
 class ClientLike(Enqueuer, Scheduler, Protocol):
@@ -62,19 +50,19 @@ class AsyncEnqueuer(Protocol):
 
     async def enqueue(self, class_name: str, /, *args: Any, queue: Optional[str] = None,
                       result_ttl: Optional[int] = None, depends_on: DependsOn = None,
-                      on_dependency_failure: str = "cancel") -> Ref: ...
+                      on_dependency_failure: str = "cancel") -> JobRef: ...
 
     async def enqueue_to(self, queue: str, class_name: str, /, *args: Any,
                          result_ttl: Optional[int] = None, depends_on: DependsOn = None,
-                         on_dependency_failure: str = "cancel") -> Ref: ...
+                         on_dependency_failure: str = "cancel") -> JobRef: ...
 
     async def enqueue_in(self, seconds: Union[float, timedelta], class_name: str, /,
                          *args: Any, queue: Optional[str] = None,
-                         result_ttl: Optional[int] = None) -> Ref: ...
+                         result_ttl: Optional[int] = None) -> JobRef: ...
 
     async def enqueue_at(self, when: When, class_name: str, /, *args: Any,
                          queue: Optional[str] = None, result_ttl: Optional[int] = None
-                         ) -> Ref: ...
+                         ) -> JobRef: ...
 
 
 #: What a handle's enqueue may take besides the job's arguments (see JobHandle.with_options).

@@ -44,16 +44,16 @@ from ._enqueuers import (
     ClientLike,
     DependsOn,
     Enqueuer,
-    Ref,
     Scheduler,
 )
+from .job_ref import JobRef
 
 if TYPE_CHECKING:
     from .hooks import Handler
 
 __all__ = [
     "OPTIONS", "AsyncEnqueuer", "ClientLike", "Enqueuer", "JobDecorator", "JobHandle",
-    "Performer", "Ref", "Scheduler", "body_of",
+    "Performer", "Scheduler", "body_of",
     "handle_of", "name_of", "use_default_clients",
 ]
 
@@ -218,7 +218,7 @@ class JobHandle(Generic[P, R]):
 
     # -- enqueueing through a Client ------------------------------------------------------
 
-    def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> Ref:
+    def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> JobRef:
         """Push the job to its queue (see the class docs); returns its
         :class:`~pyresqueworker.JobRef`. ``batch=``, ``result_ttl=``, ``depends_on=``,
         ``on_dependency_failure=``: see :meth:`with_options`.
@@ -231,21 +231,21 @@ class JobHandle(Generic[P, R]):
         return target.enqueue(self.name, *self.wire_args(args, kwargs), queue=self.queue,
                               **options)
 
-    def enqueue_to(self, queue: str, /, *args: P.args, **kwargs: P.kwargs) -> Ref:
+    def enqueue_to(self, queue: str, /, *args: P.args, **kwargs: P.kwargs) -> JobRef:
         """Push the job to ``queue``; returns its ref."""
         options = self._split(kwargs)
         target: Enqueuer = options.pop("batch", None) or self._sync_client()
         return target.enqueue_to(queue, self.name, *self.wire_args(args, kwargs), **options)
 
     def enqueue_in(self, seconds: Union[float, timedelta], /, *args: P.args,
-                   **kwargs: P.kwargs) -> Ref:
+                   **kwargs: P.kwargs) -> JobRef:
         """Run the job ``seconds`` from now (resque-scheduler's format); the ref's
         ``scheduled_for`` is the timestamp it was filed under (``None``: pushed at once)."""
         ttl = self._delayed_options(kwargs)
         return self._sync_client().enqueue_in(seconds, self.name, *self.wire_args(args, kwargs),
                                               queue=self.queue, result_ttl=ttl)
 
-    def enqueue_at(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Ref:
+    def enqueue_at(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> JobRef:
         """Run the job at ``when`` (an aware datetime or epoch seconds); returns as
         :meth:`enqueue_in` does."""
         ttl = self._delayed_options(kwargs)
@@ -254,7 +254,7 @@ class JobHandle(Generic[P, R]):
 
     # -- the same through an AsyncClient --------------------------------------------------
 
-    async def aenqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> Ref:
+    async def aenqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> JobRef:
         """:meth:`enqueue` through the running loop's default ``AsyncClient``."""
         options = self._split(kwargs)
         batch: Optional[Enqueuer] = options.pop("batch", None)
@@ -263,7 +263,7 @@ class JobHandle(Generic[P, R]):
             return batch.enqueue(self.name, *wire, queue=self.queue, **options)
         return await self._async().enqueue(self.name, *wire, queue=self.queue, **options)
 
-    async def aenqueue_to(self, queue: str, /, *args: P.args, **kwargs: P.kwargs) -> Ref:
+    async def aenqueue_to(self, queue: str, /, *args: P.args, **kwargs: P.kwargs) -> JobRef:
         """:meth:`enqueue_to` through the running loop's default ``AsyncClient``."""
         options = self._split(kwargs)
         batch: Optional[Enqueuer] = options.pop("batch", None)
@@ -273,13 +273,13 @@ class JobHandle(Generic[P, R]):
         return await self._async().enqueue_to(queue, self.name, *wire, **options)
 
     async def aenqueue_in(self, seconds: Union[float, timedelta], /, *args: P.args,
-                          **kwargs: P.kwargs) -> Ref:
+                          **kwargs: P.kwargs) -> JobRef:
         """:meth:`enqueue_in` through the running loop's default ``AsyncClient``."""
         ttl = self._delayed_options(kwargs)
         return await self._async().enqueue_in(seconds, self.name, *self.wire_args(args, kwargs),
                                               queue=self.queue, result_ttl=ttl)
 
-    async def aenqueue_at(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> Ref:
+    async def aenqueue_at(self, when: When, /, *args: P.args, **kwargs: P.kwargs) -> JobRef:
         """:meth:`enqueue_at` through the running loop's default ``AsyncClient``."""
         ttl = self._delayed_options(kwargs)
         return await self._async().enqueue_at(when, self.name, *self.wire_args(args, kwargs),
