@@ -133,7 +133,9 @@ def test_the_sdist_holds_everything_its_tests_need(built: Built) -> None:
 @pytest.mark.slow
 def test_the_wheel_holds_every_module_the_ruby_client_and_py_typed(built: Built) -> None:
     assert "pyresqueworker/py.typed" in built.wheel_files
-    assert "pyresqueworker/ruby_client/resque_compat.rb" in built.wheel_files
+    for ruby_file in ("resque_compat.rb", "pyresque_tracking.rb", "pyresque_workflow.lua"):
+        # (protocol.workflow reads the Lua when imported: a wheel without it cannot start)
+        assert f"pyresqueworker/ruby_client/{ruby_file}" in built.wheel_files
     # setup.cfg lists the packages by hand: a new subpackage must not be left out.
     package_files = {name for name in source_files(built.source, "pyresqueworker")
                      if name.endswith((".py", ".html", ".css", ".js"))}
