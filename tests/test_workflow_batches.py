@@ -117,7 +117,7 @@ def test_a_job_finished_twice_counts_once(redis_url: str, r: redis.Redis, drain:
     tracking = tracking_of(item)
     assert tracking is not None
     for _ in range(3):
-        r.execute_command(*finish_command("resque:", tracking, "succeeded", "1"))
+        r.execute_command(*finish_command("resque:", tracking, "succeeded", "1").eval_args())
     assert r.lrange("resque:queue:callbacks", 0, -1) == [b'{"class":"Notify","args":["once"]}']
     status = client.batch_status(b.id)
     assert status is not None and (status.succeeded, status.pending) == (1, 0)

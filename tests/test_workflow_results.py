@@ -203,5 +203,27 @@ def test_a_job_with_no_result_costs_no_workflow_command(redis_url: str, r: redis
     r.config_resetstat()
     drain(squares())
     tracked = r.info("commandstats")
-    assert tracked["cmdstat_eval"]["calls"] == 20  # one more command per job with a result
-    assert tracked["cmdstat_evalsha"]["calls"] == plain["cmdstat_evalsha"]["calls"]
+    # One more command per job with a result (EVALSHA of the workflow script, loaded once).
+    assert tracked["cmdstat_evalsha"]["calls"] == plain["cmdstat_evalsha"]["calls"] + 20
+    assert "cmdstat_eval" not in tracked
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+def test_a_result_survives_a_script_flush_under_the_worker(redis_url: str, r: redis.Redis,
+                                                           drain: Any, execution: str) -> None:
+    """The worker sends a job's end as EVALSHA of a script it loaded on its connection; a
+    SCRIPT FLUSH meanwhile (no reconnect) must not lose the end: it is sent again whole."""
+    registry = Registry()
+
+    @registry.job("Flush", queue="q")
+    def flush(n: int) -> int:
+        redis.Redis.from_url(redis_url).script_flush()
+        return n
+
+    client = Client(redis_url)
+    first = client.enqueue_to("q", "Square", 2, result_ttl=60)  # loads the script on the link
+    refs = [client.enqueue_to("q", "Flush", n, result_ttl=60) for n in range(3)]
+    registry.register("Square", squares().handler("Square").target)
+    drain(registry, execution=execution)
+    assert first.result(timeout=5) == 4
+    assert [ref.result(timeout=5) for ref in refs] == [0, 1, 2]

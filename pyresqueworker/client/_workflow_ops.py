@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..protocol import wire
-from ..protocol._resp import LuaScript
+from ..protocol._resp import ScriptRun
 from ..protocol.workflow import (
-    WORKFLOW_SOURCE,
     JobSpec,
     WorkflowKeys,
     batch_args,
@@ -33,7 +32,6 @@ __all__ = [
     "outcome", "status_op", "wait_op",
 ]
 
-WORKFLOW = LuaScript(WORKFLOW_SOURCE)
 _FINAL = ("succeeded", "failed", "canceled")
 _WORKER_KEYS_PER_READ = 500
 
@@ -55,16 +53,14 @@ class JobFailed(Exception):
         super().__init__(f"job {job_id} failed: {self.exception}: {self.error}")
 
 
-def _script(ns: str, command: tuple[Any, ...]) -> ScriptCall:
-    # (protocol.workflow builds EVAL commands: keys and args are taken back out of one)
-    _, _, key_count, *rest = command
-    return ScriptCall(WORKFLOW, rest[:key_count], rest[key_count:])
+def _script(run: ScriptRun) -> ScriptCall:
+    return ScriptCall(run.script, run.keys, run.args)
 
 
 def enqueue_op(keys: wire.Keys, spec: JobSpec, delayed_item: Optional[str] = None) -> Op[str]:
     """Write a tracked job (and, when it is delayed, its resque-scheduler item, in the same
     ``MULTI``); returns its state: queued, scheduled, waiting or canceled."""
-    script = _script(keys.ns, enqueue_args(keys.ns, spec))
+    script = _script(enqueue_args(keys.ns, spec))
     if delayed_item is None or spec.at is None:
         replies = yield from send(script, write=True)
         return _text(replies[0]) if replies else "queued"
@@ -82,8 +78,8 @@ def enqueue_op(keys: wire.Keys, spec: JobSpec, delayed_item: Optional[str] = Non
 def batch_op(keys: wire.Keys, batch_id: str, parent: str, queue: str, on_success: str,
              on_complete: str, description: str, jobs: Sequence[JobSpec]) -> Op[None]:
     """Open a batch: its record, every job's, and every job on its queue, in one call."""
-    yield from send(_script(keys.ns, batch_args(keys.ns, batch_id, parent, queue, on_success,
-                                                on_complete, description, jobs)), write=True)
+    yield from send(_script(batch_args(keys.ns, batch_id, parent, queue, on_success,
+                                       on_complete, description, jobs)), write=True)
 
 
 def _text(value: Any) -> str:

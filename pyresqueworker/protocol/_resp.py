@@ -27,7 +27,7 @@ from ._link_settings import LinkSettings
 from ._resp_parse import ReplyError, pack_command
 from ._spin import ReplySpin
 
-__all__ = ["FastCaller", "Joined", "LuaScript", "command"]
+__all__ = ["FastCaller", "Joined", "LuaScript", "ScriptRun", "command"]
 
 _RECV_SIZE, _LARGE_RECV_SIZE = 1 << 16, 1 << 20
 
@@ -112,9 +112,11 @@ class FastCaller:
         # Work to do once the next request is sent, while its reply is on its way (run once,
         # even if the send fails; it must not raise).
         self.after_send: Optional[Callable[[], None]] = None
-        # Commands that go out ahead of the next request, in the same write (a tracked job's
-        # end, before the claim that finishes it): see :meth:`send_ahead`.
-        self.ahead: tuple[tuple[Any, ...], ...] = ()
+        # Script calls that go out ahead of the next request, in the same write (a tracked
+        # job's end, before the claim that finishes it): see :meth:`send_ahead`. Which of their
+        # scripts this connection loaded: (the link's connect count, their digests).
+        self.ahead: tuple[ScriptRun, ...] = ()
+        self._ahead_loaded: tuple[int, set[str]] = (-1, set())
 
     @property
     def pipelines(self) -> bool:
@@ -124,11 +126,11 @@ class FastCaller:
     def __call__(self, *args: Any) -> Any:
         if self.connection is None:
             self.run_after_send()
-            for sent in self.ahead:  # (no link of our own: each in its own round trip)
+            for run in self.ahead:  # (no link of our own: each in its own round trip)
                 try:
-                    self.client.execute_command(*sent)  # type: ignore[no-untyped-call]
+                    run.script(self.client, run.keys, run.args)
                 except redis.exceptions.ResponseError as exc:
-                    _log_ahead_errors([sent], [ReplyError(str(exc))])
+                    _log_ahead_error(run, exc)
             self.ahead = ()
             return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
         reply = self._exchange([pack_command(args)], 1)[0]  # (one command: packed in C)
@@ -146,26 +148,42 @@ class FastCaller:
         the last call's (a ``WATCH`` died with it)."""
         return self._exchange(_frames(commands), len(commands), same_connection)
 
-    def send_ahead(self, commands: tuple[tuple[Any, ...], ...]) -> None:
-        """Send ``commands`` ahead of the next request, in its write. They must be safe to
-        run twice (a lost reply sends them again); an error reply to one is logged, never
-        raised, so the request's own reply is always read."""
-        self.ahead = commands
+    def send_ahead(self, runs: tuple[ScriptRun, ...]) -> None:
+        """Send the script calls ``runs`` ahead of the next request, in its write (their
+        scripts loaded first on a new connection). They must be safe to run twice (a lost
+        reply sends them again); an error reply to one is logged, never raised, so the
+        request's own reply is always read; a script the server lost is sent again in full."""
+        self.ahead = runs
+
+    def _ahead_commands(self, link: ClaimLink) -> list[tuple[Any, ...]]:
+        """The loads this connection still needs, then the ahead calls as EVALSHA."""
+        connects, loaded = self._ahead_loaded
+        if connects != link.connects:  # a new connection: maybe a restarted Redis
+            loaded = set()
+            self._ahead_loaded = (link.connects, loaded)
+        commands: list[tuple[Any, ...]] = []
+        for run in self.ahead:
+            if run.script.sha not in loaded:
+                loaded.add(run.script.sha)
+                commands.append(("SCRIPT", "LOAD", run.script.source))
+        return commands + [run.evalsha() for run in self.ahead]
 
     def _exchange(self, frames: list[bytes], count: int, same_connection: bool = False
                   ) -> list[Any]:
         link = self.connection
         assert link is not None
         ahead = self.ahead
-        if ahead:
-            frames = [*_frames(ahead), *frames]
-            count += len(ahead)
+        before: list[tuple[Any, ...]] = []
         sock = link.sock
         if sock is None or link.stale():
             if same_connection:
                 raise redis.exceptions.WatchError("the connection changed since WATCH")
             sock = link.connect()
         reader = link.reader
+        if ahead:
+            before = self._ahead_commands(link)
+            frames = [*_frames(before), *frames]
+            count += len(before)
         replies: list[Any] = []
         try:
             try:
@@ -186,8 +204,12 @@ class FastCaller:
             raise redis.exceptions.ConnectionError(f"Error while talking to Redis: {exc}") from None
         if ahead:
             self.ahead = ()
-            _log_ahead_errors(ahead, replies[:len(ahead)])
-            del replies[:len(ahead)]
+            settled = replies[len(before) - len(ahead):len(before)]
+            del replies[:len(before)]
+            lost = [run for run, reply in zip(ahead, settled) if _lost_script(run, reply)]
+            if lost:  # (the server lost the script since it was loaded: sent whole)
+                self._ahead_loaded[1].difference_update(run.script.sha for run in lost)
+                self._exchange(_frames([run.eval_args() for run in lost]), len(lost))
         return replies
 
     def defer(self, work: Callable[[], None]) -> None:
@@ -238,11 +260,19 @@ class FastCaller:
         return reply
 
 
-def _log_ahead_errors(commands: Sequence[tuple[Any, ...]], replies: Sequence[Any]) -> None:
-    for sent, reply in zip(commands, replies):
-        if isinstance(reply, ReplyError):
-            logger.error("a command sent ahead of a claim failed", extra={
-                "command": str(sent[0]), "error": str(reply)})
+def _lost_script(run: ScriptRun, reply: Any) -> bool:
+    """Whether ``reply`` says the server lost ``run``'s script; another error is logged."""
+    if not isinstance(reply, ReplyError):
+        return False
+    if str(reply).startswith("NOSCRIPT"):
+        return True
+    _log_ahead_error(run, reply)
+    return False
+
+
+def _log_ahead_error(run: ScriptRun, error: Exception) -> None:
+    logger.error("a script call sent ahead of a claim failed", extra={
+        "script": run.script.sha[:12], "error": str(error)})
 
 
 def command(conn: redis.Redis, *args: Any) -> Any:
@@ -287,6 +317,10 @@ class LuaScript:
         """The ``EVALSHA`` command for these keys and arguments (to send in a batch)."""
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
+    def run(self, keys: Sequence[Any], args: Sequence[Any]) -> ScriptRun:
+        """This script's call with ``keys`` and ``args``, as a value (to send later)."""
+        return ScriptRun(self, tuple(keys), tuple(args))
+
     async def acall(self, conn: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """The same call on a ``redis.asyncio.Redis``."""
         if conn.connection_pool not in self._loaded:
@@ -297,3 +331,19 @@ class LuaScript:
         except redis.exceptions.NoScriptError:
             await conn.script_load(self.source)
             return await conn.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+class ScriptRun(NamedTuple):
+    """One call of a :class:`LuaScript`, kept to be sent later (see ``FastCaller.send_ahead``)."""
+
+    script: LuaScript
+    keys: tuple[Any, ...]
+    args: tuple[Any, ...]
+
+    def evalsha(self) -> tuple[Any, ...]:
+        return self.script.evalsha(self.keys, self.args)
+
+    def eval_args(self) -> tuple[Any, ...]:
+        """The call as ``EVAL`` with the script's text (inside a ``MULTI``, or once the server
+        lost the script)."""
+        return ("EVAL", self.script.source, len(self.keys), *self.keys, *self.args)

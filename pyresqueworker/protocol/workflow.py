@@ -20,8 +20,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
+from ._resp import LuaScript, ScriptRun
+
 __all__ = [
-    "KEEP_SECONDS", "PENDING_SECONDS", "PUBLIC_STATES", "TRACK_FIELD", "WORKFLOW_SOURCE",
+    "KEEP_SECONDS", "PENDING_SECONDS", "PUBLIC_STATES", "TRACK_FIELD", "WORKFLOW",
+    "WORKFLOW_SOURCE",
     "Tracking", "WorkflowKeys", "enqueue_args", "finish_command", "public_state",
     "retrying_command", "tracking_of",
 ]
@@ -41,6 +44,7 @@ PUBLIC_STATES = ("queued", "scheduled", "running", "succeeded", "failed", "retry
 # link to examples/ruby_client.)
 WORKFLOW_SOURCE = (Path(__file__).resolve().parent.parent / "ruby_client"
                    / "pyresque_workflow.lua").read_text(encoding="utf-8")
+WORKFLOW = LuaScript(WORKFLOW_SOURCE)
 
 
 class Tracking(NamedTuple):
@@ -100,25 +104,23 @@ class WorkflowKeys:
         return self.own + "batches"
 
 
-def _eval(ns: str, op: str, *args: Any) -> tuple[Any, ...]:
-    # EVAL, not EVALSHA: the call rides in a pipeline with others, where a NOSCRIPT would need
-    # a second trip; Redis caches the compiled script by its text's digest.
-    return ("EVAL", WORKFLOW_SOURCE, 1, ns + "pyresque:", op, ns, repr(round(time.time(), 6)),
-            *args)
+def _run(ns: str, op: str, *args: Any) -> ScriptRun:
+    # KEYS[1] only routes the call in a Redis Cluster (every key is under the namespace).
+    return WORKFLOW.run([ns + "pyresque:"], [op, ns, repr(round(time.time(), 6)), *args])
 
 
 def finish_command(ns: str, tracking: Tracking, outcome: str, data: str,
-                   result_ttl: Optional[int] = None) -> tuple[Any, ...]:
+                   result_ttl: Optional[int] = None) -> ScriptRun:
     """The call that records a tracked job's end: ``outcome`` "succeeded" (``data``: the
     result as JSON) or "failed" (``data``: the failure as JSON). It releases or cancels the
     job's dependents and counts it in its batch; sent twice, it counts once."""
     ttl = tracking.result_ttl if result_ttl is None else result_ttl
-    return _eval(ns, "finish", tracking.job_id, outcome, data, ttl, KEEP_SECONDS)
+    return _run(ns, "finish", tracking.job_id, outcome, data, ttl, KEEP_SECONDS)
 
 
-def retrying_command(ns: str, job_id: str) -> tuple[Any, ...]:
+def retrying_command(ns: str, job_id: str) -> ScriptRun:
     """The call that marks a tracked job as waiting for another attempt."""
-    return _eval(ns, "retrying", job_id)
+    return _run(ns, "retrying", job_id)
 
 
 class JobSpec(NamedTuple):
@@ -139,21 +141,21 @@ class JobSpec(NamedTuple):
                 "" if self.at is None else str(self.at)]
 
 
-def enqueue_args(ns: str, job: JobSpec) -> tuple[Any, ...]:
+def enqueue_args(ns: str, job: JobSpec) -> ScriptRun:
     """The call that records one tracked job and queues it (or holds it for its
     dependencies); answers its state: queued, scheduled, waiting or canceled."""
-    return _eval(ns, "enqueue", KEEP_SECONDS, PENDING_SECONDS, *job.args())
+    return _run(ns, "enqueue", KEEP_SECONDS, PENDING_SECONDS, *job.args())
 
 
 def batch_args(ns: str, batch_id: str, parent: str, queue: str, on_success: str,
-               on_complete: str, description: str, jobs: Sequence[JobSpec]) -> tuple[Any, ...]:
+               on_complete: str, description: str, jobs: Sequence[JobSpec]) -> ScriptRun:
     """The call that opens a batch with all of its jobs at once (callbacks: encoded items,
     or "" for none)."""
     flat: list[Any] = []
     for job in jobs:
         flat += job.args()
-    return _eval(ns, "batch", KEEP_SECONDS, PENDING_SECONDS, batch_id, parent, queue,
-                 on_success, on_complete, description, len(jobs), *flat)
+    return _run(ns, "batch", KEEP_SECONDS, PENDING_SECONDS, batch_id, parent, queue,
+                on_success, on_complete, description, len(jobs), *flat)
 
 
 def public_state(record: Mapping[str, str], now: float) -> str:

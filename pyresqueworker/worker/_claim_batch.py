@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, Optional
 import redis
 
 from ..log import logger
+from ..protocol._resp import ScriptRun
 from ._aio_link import AioLink, LinkError
 from ._claim import CLAIM, Claimer
 from ._claim_values import ClaimCall, Finish
@@ -45,6 +46,8 @@ class ClaimBatcher:
         self._pending: collections.deque[_Request] = collections.deque()
         self._scheduled = False
         self._loaded: dict[int, int] = {}  # id(link) -> link.connects when CLAIM was loaded
+        # id(link) -> (link.connects, digests of the scripts calls sent ahead loaded there)
+        self._ahead_loaded: dict[int, tuple[int, set[str]]] = {}
         self._batches: set[asyncio.Task[None]] = set()
 
     async def claim(self, claimer: Claimer, queues: Sequence[str], finish: Finish,
@@ -86,14 +89,31 @@ class ClaimBatcher:
             if self._pending:
                 self._dispatch()
 
+    def _ahead_loads(self, link: AioLink, batch: list[_Request]) -> list[tuple[Any, ...]]:
+        """``SCRIPT LOAD`` of each script called ahead in ``batch`` not yet loaded on this
+        connection (a new one may face a restarted Redis)."""
+        connects, loaded = self._ahead_loaded.get(id(link), (-1, set()))
+        if connects != link.connects:
+            loaded = set()
+            self._ahead_loaded[id(link)] = (link.connects, loaded)
+        loads: list[tuple[Any, ...]] = []
+        for request in batch:
+            for run in request.call.ahead:
+                if run.script.sha not in loaded:
+                    loaded.add(run.script.sha)
+                    loads.append(("SCRIPT", "LOAD", run.script.source))
+        return loads
+
     async def _round_trip(self, link: AioLink, batch: list[_Request], again: bool = False
                           ) -> None:
         commands: list[tuple[Any, ...]] = []
         fresh = self._loaded.get(id(link)) != link.connects or not link.connects
         if fresh:  # a new connection (or a restarted Redis): load the script with the calls
             commands.append(("SCRIPT", "LOAD", CLAIM.source))
+        loads = self._ahead_loads(link, batch)
+        commands += loads
         for request in batch:  # (a tracked job's end goes just ahead of its slot's call)
-            commands += [*request.call.ahead, _evalsha(request.call)]
+            commands += [*(run.evalsha() for run in request.call.ahead), _evalsha(request.call)]
         try:
             replies = await link.execute(commands)
         except LinkError as exc:
@@ -110,8 +130,11 @@ class ClaimBatcher:
                 return
             self._loaded[id(link)] = link.connects
             replies = replies[1:]
+        replies, lost = _without_ahead(batch, replies[len(loads):])
+        if lost:  # (the server lost the script since it was loaded: sent whole, now)
+            self._ahead_loaded.pop(id(link), None)
+            await link.execute([run.eval_args() for run in lost])
         retry: list[_Request] = []
-        replies = _without_ahead(batch, replies)
         for request, reply in zip(batch, replies):
             if isinstance(reply, redis.exceptions.NoScriptError) and not again:
                 retry.append(request)  # the script did not run: send it again, after a load
@@ -122,22 +145,27 @@ class ClaimBatcher:
             await self._round_trip(link, retry, again=True)
 
 
-def _without_ahead(batch: list[_Request], replies: list[Any]) -> list[Any]:
-    """The replies to the batch's claim calls, those to the commands sent ahead of them
-    dropped (an error among those is logged: the claims ran all the same)."""
+def _without_ahead(batch: list[_Request], replies: list[Any]
+                   ) -> tuple[list[Any], list[ScriptRun]]:
+    """The replies to the batch's claim calls, those to the script calls sent ahead of them
+    dropped; and those of the latter whose script the server had lost (another error among
+    them is logged: the claims ran all the same)."""
     if not any(request.call.ahead for request in batch):
-        return replies
+        return replies, []
     own: list[Any] = []
+    lost: list[ScriptRun] = []
     at = 0
     for request in batch:
         count = len(request.call.ahead)
-        for sent, reply in zip(request.call.ahead, replies[at:at + count]):
-            if isinstance(reply, Exception):
-                logger.error("a command sent ahead of a claim failed", extra={
-                    "command": str(sent[0]), "error": str(reply)})
+        for run, reply in zip(request.call.ahead, replies[at:at + count]):
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                lost.append(run)
+            elif isinstance(reply, Exception):
+                logger.error("a script call sent ahead of a claim failed", extra={
+                    "script": run.script.sha[:12], "error": str(reply)})
         own.append(replies[at + count])
         at += count + 1
-    return own
+    return own, lost
 
 
 def _evalsha(call: ClaimCall) -> tuple[Any, ...]:

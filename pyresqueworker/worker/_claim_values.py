@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ..protocol._resp import ScriptRun
+
 __all__ = ["NO_FINISH", "PAUSED", "SUCCESS", "ClaimCall", "Finish"]
 
 
@@ -28,7 +30,7 @@ class Finish(NamedTuple):
     cleanup: str = ""
     # Commands sent ahead of the call that carries this completion, in its write: a tracked
     # job's end (see pyresqueworker.protocol.workflow). Safe to send twice.
-    ahead: tuple[tuple[Any, ...], ...] = ()
+    ahead: tuple[ScriptRun, ...] = ()
 
 
 NO_FINISH = Finish("0")
@@ -44,4 +46,4 @@ class ClaimCall:
     keys: list[str]
     args: list[Any]
     queues: tuple[str, ...]
-    ahead: tuple[tuple[Any, ...], ...] = ()  # the completion's (see Finish.ahead)
+    ahead: tuple[ScriptRun, ...] = ()  # the completion's (see Finish.ahead)

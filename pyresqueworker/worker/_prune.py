@@ -252,7 +252,7 @@ class Pruner:
         tracking = tracking_of(payload)
         if tracking is not None:  # its dependents and its batch hear that it failed
             command = finish_command(self.keys.ns, tracking, "failed", failure_json(entry))
-            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+            pipe.execute_command(*command.eval_args())  # type: ignore[no-untyped-call]
         return "failed"
 
     def _failure(self, worker_id: str, queue: str, raw: Optional[str], payload: object,
