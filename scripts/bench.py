@@ -6,13 +6,17 @@
     python scripts/bench.py --only drain,latency --peers rq --runs 5 --json out.json
     python scripts/bench.py --only payload,ioscale,logging,idle --runs 1
     python scripts/bench.py --baseline main --only drain,payload,ioscale,idle,latency --peers ''
+    python scripts/bench.py --only drain,workflow --peers ''     # + results and batches
 
 Workloads: drain (queued no-op jobs), floor (a bare socket replaying our per-job Redis bytes),
 enqueue (single calls and bulk), io (50 ms sleeps at concurrency 100), latency (one job at a
 time into an idle worker, also from the last of five queues), payload (no-op jobs carrying
 100 B / 10 KB / 1 MB), ioscale (``await asyncio.sleep(0.05)`` jobs on ``--execution asyncio``
 at C = 100 / 1,000 / 10,000), logging (the drain at ``--log-level info`` vs ``warning``) and
-idle (commands/s and Redis CPU of idle workers, N processes x S slots x Q queues). Each value
+idle (commands/s and Redis CPU of idle workers, N processes x S slots x Q queues); and, only
+when named in ``--only``, workflow (the drain with every job keeping its result, as rows under
+the plain drain's, and a 10,000-job batch: last job end to callback enqueued, the opening
+call, Redis memory while pending and once completed). Each value
 is the median of ``--runs`` runs with min-max, systems interleaved within each run. Redis runs
 on core 0 and the workers on core 1 (``taskset``). Worker runs also report, per job, Redis
 commands (including those inside Lua scripts) and round trips (``INFO`` deltas; a round trip

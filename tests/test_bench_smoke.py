@@ -123,6 +123,48 @@ def test_peers_are_measured_or_skipped_with_a_note(
             assert f"{peer}: skipped" in notes and row["note"]
 
 
+def test_workflow_is_opt_in_and_measures_results_and_a_batch(tmp_path: Path) -> None:
+    """``--only workflow`` (not in the default run): the drain with every job keeping its
+    result, as drain rows, and a batch: last job end to callback, opening, Redis memory."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--only", "workflow", "--peers", "",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    rows = {(r["workload"], r["system"], r["unit"]): r for r in results["rows"]}
+    for slots in ("1 proc x 1 slot", "1 proc x 8 slots"):
+        median = rows[("drain", f"ours {slots}, results", "jobs/s")]["median"]
+        assert median["value"] > 0 and median["redis_cpu_us"] > 0, median
+        # One finish EVAL per job (plus, at most, a worker's periodic probe), in the round
+        # trip of the next claim.
+        assert 1 <= median["eval_per_job"] <= 1.01 and median["rts_per_job"] <= 1.5, median
+    n = "10,000"
+    latency = rows[("workflow", f"ours 1 proc x 8 slots, batch of {n}: last job end → callback "
+                                "enqueued", "ms")]
+    assert 0 < latency["median"]["value"] < 5_000, latency
+    assert latency["median"]["from_finish_ms"] < 5_000, latency
+    opened = rows[("workflow", f"batch of {n}: open (1 script call)", "ms")]["median"]
+    assert 0 < opened["redis_ms"] <= opened["value"]
+    for state in ("pending", "completed"):
+        memory = rows[("workflow", f"batch of {n}: Redis memory, {state}", "MB")]["median"]
+        assert memory["value"] > 0 and 100 < memory["bytes_per_job"] < 10_000, memory
+    assert {"drain with results, EVALs/job over plain",
+            "drain with results, RTs/job over plain"} <= {t["target"] for t in
+                                                          results["targets"]}
+    assert any(n.startswith("workflow: ") for n in results["notes"])
+    table = proc.stdout.split("Ratios", 1)[0]
+    assert "finish→cb ms" in table and "bytes/job" in table
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from benchkit.common import OPT_IN, WORKLOADS
+
+    assert "workflow" in OPT_IN and "workflow" not in WORKLOADS  # --only selects it
+
+
 def _git_head() -> str:
     done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
                           text=True, check=False)

@@ -2,7 +2,7 @@
 
 ``main`` drives the runs; ``common`` holds the settings and rows; ``jobs`` the jobs and the
 per-framework adapters (``peers`` runs RQ, dramatiq and arq workers, ``sidekiq`` the Ruby
-peer); ``workloads`` and ``scale`` the workloads; ``proc`` the worker subprocesses;
+peer); ``workloads``, ``scale`` and ``workflow`` the workloads; ``proc`` the worker subprocesses;
 ``redis_server`` the private Redis and its counters; ``report`` the table and JSON;
 ``baseline`` our worker at another git revision (``--baseline``) and ``compare`` its before /
 after table.

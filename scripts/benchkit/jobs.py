@@ -7,6 +7,8 @@ The bench brackets a workload with a ``start`` and an ``end`` mark, so every fra
 the same way — from the first job starting to the last one finishing — without worker
 start-up, and without any per-job Redis work beyond what the framework itself does. ``asleep``
 and ``amark`` are the ``async def`` versions, for our worker's ``--execution asyncio``.
+``endmax`` (ours only, the ``workflow`` workload) keeps the latest ``time.time()`` at which
+any such job ended in the sorted set ``bench:lastend``.
 Sidekiq (Ruby) lives in ``benchkit.sidekiq``.
 
 The peer workers run from ``peers.py`` (``python scripts/benchkit/peers.py rq|dramatiq|arq
@@ -29,8 +31,8 @@ from typing import Any
 import redis
 
 __all__ = [
-    "FRAMEWORKS", "OURS_ENTRY", "PEERS", "PYTHON_PEERS", "Item", "Pusher", "available", "enqueue",
-    "enqueue_rate", "worker_argv", "worker_env",
+    "FRAMEWORKS", "LAST_END", "OURS_ENTRY", "PEERS", "PYTHON_PEERS", "Item", "Pusher", "available",
+    "enqueue", "enqueue_rate", "ours_class", "worker_argv", "worker_env",
 ]
 
 QUEUE = "bench"
@@ -42,7 +44,9 @@ OURS_ENTRY = "pyresqueworker.cli.work:work_main"  # the pyresque-work console sc
 Item = tuple[str, tuple[Any, ...]]
 
 _OURS_CLASS = {"noop": "BenchNoop", "sleep": "BenchSleep", "mark": "BenchMark",
-               "payload": "BenchPayload", "asleep": "BenchAsyncSleep", "amark": "BenchAsyncMark"}
+               "payload": "BenchPayload", "asleep": "BenchAsyncSleep", "amark": "BenchAsyncMark",
+               "endmax": "BenchEndMax"}
+LAST_END = "bench:lastend"  # endmax's sorted set: one member, "end", scored by the latest end
 _local = threading.local()
 
 
@@ -80,6 +84,13 @@ def mark(tag: str, sleep_s: float) -> None:
         if tag == "end":
             when = time.time()
     _conn().rpush(f"bench:{tag}", repr(when))
+
+
+def endmax() -> None:
+    """A no-op job that raises ``bench:lastend``'s score to its end time (``ZADD GT``: the
+    latest end of all such jobs stays, whichever slot stamps last)."""
+    when = time.time()
+    _conn().zadd(LAST_END, {"end": when}, gt=True)
 
 
 async def asleep(seconds: float) -> None:
@@ -133,7 +144,7 @@ def _register_ours() -> None:
         raise RuntimeError(f"this worker imported the pyresqueworker of {have}, not of {want}")
 
     for kind, fn in (("noop", noop), ("sleep", sleep), ("mark", mark), ("payload", payload),
-                     ("asleep", asleep), ("amark", amark)):
+                     ("asleep", asleep), ("amark", amark), ("endmax", endmax)):
         job(_OURS_CLASS[kind])(fn)
 
 
@@ -142,6 +153,11 @@ if os.environ.get("BENCH_FRAMEWORK") == "pyresque":
 
 
 # -- adapters used by the bench process ----------------------------------------------------------
+
+def ours_class(kind: str) -> str:
+    """The class name our worker runs a job of ``kind`` as ("noop": "BenchNoop")."""
+    return _OURS_CLASS[kind]
+
 
 def available(framework: str) -> str | None:
     """None if ``framework`` can be benchmarked here, else why not."""

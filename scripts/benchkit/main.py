@@ -23,9 +23,9 @@ from benchkit import baseline as bl
 from benchkit import compare as cmp
 from benchkit import jobs as bj
 from benchkit import report as rep
-from benchkit.common import WORKLOADS, Checkout, Row, Settings, System
+from benchkit import workflow as wf
+from benchkit.common import OPT_IN, WORKLOADS, Checkout, Row, Settings, System
 from benchkit.redis_server import Pinning, redis_server
-from benchkit.scale import ScaleBench
 
 __all__ = ["Row", "Settings", "System", "main", "run"]
 
@@ -56,7 +56,7 @@ def run(settings: Settings, url: str, pinning: Pinning,
         baseline: Optional[Checkout] = None) -> tuple[dict[str, Any], list[Row]]:
     """Every selected workload, ``settings.runs`` times, runs interleaved across systems (and
     each of ours beside its twin on ``baseline``, when given)."""
-    bench, rng, only = ScaleBench(url, settings, pinning), random.Random(0), settings.only
+    bench, rng, only = wf.WorkflowBench(url, settings, pinning), random.Random(0), settings.only
     info = {**rep.machine_info(url, settings), "pinning": pinning.describe()}
     pair = bl.Pairing(baseline)
     for n in range(settings.runs):
@@ -66,6 +66,10 @@ def run(settings: Settings, url: str, pinning: Pinning,
             bench.floor()
         for system in _go(pair.each(rep.DRAIN)) if "drain" in only else []:
             bench.drain(system)
+        for system in _go(pair.each(rep.RESULTS)) if "workflow" in only else []:
+            bench.results(system)
+        for system in _go(pair(rep.batch_system(settings))) if "workflow" in only else []:
+            bench.batch(system)
         if "enqueue" in only:
             bench.enqueue()
         io = rep.io_systems(settings.io_concurrency) if "io" in only else []
@@ -99,6 +103,14 @@ def run(settings: Settings, url: str, pinning: Pinning,
                            "(MONITOR, in a second window of the same length); commandstats "
                            "counts a blocking command when it returns, MONITOR when it is sent: "
                            "the target takes the larger")
+    if "workflow" in only:
+        bench.notes += wf.notes(bench.rows)
+        bench.notes.append(
+            f"workflow: results rows enqueue every job as Client.enqueue_to(..., result_ttl="
+            f"{wf.RESULT_TTL}) writes it; their cmds/job count the commands run inside the "
+            "finish script too. Batch: last job end = time.time() in the job, callback = the "
+            "bench's BLMOVE of it returning (finish→cb ms: from the batch's completed_at, the "
+            "worker's stamp); memory = used_memory over the empty database")
     if baseline is not None and {"floor", "enqueue"} & set(only):
         bench.notes.append("floor and enqueue run in the bench's own process, on this "
                            f"checkout's code: not compared with {baseline.name}")
@@ -122,7 +134,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", default="bench-results.json", help="results file")
     parser.add_argument("--runs", type=int, help="runs of each workload (3; quick 1)")
     parser.add_argument("--jobs", type=int, help="drain, floor and enqueue jobs (20,000)")
-    parser.add_argument("--only", default=",".join(WORKLOADS), help="workloads to run")
+    parser.add_argument("--only", default=",".join(WORKLOADS),
+                        help=f"workloads to run (default: all but {', '.join(OPT_IN)})")
     parser.add_argument("--peers", default=",".join(bj.PEERS), help="peers ('' for none)")
     parser.add_argument("--io-connections", type=int, help="ours --connections K (ioscale)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin Redis and workers")
@@ -132,7 +145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     only = tuple(w for w in args.only.split(",") if w)
     peers = tuple(p for p in args.peers.split(",") if p)
-    unknown = (set(only) - set(WORKLOADS)) | (set(peers) - set(bj.PEERS))
+    unknown = (set(only) - {*WORKLOADS, *OPT_IN}) | (set(peers) - set(bj.PEERS))
     if unknown:
         parser.error(f"unknown workload or peer: {', '.join(sorted(unknown))}")
     settings = Settings(peers=peers, only=only, io_connections=args.io_connections,
@@ -162,7 +175,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{m['load_avg_start'][0]:.2f}, at end {m['load_avg_end'][0]:.2f}")
     print(f"{s.runs} run(s) each; drain/floor/enqueue {s.jobs:,} jobs; io {s.io_jobs:,} x "
           f"{s.io_sleep * 1000:.0f} ms at concurrency {s.io_concurrency}; latency "
-          f"{s.latency_samples} samples; pinning: {m['pinning']}\n")
+          f"{s.latency_samples} samples"
+          + (f"; workflow batch {s.batch_jobs:,} jobs" if "workflow" in s.only else "")
+          + f"; pinning: {m['pinning']}\n")
     if code is not None:
         b = results["baseline"]
         print(f"baseline: {b['name']} = {b['ref']} ({b['sha']}), package sha256 "

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -138,8 +138,9 @@ class Counters:
         return after.minus(before).minus(self.overhead)
 
     def per_job(self, before: Usage, after: Usage, jobs: int, row: Row, extra_reads: int = 0,
-                client_cpu: Optional[float] = None) -> Metrics:
-        """Commands, round trips and CPU per job; the busiest commands go to ``row``."""
+                client_cpu: Optional[float] = None, count: Sequence[str] = ()) -> Metrics:
+        """Commands, round trips and CPU per job; the busiest commands go to ``row``, and the
+        calls of each command named in ``count`` (lower case) to ``<name>_per_job``."""
         delta = self.delta(before, after)
         commands = {k: v for k, v in delta.commands.items() if v > 0 and k != "info"}
         row.top_commands = {k: round(v / jobs, 3) for k, v in
@@ -149,6 +150,8 @@ class Counters:
                    "redis_cpu_us": delta.redis_cpu / jobs * 1e6}
         if client_cpu is not None:
             metrics["worker_cpu_us"] = client_cpu / jobs * 1e6
+        for name in count:
+            metrics[f"{name}_per_job"] = commands.get(name, 0) / jobs
         return metrics
 
     def rates(self, before: Usage, after: Usage, row: Row) -> Metrics:

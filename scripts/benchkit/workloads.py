@@ -7,6 +7,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Callable, Optional
 
@@ -23,10 +24,12 @@ from pyresqueworker.protocol.connection import connect
 from pyresqueworker.worker._claim import NO_FINISH, SUCCESS, Claimer
 from pyresqueworker.worker.config import WorkerConfig
 
-__all__ = ["FLOOR", "Bench"]
+__all__ = ["FLOOR", "Bench", "Enqueue"]
 
 FLOOR = "raw socket loop, same bytes, 1 conn"
 SPIN = WorkerConfig.reply_spin  # what a lone slot polls for its reply by default (seconds)
+# Queues a run's items in place of the framework's own client (``Bench.timed(enqueue=)``).
+Enqueue = Callable[[list[bj.Item]], None]
 
 
 class _SocketRecorder:
@@ -100,15 +103,20 @@ class Bench:
         print(f"  {workload:8} {system.label:34} {metrics['value']:12,.1f} {unit}",
               file=sys.stderr)
 
-    def _worker_run(self, system: System, items: list[bj.Item]) -> tuple[float, Usage, Usage,
-                                                                         Optional[float], int]:
-        """Queue ``items`` (start mark first, end mark last) and run one worker through them.
+    def _worker_run(self, system: System, items: list[bj.Item],
+                    enqueue: Optional[Enqueue] = None) -> tuple[float, Usage, Usage,
+                                                                Optional[float], int]:
+        """Queue ``items`` (start mark first, end mark last; with ``enqueue`` when given, else
+        with the framework's own client) and run one worker through them.
 
         Returns (seconds from start mark to end mark, usage before, after, peak RSS MB,
         round trips the bench itself made in between).
         """
         self.conn.flushall()
-        bj.enqueue(system.framework, self.url, items)
+        if enqueue is not None:
+            enqueue(items)
+        else:
+            bj.enqueue(system.framework, self.url, items)
         # dramatiq and Sidekiq have no burst mode: stopped below
         burst = system.framework not in ("dramatiq", "sidekiq")
         timeout = 120 + len(items) / 50
@@ -135,23 +143,27 @@ class Bench:
         return float(ends[0]) - float(starts[0]), before, after, peak, 0 if burst else 1
 
     def timed(self, system: System, kind: str, args: tuple[Any, ...], n: int,
-              row: Row, pause: float = 0.0) -> Metrics:
+              row: Row, pause: float = 0.0, enqueue: Optional[Enqueue] = None,
+              count: Sequence[str] = ()) -> Metrics:
         """jobs/s of ``n`` jobs of ``kind`` and their per-job costs (start-up subtracted).
 
         The start and end marks take ``pause`` seconds like the jobs between them. A marks-only
         run of the same system measures start-up and exit: its worker CPU and its Redis CPU
         (registration, the first script load, heartbeats) come off the per-job figures.
+        ``enqueue`` queues the items instead of the framework's own client (both runs);
+        ``count`` names commands whose calls per job are reported too (``<name>_per_job``).
         """
         marks = [("mark", ("start", pause)), ("mark", ("end", pause))]
         if system.label not in self._startup_cpu:  # a marks-only run: start-up and exit cost
-            _, before, after, _, _ = self._worker_run(system, marks)
+            _, before, after, _, _ = self._worker_run(system, marks, enqueue)
             cost = after.minus(before)
             self._startup_cpu[system.label] = (cost.children_cpu, cost.redis_cpu)
         items: list[bj.Item] = [marks[0], *[(kind, args)] * (n - 2), marks[1]]
-        elapsed, before, after, peak, extra = self._worker_run(system, items)
+        elapsed, before, after, peak, extra = self._worker_run(system, items, enqueue)
         startup_cpu, startup_redis = self._startup_cpu[system.label]
         cpu = after.minus(before).children_cpu - startup_cpu
-        metrics = self.counters.per_job(before, after, n, row, extra, client_cpu=cpu)
+        metrics = self.counters.per_job(before, after, n, row, extra, client_cpu=cpu,
+                                        count=count)
         metrics["redis_cpu_us"] -= startup_redis / n * 1e6
         metrics["value"] = n / elapsed
         if peak is not None:
@@ -159,8 +171,10 @@ class Bench:
         return metrics
 
     def drain(self, system: System) -> None:
+        # (EVALs per job: what the workflow's results rows are set against)
         self.measure("drain", system, "jobs/s",
-                     lambda row: self.timed(system, "noop", (), self.settings.jobs, row))
+                     lambda row: self.timed(system, "noop", (), self.settings.jobs, row,
+                                            count=("eval",)))
 
     def io(self, system: System) -> None:
         s = self.settings
