@@ -216,7 +216,7 @@ class AsyncClient(ClientCore):
         timezone: Optional[str] = None,
         pipeline: Optional[Pipeline] = None,
         **kwargs: Any,
-    ) -> str:
+    ) -> JobRef:
         return await self._run(self._active_job_op(
             job_class, args, kwargs, queue, job_id, priority, locale, timezone,
             pipeline is not None), pipeline)

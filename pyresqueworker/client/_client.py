@@ -264,7 +264,7 @@ class Client(ClientCore):
         timezone: Optional[str] = None,
         pipeline: Optional[redis.client.Pipeline] = None,
         **kwargs: Any,
-    ) -> str:
+    ) -> JobRef:
         """Enqueue a job for Ruby ActiveJob's Resque adapter (spec §16); returns its job id.
 
         ``args``/``kwargs`` become ``perform(*args, **kwargs)`` arguments of ``job_class``

@@ -188,7 +188,7 @@ class ClientCore:
 
     def _active_job_op(self, job_class: str, args: Sequence[Any], kwargs: dict[str, Any],
                        queue: str, job_id: Optional[str], priority: Optional[int], locale: str,
-                       timezone: Optional[str], piped: bool) -> Op[str]:
+                       timezone: Optional[str], piped: bool) -> Op[JobRef]:
         if not job_class:
             raise NoClassError("an ActiveJob job needs a job class")
         job_id = job_id or str(uuid.uuid4())
@@ -196,7 +196,7 @@ class ClientCore:
                         job_id=job_id, priority=priority, locale=locale, timezone=timezone,
                         enqueued_at=self.clock())
         yield from self._enqueue_to_op(queue, JOB_WRAPPER, [data], None, None, piped)
-        return job_id
+        return self.job_ref(job_id)
 
     def _delayed(self) -> DelayedOps:
         return DelayedOps(self, clock=self.clock)
