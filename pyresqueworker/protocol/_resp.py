@@ -30,6 +30,8 @@ from ._spin import ReplySpin
 __all__ = ["FastCaller", "Joined", "LuaScript", "ScriptRun", "command"]
 
 _RECV_SIZE, _LARGE_RECV_SIZE = 1 << 16, 1 << 20
+#: How many times a call sent ahead that Redis refused is sent again with later requests.
+AHEAD_TRIES = 1000
 
 
 class Joined(NamedTuple):
@@ -117,6 +119,7 @@ class FastCaller:
         # scripts this connection loaded: (the link's connect count, their digests).
         self.ahead: tuple[ScriptRun, ...] = ()
         self._ahead_loaded: tuple[int, set[str]] = (-1, set())
+        self._ahead_tries: dict[ScriptRun, int] = {}  # refusals of calls sent ahead
 
     @property
     def pipelines(self) -> bool:
@@ -153,7 +156,7 @@ class FastCaller:
         scripts loaded first on a new connection). They must be safe to run twice (a lost
         reply sends them again); an error reply to one is logged, never raised, so the
         request's own reply is always read; a script the server lost is sent again in full."""
-        self.ahead = runs
+        self.ahead = (*self.ahead, *(run for run in runs if run not in self.ahead))
 
     def _ahead_commands(self, link: ClaimLink) -> list[tuple[Any, ...]]:
         """The loads this connection still needs, then the ahead calls as EVALSHA."""
@@ -203,14 +206,32 @@ class FastCaller:
             link.disconnect()
             raise redis.exceptions.ConnectionError(f"Error while talking to Redis: {exc}") from None
         if ahead:
-            self.ahead = ()
             settled = replies[len(before) - len(ahead):len(before)]
             del replies[:len(before)]
-            lost = [run for run, reply in zip(ahead, settled) if _lost_script(run, reply)]
-            if lost:  # (the server lost the script since it was loaded: sent whole)
-                self._ahead_loaded[1].difference_update(run.script.sha for run in lost)
-                self._exchange(_frames([run.eval_args() for run in lost]), len(lost))
+            self._settle_ahead(ahead, settled)
         return replies
+
+    def _settle_ahead(self, ahead: tuple[ScriptRun, ...], replies: list[Any]) -> None:
+        """A script the server lost is sent again whole, now; a call refused otherwise (OOM,
+        READONLY: it may pass while the request after it did not) rides on the next request
+        again, up to :data:`AHEAD_TRIES` times."""
+        self.ahead = ()
+        lost = [run for run, reply in zip(ahead, replies)
+                if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")]
+        if lost:
+            self._ahead_loaded[1].difference_update(run.script.sha for run in lost)
+            replies = [*replies, *self._exchange(_frames([r.eval_args() for r in lost]),
+                                                 len(lost))]
+            ahead = (*ahead, *lost)
+        again = tuple(run for run, reply in zip(ahead, replies)
+                      if isinstance(reply, ReplyError) and not str(reply).startswith("NOSCRIPT"))
+        for run in again:
+            tries = self._ahead_tries.get(run, 0) + 1
+            self._ahead_tries[run] = tries
+            _log_ahead_error(run, replies[ahead.index(run)], tries)
+        self.ahead = tuple(run for run in again if self._ahead_tries[run] < AHEAD_TRIES)
+        if not self.ahead:
+            self._ahead_tries.clear()
 
     def defer(self, work: Callable[[], None]) -> None:
         """Run ``work`` once the next request is sent (as :attr:`after_send`); work still
@@ -260,19 +281,10 @@ class FastCaller:
         return reply
 
 
-def _lost_script(run: ScriptRun, reply: Any) -> bool:
-    """Whether ``reply`` says the server lost ``run``'s script; another error is logged."""
-    if not isinstance(reply, ReplyError):
-        return False
-    if str(reply).startswith("NOSCRIPT"):
-        return True
-    _log_ahead_error(run, reply)
-    return False
-
-
-def _log_ahead_error(run: ScriptRun, error: Exception) -> None:
+def _log_ahead_error(run: ScriptRun, error: Exception, tries: int = 1) -> None:
     logger.error("a script call sent ahead of a claim failed", extra={
-        "script": run.script.sha[:12], "error": str(error)})
+        "script": run.script.sha[:12], "error": str(error), "tries": tries,
+        "next": "sent again with the next call" if tries < AHEAD_TRIES else "given up"})
 
 
 def command(conn: redis.Redis, *args: Any) -> Any:

@@ -131,9 +131,12 @@ class ClaimBatcher:
             self._loaded[id(link)] = link.connects
             replies = replies[1:]
         replies, lost = _without_ahead(batch, replies[len(loads):])
-        if lost:  # (the server lost the script since it was loaded: sent whole, now)
+        if lost:  # (the server lost the script, or refused the call: sent again, whole, now)
             self._ahead_loaded.pop(id(link), None)
-            await link.execute([run.eval_args() for run in lost])
+            for run, reply in zip(lost, await link.execute([run.eval_args() for run in lost])):
+                if isinstance(reply, Exception):
+                    logger.error("a script call sent ahead of a claim failed twice", extra={
+                        "script": run.script.sha[:12], "error": str(reply)})
         retry: list[_Request] = []
         for request, reply in zip(batch, replies):
             if isinstance(reply, redis.exceptions.NoScriptError) and not again:
@@ -148,8 +151,8 @@ class ClaimBatcher:
 def _without_ahead(batch: list[_Request], replies: list[Any]
                    ) -> tuple[list[Any], list[ScriptRun]]:
     """The replies to the batch's claim calls, those to the script calls sent ahead of them
-    dropped; and those of the latter whose script the server had lost (another error among
-    them is logged: the claims ran all the same)."""
+    dropped; and those of the latter that failed (the server lost the script, or refused the
+    call while the claim after it may have run)."""
     if not any(request.call.ahead for request in batch):
         return replies, []
     own: list[Any] = []
@@ -158,11 +161,8 @@ def _without_ahead(batch: list[_Request], replies: list[Any]
     for request in batch:
         count = len(request.call.ahead)
         for run, reply in zip(request.call.ahead, replies[at:at + count]):
-            if isinstance(reply, redis.exceptions.NoScriptError):
+            if isinstance(reply, Exception):  # (lost script, OOM, READONLY, ...: once more)
                 lost.append(run)
-            elif isinstance(reply, Exception):
-                logger.error("a script call sent ahead of a claim failed", extra={
-                    "script": run.script.sha[:12], "error": str(reply)})
         own.append(replies[at + count])
         at += count + 1
     return own, lost
