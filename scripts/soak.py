@@ -13,8 +13,11 @@ group ``b`` a Sentinel-managed master. A seeded schedule (``--seed``) kills work
 the master over. A ledger Redis nobody faults records every enqueue and every run. The run
 prints its tables and exits 1 unless: 0 jobs lost; at most 0.1 % run twice, each after a kill
 or failover; every slot claims again within 5 s of each fault's end; worker RSS grows at most
-10 % after warm-up; Redis keys per pattern return to their baseline. docs/reliability.md
-("Soak") says how each is measured. The code is the ``soakkit`` package beside this file.
+10 % after warm-up; Redis keys per pattern return to their baseline; and for the workflow
+load (results, ``depends_on`` chains, batches of 100 with Python and Ruby members) each batch
+callback is queued exactly once, no dependent starts before its dependency succeeded, and
+every success keeps its result. docs/reliability.md ("Soak") says how each is measured. The
+code is the ``soakkit`` package beside this file.
 """
 
 from __future__ import annotations

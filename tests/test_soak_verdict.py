@@ -23,6 +23,11 @@ from soakkit.leaks import key_problems, rss_verdicts  # noqa: E402
 from soakkit.ledger import Enqueued, Run, end_event, start_event, worker_pid  # noqa: E402
 from soakkit.monitor import Census, key_pattern  # noqa: E402
 from soakkit.recovery import resume_times  # noqa: E402
+from soakkit.wfcheck import judge  # noqa: E402
+from soakkit.wfread import Seen as WfSeen  # noqa: E402
+from soakkit.workflow import Made, Tracked  # noqa: E402
+
+from pyresqueworker import BatchStatus  # noqa: E402
 
 ASYNC = next(c for c in CONFIGS if c.name == "a-asyncio")
 WID = "vm:100-1:soak_a,soak_a_big"
@@ -159,3 +164,93 @@ def test_the_enqueuer_leaves_a_master_that_sentinel_no_longer_names() -> None:
     master[0], load._followed = 2, 0.0  # a failover promoted the replica
     load._follow_master()
     assert load._conn is None and conn.closed
+
+
+def _made(kind: str, token: str, ids: list[str], group: str = "a", status: str = "accepted",
+          failing: bool = False) -> Made:
+    jobs = [Tracked(i, "SoakWfStep", "fail" if failing and kind == "batch" and n == 0 else "ok",
+                    [i, 4]) for n, i in enumerate(ids)]
+    if failing and kind == "chain":
+        jobs[0].design = "fail"
+    return Made(kind, group, token, 0.0, jobs, status, f"B{token}", failing)
+
+
+def _batch_status(made: Made, pending: int = 0) -> BatchStatus:
+    states = {j.job_id: "failed" if j.design == "fail" else "succeeded" for j in made.jobs}
+    for job_id in list(states)[:pending]:
+        states[job_id] = "pending"
+    failed = sum(1 for s in states.values() if s == "failed")
+    return BatchStatus(made.batch_id, len(states), pending, len(states) - pending - failed,
+                       failed, 0.0, None if pending else 1.0, jobs=states)
+
+
+def _succeeded(seen: WfSeen, made: Made, runs: dict[str, list[Run]], at: float = 1.0) -> None:
+    for job in made.jobs:
+        if job.design != "fail":
+            seen.records[job.job_id] = {"state": "succeeded", "result": f'["{job.job_id}", 4]'}
+            runs[job.job_id] = [run(job.job_id, at, at + 0.1)]
+
+
+def test_workflow_callbacks_must_come_exactly_once_and_batches_complete() -> None:
+    good, twice = _made("batch", "a-1", ["w1", "w2"]), _made("batch", "a-2", ["w3"])
+    failing = _made("batch", "a-3", ["w4", "w5"], failing=True)
+    stuck, unsure = _made("batch", "a-4", ["w6"]), _made("batch", "a-5", ["w7"], status="uncertain")
+    seen, runs = WfSeen(), {}
+    for made in (good, twice, failing):
+        seen.batches[made.batch_id] = _batch_status(made)
+        _succeeded(seen, made, runs)
+    seen.batches[stuck.batch_id] = _batch_status(stuck, pending=1)
+    seen.batches[unsure.batch_id] = None
+    seen.callbacks.update({("success", "a-1"): 1, ("complete", "a-1"): 1, ("success", "a-2"): 1,
+                           ("complete", "a-2"): 2, ("complete", "a-3"): 1,
+                           ("success", "a-3"): 1, ("complete", "a-9"): 1})
+    verdict = judge([good, twice, failing, stuck, unsure], {"a": seen}, runs, {}, [], None, 0.0)
+    assert verdict.duplicated == ["complete of a-2: 2 items"]
+    assert verdict.missing == []
+    assert sorted(verdict.unexpected) == ["complete of a-9 (group a): 1 items",
+                                          "success of a-3 (failed 1)"]
+    assert [w.split(":")[0] for w in verdict.wrong_batches] == ["a-4"]
+    assert [u.split(":")[0] for u in verdict.uncertain] == ["batch a-5"]
+    assert verdict.callbacks == Counter({"expected": 5, "seen": 7})
+    rows = {name: ok for name, _, _, ok in verdict.criteria()}
+    assert not rows["batch callbacks"] and not rows["workflow batches"]
+
+
+def test_workflow_dependents_never_start_before_their_dependency_succeeded() -> None:
+    early, canceled = _made("chain", "a-1", ["c1", "c2", "c3"]), _made(
+        "chain", "a-2", ["d1", "d2", "d3"], failing=True)
+    seen, runs = WfSeen(), {}
+    _succeeded(seen, early, runs)
+    runs["c2"] = [run("c2", 1.05, 1.2)]  # before c1's end (1.1)
+    runs["c3"] = [run("c3", 1.3, 1.4)]
+    runs["d1"] = [run("d1", 1.0, 1.1, "fail")]
+    runs["d3"] = [run("d3", 2.0, 2.1)]
+    for job in early.jobs:
+        seen.api[job.job_id] = f'ok ["{job.job_id}", 4]'
+    seen.api.update({"d1": "failed", "d2": "canceled", "d3": "succeeded"})
+    seen.records.update({"d1": {"state": "failed"}, "d2": {"state": "canceled"},
+                         "d3": {"state": "succeeded"}})
+    verdict = judge([early, canceled], {"a": seen}, runs, {}, [], None, 0.0)
+    assert [v.split(":")[0] for v in verdict.violations] == ["a-1", "a-2", "a-2", "a-2"]
+    assert "c2 started at 1.050 s, before c1 first succeeded (1.100 s)" in verdict.violations[0]
+    assert verdict.chains == Counter({"made": 2, "checked": 2})
+
+
+def test_workflow_results_of_successes_are_kept_unless_a_failover_took_them() -> None:
+    kept, lost = _made("single", "a-1", ["s1"]), _made("single", "a-2", ["s2"])
+    wrong, never = _made("single", "a-3", ["s3"]), _made("single", "a-4", ["s4"])
+    away = _made("single", "b-5", ["s5"], group="b")
+    seen, other, runs = WfSeen(), WfSeen(), {}
+    for made in (kept, lost, wrong):
+        _succeeded(seen, made, runs)
+    seen.records["s2"] = {"state": "queued"}
+    seen.records["s3"]["result"] = '["s3", 5]'
+    runs["s5"] = [run("s5", 10.0, 10.1)]  # across the failover below
+    failover = Window("failover", "b", 11.0, 12.0)
+    verdict = judge([kept, lost, wrong, never, away], {"a": seen, "b": other}, runs, {},
+                    [failover], None, 0.0)
+    assert [x.split(" ")[0] for x in verdict.lost] == ["s2"]
+    assert [x.split(":")[0] for x in verdict.wrong_results] == ["s3"]
+    assert [x.split(" ")[0] for x in verdict.never] == ["s4"]
+    assert [x.split(" ")[0] for x in verdict.uncertain] == ["s5"]
+    assert verdict.results["checked"] == 4

@@ -13,6 +13,10 @@ argument of every job is its id, unique across the run.
   failure entry with ``"attempts": 3``.
 * ``SoakFlaky`` fails its first ``fails`` completed runs, then succeeds (same policy).
 * ``SoakUnique`` succeeds; the enqueuer sends it with ``enqueue_unique_by_key``.
+* The workflow load's (:mod:`soakkit.workflow`), all tracked, each returning
+  :func:`wf_result` as its kept result: ``SoakWfStep`` (sync) and ``SoakWfAsync`` succeed,
+  ``SoakWfFlaky`` fails its first ``fails`` completed runs (same policy as ``SoakFlaky``),
+  ``SoakWfFail`` fails once, for good.
 
 Only redis-py, the package and :mod:`soakkit.ledger` are imported: this module runs inside
 every worker process, and in every ``--fork-per-job`` child.
@@ -27,14 +31,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Optional
+from typing import Any, Optional
 
 import redis
 
 from pyresqueworker import Retry, current_job, job
 from soakkit import ledger
 
-__all__ = ["BIG_BYTES", "RETRY", "SoakError", "big_blob"]
+__all__ = ["BIG_BYTES", "RETRY", "SoakError", "big_blob", "wf_result"]
 
 BIG_BYTES = 1_000_000
 # Fixed 1 s: quick enough for a 75 s soak, and every retry goes through the delayed queue and
@@ -54,6 +58,11 @@ def big_blob(job_id: str) -> str:
     """The 1 MB argument of ``SoakBig``: derived from the id, so the handler can check it."""
     unit = f"{job_id}/"
     return (unit * (BIG_BYTES // len(unit) + 1))[:BIG_BYTES]
+
+
+def wf_result(job_id: str, number: int) -> list[Any]:
+    """What a workflow job that succeeds returns (its kept result, as JSON decodes it)."""
+    return [job_id, number * number]
 
 
 def _ledger() -> redis.Redis:
@@ -145,3 +154,34 @@ def soak_flaky(job_id: str, sleep_ms: int, fails: int) -> None:
 def soak_unique(job_id: str, sleep_ms: int) -> None:
     with _recorded(job_id):
         time.sleep(sleep_ms / 1000)
+
+
+@job("SoakWfStep")
+def soak_wf_step(job_id: str, number: int, sleep_ms: int) -> list[Any]:
+    with _recorded(job_id):
+        time.sleep(sleep_ms / 1000)
+    return wf_result(job_id, number)
+
+
+@job("SoakWfAsync")
+async def soak_wf_async(job_id: str, number: int, sleep_ms: int) -> list[Any]:
+    with _recorded(job_id):
+        await asyncio.sleep(sleep_ms / 1000)
+    return wf_result(job_id, number)
+
+
+@job("SoakWfFlaky", retry=RETRY)
+def soak_wf_flaky(job_id: str, number: int, sleep_ms: int, fails: int) -> list[Any]:
+    failed = int(ledger.with_patience(lambda: _ledger().hget(ledger.FAILS, job_id)) or 0)
+    with _recorded(job_id):
+        time.sleep(sleep_ms / 1000)
+        if failed < fails:
+            raise SoakError(f"{job_id} fails {failed + 1} of {fails}")
+    return wf_result(job_id, number)
+
+
+@job("SoakWfFail")
+def soak_wf_fail(job_id: str, sleep_ms: int) -> None:
+    with _recorded(job_id):
+        time.sleep(sleep_ms / 1000)
+        raise SoakError(f"{job_id} fails by design")

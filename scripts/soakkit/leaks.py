@@ -48,6 +48,13 @@ GROWS: dict[str, tuple[bool, str]] = {
     "resque:pyresque:recoveries": (True, "jobs recovered from killed workers, kept a while"),
     "resque:pyresque:history": (False, "job history, capped by --history-max and retention"),
     "resque:pyresque:series:": (False, "the dashboard's time series, one point a minute"),
+    # The workflow load's (soakkit.workflow): kept results, finished records, batches.
+    "resque:pyresque:job:": (True, "tracked jobs' records and results, kept an hour or a day"),
+    "resque:pyresque:done:": (True, "tracked jobs' end markers, kept with their records"),
+    "resque:pyresque:batch:": (True, "batches and their members, kept a day after completing"),
+    "resque:pyresque:batches": (False, "the batches by creation time, pruned when listed"),
+    "resque:pyresque:dependents:": (True, "waiting dependents (wfcheck fails a step left "
+                                    "waiting)"),
 }
 
 

@@ -22,7 +22,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional
 
-from soakkit import ledger, phases
+from soakkit import ledger, phases, wfcheck, wfread
 from soakkit.accounting import Failure, account, read_failures
 from soakkit.enqueuer import Enqueuer
 from soakkit.faults import FAULT_KINDS, Injector
@@ -31,7 +31,9 @@ from soakkit.leaks import KeyProblem, rss_verdicts
 from soakkit.monitor import Census, RssSampler
 from soakkit.recovery import resume_times
 from soakkit.report import Result, render
+from soakkit.ruby import RubyWorker
 from soakkit.servers import GROUPS, Servers
+from soakkit.workflow import WorkflowLoad
 
 __all__ = ["main"]
 
@@ -127,20 +129,26 @@ class Soak:
             stack.callback(sampler.stop)
             ledger_conn = servers.ledger_client()
             stack.callback(ledger_conn.close)
-            loads = [self._enqueuer(servers, ledger_conn, g) for g in GROUPS]
+            ruby = self._ruby(servers, log_dir)
+            stack.callback(ruby.stop)
+            flows = [self._workflow(servers, ledger_conn, g, ruby.running) for g in GROUPS]
+            loads = [self._enqueuer(servers, ledger_conn, g) for g in GROUPS] + flows
             for load in loads:
                 stack.callback(load.stop)
 
             base_keys, baseline = self._warm_up(servers, sampler, loads)
             injector = Injector(servers, fleet, self.rng, self.gap, self.args.faults)
             t0 = self._faults(injector, loads)
-            end_keys, problems = self._end(servers, fleet, base_keys)
+            end_keys, problems, wf_seen = self._end(servers, fleet, base_keys, flows)
             sampler.sample()
             end = time.time()
 
             runs = ledger.read_runs(ledger_conn)
-            accounting = account(ledger.read_expected(ledger_conn), runs,
-                                 self._failures(servers), injector.windows)
+            failures = self._failures(servers)
+            accounting = account(ledger.read_expected(ledger_conn), runs, failures,
+                                 injector.windows)
+            workflow = wfcheck.judge((m for f in flows for m in f.made), wf_seen, runs,
+                                     failures, injector.windows, ruby, t0)
             resumes = resume_times(injector.windows,
                                    (r for rs in runs.values() for r in rs), fleet.seen)
             rss = rss_verdicts(sampler.samples, fleet.seen, baseline, end, self.args.warm_up)
@@ -160,7 +168,7 @@ class Soak:
                       time.monotonic() - began, self.drains, kinds, accounting,
                       injector.windows, resumes, rss, problems,
                       {g: (base_keys[g], end_keys[g]) for g in GROUPS}, self.exits, signs, t0,
-                      errors, [b for load in loads for b in load.bugs], series)
+                      errors, [b for load in loads for b in load.bugs], series, workflow)
 
     def _warm_up(self, servers: Servers, sampler: RssSampler,
                  loads: list[Enqueuer]) -> tuple[dict[str, Census], float]:
@@ -200,17 +208,27 @@ class Soak:
         self._say(f"{len(injector.windows)} faults done; draining")
         return t0
 
-    def _end(self, servers: Servers, fleet: Fleet,
-             base_keys: dict[str, Census]) -> tuple[dict[str, Census], list[KeyProblem]]:
-        """Drain with a deadline, then wait for the keys to settle (dead workers pruned)."""
+    def _end(self, servers: Servers, fleet: Fleet, base_keys: dict[str, Census],
+             flows: list[WorkflowLoad]
+             ) -> tuple[dict[str, Census], list[KeyProblem], dict[str, wfread.Seen]]:
+        """Drain with a deadline, read the workflow load's state, then wait for the keys to
+        settle (dead workers pruned)."""
         self.drains["end"] = phases.drain(servers, self.drain_deadline)
+        wf_seen: dict[str, wfread.Seen] = {}
+        for flow in flows:
+            conn = servers.data(flow.group)
+            try:
+                wf_seen[flow.group] = wfread.collect(conn, flow.group, flow.made)
+            finally:
+                conn.close()
         end_keys, problems, settle = phases.settle_keys(servers, fleet, base_keys, 30.0)
         if not end_keys:
             problems = [KeyProblem("*", "(no census)", 0, 0, "Redis did not answer")]
             end_keys = base_keys
-        self._say(f"drained in {self.drains['end']:.1f} s, keys settled in {settle:.1f} s; "
-                  "reading the ledger")
-        return end_keys, problems
+        self._say(f"drained in {self.drains['end']:.1f} s, batches done "
+                  f"{max(s.waited for s in wf_seen.values()):.1f} s later, keys settled in "
+                  f"{settle:.1f} s; reading the ledger")
+        return end_keys, problems, wf_seen
 
     @staticmethod
     def _failures(servers: Servers) -> dict[str, list[Failure]]:
@@ -231,6 +249,27 @@ class Soak:
                         master=servers.b_master_port if group == "b" else None)
         load.start()
         return load
+
+    def _workflow(self, servers: Servers, ledger_conn: Any, group: str,
+                  ruby: bool) -> WorkflowLoad:
+        # A generator of its own: a seed replays the same base mix and faults as before.
+        rng = random.Random(f"{self.args.seed}-workflow-{group}")
+        flow = WorkflowLoad(group, lambda: servers.enqueue_client(group), ledger_conn, rng,
+                            wait_replicas=group == "b",
+                            master=servers.b_master_port if group == "b" else None,
+                            ruby=ruby and group == "a")
+        flow.start()
+        return flow
+
+    def _ruby(self, servers: Servers, log_dir: Path) -> RubyWorker:
+        """The Ruby members' worker on group a's Redis (direct), or why there is none."""
+        assert servers.a is not None
+        ruby = RubyWorker(f"redis://127.0.0.1:{servers.a.port}/0", log_dir)
+        if ruby.start():
+            self._say("Ruby tracking worker up (tests/ruby/tracking_worker.rb)")
+        else:
+            self._say(f"Ruby members skipped: {ruby.skipped}")
+        return ruby
 
     @staticmethod
     def _load(loads: list[Enqueuer], on: bool) -> None:

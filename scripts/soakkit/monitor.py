@@ -5,7 +5,7 @@ second, by pid: a process killed and replaced starts a fresh series.
 
 :func:`key_census` counts a Redis's keys by *pattern*: the host name, 40-hex digests and numbers
 replaced (``resque:stat:processed:<host>:<n>-<n>:soak_a,soak_a_big``,
-``resque:pyresque:unique:<digest>``), a delayed item's JSON
+``resque:pyresque:unique:<digest>``; a batch's 32 hex digits ``<id>``), a delayed item's JSON
 folded into ``resque:timestamps:<item>``. It also notes which keys have no TTL, and the size of
 the sets and hashes that list workers.
 """
@@ -27,6 +27,7 @@ __all__ = ["Census", "RssSampler", "key_census", "key_pattern"]
 
 _HOST = socket.gethostname()
 _SHA1 = re.compile(r"[0-9a-f]{40}")
+_JOB_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")  # a batch's (or a job's) id
 _NUMBER = re.compile(r"\d+")
 
 
@@ -76,7 +77,8 @@ def key_pattern(key: str) -> str:
     if key.startswith("resque:timestamps:"):
         return "resque:timestamps:<item>"
     key = key.replace(_HOST, "<host>")
-    return _NUMBER.sub("<n>", _SHA1.sub("<digest>", key))  # no digit in "<digest>"
+    key = _JOB_ID.sub("<id>", _SHA1.sub("<digest>", key))
+    return _NUMBER.sub("<n>", key)  # no digit in "<digest>" or "<id>"
 
 
 @dataclass

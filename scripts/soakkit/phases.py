@@ -7,6 +7,7 @@ hoping it is enough.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import Counter
 from functools import partial
@@ -17,13 +18,15 @@ import redis
 from soakkit.fleet import Fleet, queues_of
 from soakkit.leaks import KeyProblem, key_problems
 from soakkit.monitor import Census, key_census
+from soakkit.ruby import QUEUE as RUBY_QUEUE
 from soakkit.servers import GROUPS, Servers
 
 __all__ = ["drain", "log_signs", "settle_keys", "wait_registered"]
 
 # Lines no worker log should show (the fault tests' list): each is reported with its count.
 SIGNS = ("Traceback", "Exception in thread", "slot thread ended",
-         "removed by another worker's prune")
+         "removed by another worker's prune",
+         "sent ahead of a claim failed")  # a tracked job's end refused while its claim ran
 
 
 def _poll(condition: Callable[[], bool], timeout: float, every: float = 0.25) -> float:
@@ -58,10 +61,9 @@ def wait_registered(servers: Servers, fleet: Fleet, timeout: float = 60.0) -> fl
 
 
 def _settled(conn: redis.Redis, group: str) -> bool:
-    main, big = queues_of(group)
     with conn.pipeline(transaction=False) as pipe:
-        pipe.llen(f"resque:queue:{main}")
-        pipe.llen(f"resque:queue:{big}")
+        for queue in (*queues_of(group), RUBY_QUEUE):  # (the Ruby worker's: group a only)
+            pipe.llen(f"resque:queue:{queue}")
         pipe.zcard("resque:delayed_queue_schedule")
         lengths = pipe.execute()
     if any(int(n) for n in lengths):
@@ -115,10 +117,15 @@ def settle_keys(servers: Servers, fleet: Fleet, baseline: dict[str, Census],
     return last, problems, took
 
 
+_AHEAD_ERROR = re.compile(r"sent ahead of a claim failed .*?error=(\S+(?: \S+){0,3})")
+
+
 def log_signs(fleet: Fleet) -> Counter[str]:
     found: Counter[str] = Counter()
     for path in fleet.logs():
         text = path.read_text(encoding="utf-8", errors="replace")
         for sign in SIGNS:
             found[sign] += text.count(sign)
+        for error in _AHEAD_ERROR.findall(text):  # which error refused a tracked job's end
+            found[f"  of which {error}"] += 1
     return +found

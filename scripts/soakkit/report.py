@@ -6,7 +6,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from soakkit.accounting import Accounting
 from soakkit.faults import Window
@@ -14,6 +14,7 @@ from soakkit.fleet import Seen
 from soakkit.leaks import RSS_GROWTH, KeyProblem, RssVerdict, changed_patterns
 from soakkit.monitor import Census
 from soakkit.recovery import LIMIT, Resume
+from soakkit.wfcheck import Verdict
 
 __all__ = ["Result", "render"]
 
@@ -42,6 +43,7 @@ class Result:
     load_errors: Counter[str] = field(default_factory=Counter)  # Redis errors of the enqueuers
     load_bugs: Sequence[str] = ()  # anything else the enqueuers raised
     rss_series: dict[int, tuple[Seen, list[tuple[float, int]]]] = field(default_factory=dict)
+    workflow: Optional[Verdict] = None  # the workflow load's checks (soakkit.wfcheck)
 
     def criteria(self) -> list[tuple[str, str, str, bool]]:
         """(criterion, measured, limit, met) rows."""
@@ -75,6 +77,8 @@ class Result:
              all(math.isfinite(v) for v in self.drain.values())),
             ("enqueuers", f"{len(self.load_bugs)} unexpected errors", "0", not self.load_bugs),
         ]
+        if self.workflow is not None:
+            rows += self.workflow.criteria()
         return [(n, m, lim, ok) for n, m, lim, ok in rows]
 
     @property
@@ -102,6 +106,7 @@ class Result:
                     for pid, (seen, series) in self.rss_series.items()],
             "keys": {g: {"baseline": dict(b.counts), "end": dict(e.counts)}
                      for g, (b, e) in self.censuses.items()},
+            "workflow": None if self.workflow is None else self.workflow.summary(),
         }
 
 
@@ -191,6 +196,8 @@ def render(result: Result) -> str:
             f"{k} x{n}" for k, n in sorted(result.load_errors.items())))
     for bug in result.load_bugs[:5]:
         parts.append(f"  ENQUEUER ERROR {bug}")
+    if result.workflow is not None:
+        parts += result.workflow.lines()
     if result.log_signs:
         parts.append("worker logs: " + ", ".join(f"{k!r} x{n}"
                                                  for k, n in result.log_signs.items()))
