@@ -152,6 +152,8 @@ class Counters:
             metrics["worker_cpu_us"] = client_cpu / jobs * 1e6
         for name in count:
             metrics[f"{name}_per_job"] = commands.get(name, 0) / jobs
+        if count:  # (the claim is a script call too: what changes is the difference)
+            metrics["scripts_per_job"] = sum(commands.get(n, 0) for n in count) / jobs
         return metrics
 
     def rates(self, before: Usage, after: Usage, row: Row) -> Metrics:

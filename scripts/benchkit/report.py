@@ -207,7 +207,7 @@ def targets(rows: list[Row], settings: Settings) -> list[dict[str, Any]]:
         ("drain, round trips per job (worst of ours)", max(rts, default=None), 1.5, False),
         ("drain, Redis CPU per job, 1 slot (us)",
          _med(rows, "drain", OURS_1.label, metric="redis_cpu_us"), 40, False),
-        ("drain with results, EVALs/job over plain", max(more("eval_per_job", True),
+        ("drain with results, script calls/job over plain", max(more("scripts_per_job", True),
                                                          default=None), 1.01, False),
         ("drain with results, RTs/job over plain", max(more("rts_per_job", False),
                                                        default=None), 0.05, False),

@@ -5,7 +5,8 @@ exactly as ``Client.enqueue_to(queue, cls, result_ttl=600)`` writes it. Its rows
 (``ours 1 proc x 1 slot, results``) placed under the plain ones: a tracked job's end rides
 ahead of its next claim, one ``EVAL`` more per job in the same round trip (docs/workflows.md,
 "What it costs"). ``cmds/job`` counts the commands run inside scripts too, the finish script's
-included; the top-level ``EVAL`` calls per job are ``eval_per_job`` in the JSON (the plain
+included; the top-level script calls (``EVAL`` and ``EVALSHA``) per job are ``scripts_per_job``
+in the JSON (the plain
 drain's too), and :func:`notes` sets each results row against its plain drain row.
 
 Batch: ``Settings.batch_jobs`` no-op jobs (``endmax``: each keeps the latest end time in
@@ -105,7 +106,7 @@ class WorkflowBench(ScaleBench):
         enqueue = partial(enqueue_tracked, self.url)
         self.measure("drain", system, "jobs/s",
                      lambda row: self.timed(system, "noop", (), self.settings.jobs, row,
-                                            enqueue=enqueue, count=("eval",)))
+                                            enqueue=enqueue, count=("eval", "evalsha")))
 
     def _under_plain(self, label: str) -> None:
         """Create the drain row ``label`` right under its plain twin's, when that exists."""
@@ -247,14 +248,14 @@ def notes(rows: list[Row]) -> list[str]:
             continue
         plain = row.system.removesuffix(RESULTS_SUFFIX)
         got = {m: (_median(rows, "drain", row.system, m), _median(rows, "drain", plain, m))
-               for m in ("value", "cmds_per_job", "eval_per_job", "rts_per_job",
+               for m in ("value", "cmds_per_job", "scripts_per_job", "rts_per_job",
                          "redis_cpu_us", "worker_cpu_us")}
         if any(a is None or b is None for a, b in got.values()):
             continue
         (rate, rate0), (cmds, cmds0), (evals, evals0), (rts, rts0), (rcpu, rcpu0), (
             wcpu, wcpu0) = (cast(tuple[float, float], v) for v in got.values())
         out.append(f"workflow: {row.system} vs {plain}: jobs/s x{rate / rate0:.3f}, cmds/job "
-                   f"{cmds - cmds0:+.2f} (top-level: EVAL {evals - evals0:+.3f}/job; the rest "
-                   f"run inside it), RTs/job {rts - rts0:+.3f}, Redis us/job "
+                   f"{cmds - cmds0:+.2f} (top-level: script calls {evals - evals0:+.3f}/job; "
+                   f"the rest run inside them), RTs/job {rts - rts0:+.3f}, Redis us/job "
                    f"{rcpu - rcpu0:+.1f}, worker us/job {wcpu - wcpu0:+.1f}")
     return out

@@ -174,7 +174,7 @@ class Bench:
         # (EVALs per job: what the workflow's results rows are set against)
         self.measure("drain", system, "jobs/s",
                      lambda row: self.timed(system, "noop", (), self.settings.jobs, row,
-                                            count=("eval",)))
+                                            count=("eval", "evalsha")))
 
     def io(self, system: System) -> None:
         s = self.settings
