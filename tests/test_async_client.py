@@ -223,7 +223,7 @@ def test_callers_async_pipeline_gets_the_writes_and_runs_them(
                 pipe.set("mine", "1")
                 await client.enqueue_to("q", "A", 1, pipeline=pipe)
                 await client.enqueue_at(LATER, "A", 2, queue="q", pipeline=pipe)
-                assert await client.enqueue_unique("U", queue="q", pipeline=pipe) is True
+                assert await client.enqueue_unique("U", queue="q", pipeline=pipe) is not None
                 await client.enqueue_many("q", [("B", [1]), ("B", [2])], pipeline=pipe)
                 await client.enqueue_active_job("HelloJob", pipeline=pipe, job_id="j")
                 assert r.keys("resque:*") == []  # queued on the pipeline, nothing sent yet

@@ -164,27 +164,27 @@ class AsyncClient(ClientCore):
 
     @doc_of(Client.enqueue_unique)
     async def enqueue_unique(self, class_name: str, *args: Any, queue: Optional[str] = None,
-                             pipeline: Optional[Pipeline] = None) -> bool:
+                             pipeline: Optional[Pipeline] = None) -> Optional[JobRef]:
         return await self._run(self._unique_op(class_name, args, queue), pipeline)
 
     @doc_of(Client.enqueue_unique_by_key)
     async def enqueue_unique_by_key(self, class_name: str, key: Any, *args: Any,
                                     queue: Optional[str] = None,
-                                    pipeline: Optional[Pipeline] = None) -> bool:
+                                    pipeline: Optional[Pipeline] = None) -> Optional[JobRef]:
         op = self._unique_op(class_name, args, queue, key=key, keyed=True)
         return await self._run(op, pipeline)
 
     @doc_of(Client.enqueue_unique_at)
     async def enqueue_unique_at(self, when: When, class_name: str, *args: Any,
                                 queue: Optional[str] = None, key: Any = None,
-                                pipeline: Optional[Pipeline] = None) -> bool:
+                                pipeline: Optional[Pipeline] = None) -> Optional[JobRef]:
         op = self._unique_op(class_name, args, queue, key=key, keyed=key is not None, when=when)
         return await self._run(op, pipeline)
 
     @doc_of(Client.enqueue_unique_in)
     async def enqueue_unique_in(self, seconds: float | timedelta, class_name: str, *args: Any,
                                 queue: Optional[str] = None, key: Any = None,
-                                pipeline: Optional[Pipeline] = None) -> bool:
+                                pipeline: Optional[Pipeline] = None) -> Optional[JobRef]:
         op = self._unique_op(class_name, args, queue, key=key, keyed=key is not None,
                              delay=seconds)
         return await self._run(op, pipeline)

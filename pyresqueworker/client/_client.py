@@ -206,24 +206,24 @@ class Client(ClientCore):
     # -- unique jobs (see pyresqueworker.client._unique) ------------------------------------------
 
     def enqueue_unique(self, class_name: str, *args: Any, queue: Optional[str] = None,
-                       pipeline: Optional[redis.client.Pipeline] = None) -> bool:
+                       pipeline: Optional[redis.client.Pipeline] = None) -> Optional[JobRef]:
         """Enqueue unless a job with this class and args is already queued or scheduled.
 
-        Returns whether it was enqueued. The lock is released when a worker starts the job,
-        or after 24 hours. ``pipeline``: queued on the caller's pipeline (returns True; the
-        pipeline's result for it is 1 or 0).
+        Its :class:`JobRef` if it was enqueued, else None. The lock is released when a worker
+        starts the job, or after 24 hours. ``pipeline``: queued there (a ref; the pipeline's
+        result for it is 1 or 0).
         """
         return self._run(self._unique_op(class_name, args, queue), pipeline)
 
     def enqueue_unique_by_key(self, class_name: str, key: Any, *args: Any,
                               queue: Optional[str] = None,
-                              pipeline: Optional[redis.client.Pipeline] = None) -> bool:
+                              pipeline: Optional[redis.client.Pipeline] = None) -> Optional[JobRef]:
         """As :meth:`enqueue_unique`, unique by ``key`` (any JSON value) instead of the args."""
         return self._run(self._unique_op(class_name, args, queue, key=key, keyed=True), pipeline)
 
     def enqueue_unique_at(self, when: When, class_name: str, *args: Any,
                           queue: Optional[str] = None, key: Any = None,
-                          pipeline: Optional[redis.client.Pipeline] = None) -> bool:
+                          pipeline: Optional[redis.client.Pipeline] = None) -> Optional[JobRef]:
         """Schedule (resque-scheduler's format) unless one of its kind is queued or scheduled;
         unique by ``key`` when given, else by the args."""
         op = self._unique_op(class_name, args, queue, key=key, keyed=key is not None, when=when)
@@ -231,7 +231,7 @@ class Client(ClientCore):
 
     def enqueue_unique_in(self, seconds: float | timedelta, class_name: str, *args: Any,
                           queue: Optional[str] = None, key: Any = None,
-                          pipeline: Optional[redis.client.Pipeline] = None) -> bool:
+                          pipeline: Optional[redis.client.Pipeline] = None) -> Optional[JobRef]:
         """:meth:`enqueue_unique_at` ``seconds`` from now."""
         op = self._unique_op(class_name, args, queue, key=key, keyed=key is not None,
                              delay=seconds)

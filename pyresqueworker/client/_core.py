@@ -179,12 +179,15 @@ class ClientCore:
 
     def _unique_op(self, class_name: str, args: tuple[Any, ...], queue: Optional[str], *,
                    key: Any = None, keyed: bool = False, when: Optional[When] = None,
-                   delay: Optional[float | timedelta] = None) -> Op[bool]:
+                   delay: Optional[float | timedelta] = None) -> Op[Optional[JobRef]]:
+        """Enqueue unless one of its kind is queued or scheduled: its ref, or None."""
         unique = UniqueJobs(self, clock=self.clock)
         if delay is not None:
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
             when = unique.clock() + seconds
-        return unique.op(queue, class_name, args, by_key=key, keyed=keyed, when=when)
+        enqueued = yield from unique.op(queue, class_name, args, by_key=key, keyed=keyed,
+                                        when=when)
+        return self.job_ref(new_job_id()) if enqueued else None
 
     def _active_job_op(self, job_class: str, args: Sequence[Any], kwargs: dict[str, Any],
                        queue: str, job_id: Optional[str], priority: Optional[int], locale: str,
