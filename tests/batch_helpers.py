@@ -34,7 +34,7 @@ def finish(r: redis.Redis, batch_id: str, job_id: str, outcome: str = "succeeded
     data = "null" if outcome == "succeeded" else json.dumps(
         {"exception": "RuntimeError", "error": "boom", "backtrace": []})
     r.execute_command(  # type: ignore[no-untyped-call]
-        *finish_command(NS, Tracking(job_id, 0, batch_id), outcome, data))
+        *finish_command(NS, Tracking(job_id, 0, batch_id), outcome, data).eval_args())
 
 
 def hold(r: redis.Redis, job_id: str, worker: str = "web1:4242:q") -> None:
