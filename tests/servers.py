@@ -35,10 +35,11 @@ ENV = "PYRESQUE_TEST_SERVER"
 DEFAULT = "system"
 
 #: The test files of the ``server_matrix`` subset (conftest marks them): claim and recovery,
-#: the fault suite, the scheduler, the client, the dashboard and the Ruby interop tests. Left
-#: out for CI's time: the TCP-proxy faults and recovery timings (test_faults_proxy.py,
+#: the fault suite, the scheduler, the client, the workflow script and the Ruby interop tests.
+#: Left out for CI's time: the TCP-proxy faults and recovery timings (test_faults_proxy.py,
 #: test_fault_recovery_timing.py, 100 s together), which cut, stall and slow the network between
-#: worker and server and time the worker's answer: whatever server is behind the proxy.
+#: worker and server and time the worker's answer, whatever server is behind the proxy; and the
+#: dashboard's pages (25 s), which read Resque's keys with commands every version has.
 MATRIX_FILES = frozenset({
     "test_claim.py", "test_claim_large.py", "test_claim_read_ahead.py",
     "test_worker_prune.py", "test_worker_resilience.py", "test_outage_handling.py",
@@ -46,7 +47,8 @@ MATRIX_FILES = frozenset({
     "test_faults_sentinel.py",
     "test_scheduler.py", "test_delayed.py", "test_worker_scheduler.py",
     "test_client_enqueue.py", "test_client_inspect.py", "test_async_client.py",
-    "test_web_app.py", "test_web_display.py",
+    "test_workflow_results.py", "test_workflow_dependencies.py", "test_workflow_batches.py",
+    "test_send_ahead.py",
     "test_ruby_interop.py", "test_worker_ruby_view.py",
     "test_connection.py", "test_server_version.py",
 })
