@@ -167,6 +167,33 @@ def test_a_retry_whose_replies_are_lost_counts_the_attempt_once(node: RedisNode,
     assert not data.exists(NS + "worker:" + WID, MARK)
 
 
+class LosingTheScheduleReply(redis.Redis):
+    """Loses only the reply of the second script call: the bump is answered, the retry's
+    schedule runs (completing the job) and its answer is lost."""
+
+    calls = 0
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        reply = super().execute_command(*args, **options)
+        if args[0] == "EVALSHA":
+            self.calls += 1
+            if self.calls == 2:
+                raise redis.exceptions.ConnectionError("reply lost")
+        return reply
+
+
+def test_a_retry_whose_schedule_reply_is_lost_counts_the_attempt_once(node: RedisNode) -> None:
+    """(Found by a 600 s soak: a Redis restart cut the schedule's reply; the settle sent again
+    counted a second attempt, as the schedule had deleted the bump's record with the job.)"""
+    data = node.client(decode_responses=False)
+    conn = LosingTheScheduleReply(port=node.port, single_connection_client=True)
+    retrier, job, failure = claimed_failure(conn, data)
+    assert retry_or_fail(Host(), retrier, WID, job, failure) is None
+    assert data.get(COUNTER) == b"0"  # one attempt counted
+    assert len(delayed_items(data)) == 1  # one retry scheduled
+    assert data.get(NS + "stat:failed") == b"1" and data.get(NS + "stat:processed") == b"1"
+
+
 @pytest.mark.parametrize("lose", [1, 2])
 def test_out_of_attempts_with_lost_replies_fails_once_with_its_attempts(
     node: RedisNode, lose: int

@@ -44,14 +44,19 @@ _NOT_CARRIED = ("class", "args", "queue", "unique_key")
 # deleted with the job's completion); a day, as the claim's sequence key, if the worker dies.
 _MARK_TTL = 86400
 
-# KEYS: 1 the attempt counter, 2 the slot's record of its last bump ("<token>:<count>").
-# ARGV: 1 token of this run of the job, 2 the counter's TTL, 3 the record's TTL.
-# A repeat with the same token (its first reply was lost) gets the count it already made.
+# KEYS: 1 the attempt counter, 2 the slot's record of its last bump ("<token>:<count>"),
+# 3 the slot's worker key. ARGV: 1 token of this run of the job, 2 the counter's TTL, 3 the
+# record's TTL. A repeat with the same token (its first reply was lost) gets the count it
+# already made; so does one whose job is no longer held (the retry or give-up of an earlier
+# send ran, and deleted the record with the job: counting again would spend an attempt).
 _BUMP = LuaScript(r"""
 local mark = redis.call('GET', KEYS[2])
 if mark then
   local token, n = string.match(mark, '^(%w+):(%-?%d+)$')
   if token == ARGV[1] then return tonumber(n) end
+end
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  return tonumber(redis.call('GET', KEYS[1]) or -1)
 end
 redis.call('SETNX', KEYS[1], -1)
 local n = redis.call('INCR', KEYS[1])
@@ -175,7 +180,8 @@ class Retrier:
         if policy is None or key is None:
             return failure
         mark = self.keys.own("retrying:" + self.worker_id)
-        attempt = int(_BUMP(self.conn, [key, mark],  # 0 after the first failure
+        attempt = int(_BUMP(self.conn, [key, mark, self.keys.worker(self.worker_id)],
+                            # (0 after the first failure)
                             [token or new_token(), RETRY_KEY_TTL, _MARK_TTL]))
         if attempt >= policy.max:
             self._give_up(failure, key, mark, attempt + 1)
