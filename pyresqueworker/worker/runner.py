@@ -15,6 +15,7 @@ from ..log import logger
 from ..protocol.connection import ConnectionFactory, connect, redact_url
 from ..protocol.failure import DIRTY_EXIT
 from ..protocol.wire import Keys, WorkerId
+from ._heap import keep_freed_heap
 from ._process import WorkerProcess
 from ._prune import Pruner
 from ._start_checks import warn_at_start
@@ -76,6 +77,7 @@ def run_worker(config: WorkerConfig, registry: Optional[Registry] = None) -> int
 def _run_worker(config: WorkerConfig, registry: Registry,
                 exporter: Optional[MetricsExporter]) -> int:
     metrics = exporter.metrics if exporter is not None else NULL_METRICS
+    keep_freed_heap()  # before any fork: the children inherit it
     for app in config.apps:
         try:
             load_app(app)
