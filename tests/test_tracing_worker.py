@@ -9,6 +9,8 @@ in-memory exporter; a forked child's spans come back through a file.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -253,3 +255,30 @@ def test_without_a_provider_a_traced_payload_runs_and_nothing_is_traced(
     [record] = wait_ran(r, 1)
     assert record["args"] == ["from rails"]
     assert r.llen("resque:failed") == 0
+
+
+_PROVIDER_LATE = """
+import time
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from pyresqueworker.jobs.tracing import NULL_SPAN, PROVIDER_LOOK_S, JobTracing
+from pyresqueworker.protocol.job import Job
+
+job = Job("q", b"{}", {"class": "Mark", "args": []})
+tracing = JobTracing("child")
+assert tracing.start(job) is NULL_SPAN  # no provider yet
+trace.set_tracer_provider(TracerProvider())
+assert tracing.start(job) is NULL_SPAN  # looked for less than PROVIDER_LOOK_S ago
+time.sleep(PROVIDER_LOOK_S + 0.1)
+assert tracing.start(job) is not NULL_SPAN
+assert JobTracing("child").start(job) is not NULL_SPAN  # a worker started now: at once
+print("ok")
+"""
+
+
+def test_a_provider_set_while_a_worker_runs_is_used_within_a_second() -> None:
+    """Without a provider a worker looks for one at most once a second (the look reads the
+    environment); a fresh process, as OpenTelemetry sets its provider once."""
+    done = subprocess.run([sys.executable, "-c", _PROVIDER_LATE], capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr

@@ -279,7 +279,7 @@ class HookRun:
             raise TypeError(
                 f"handler {self.handler.class_name!r} returned a generator, so its body never "
                 "ran; a job handler must do its work when called (drop the 'yield')")
-        if self.handler.is_async or inspect.isawaitable(result):
+        if self.handler.is_async or (result is not None and inspect.isawaitable(result)):
             # An async handler, or a sync one handing back a coroutine: run it to its end.
             result = self.run_async(_in_job_context(_awaited(result), self.current))
         self.result = result

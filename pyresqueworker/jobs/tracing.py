@@ -16,6 +16,7 @@ each job then costs a method call on a shared no-op span.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar
@@ -45,6 +46,7 @@ FAILED_OUTCOMES = ("failure", "timeout")
 T = TypeVar("T")
 
 _tracer: Any = None  # the package's tracer, once a provider is configured
+PROVIDER_LOOK_S = 1.0  # how soon a worker notices a provider set while it runs
 
 
 def tracer() -> Any:
@@ -213,14 +215,23 @@ class JobTracing:
             raise ValueError(f"tracing must be one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode if otel else "off"
         self.trace_worker_redis = trace_worker_redis
+        self._unconfigured_until = 0.0  # (monotonic) see start
 
     def start(self, job: Job) -> JobSpan:
         """The job's consumer span (started, not yet current), or :data:`NULL_SPAN`."""
         if self.mode == "off":
             return NULL_SPAN
-        found = tracer()
+        found = _tracer
         if found is None:
-            return NULL_SPAN
+            # OpenTelemetry's look for a provider reads the environment (~1 µs, a few % of a
+            # short job): while none is configured, a worker looks again a second later.
+            now = time.monotonic()
+            if now < self._unconfigured_until:
+                return NULL_SPAN
+            found = tracer()
+            if found is None:
+                self._unconfigured_until = now + PROVIDER_LOOK_S
+                return NULL_SPAN
         payload = job.payload if job.payload is not None else {}
         attributes = span_attributes(job.queue, job_class_of(payload.get("class"),
                                                              payload.get("args")))
