@@ -205,3 +205,24 @@ def test_a_retry_across_a_sentinel_failover_keeps_the_job(
         stop.set()
         mover.join(10)
         worker.cleanup()
+
+
+def _exists_calls(r: redis.Redis) -> int:
+    return int(r.info("commandstats").get("cmdstat_exists", {}).get("calls", 0))
+
+
+def test_the_held_job_check_costs_a_claim_with_an_empty_worker_key_no_command(
+    r: redis.Redis, slot_claimer: tuple[Claimer, Keys]
+) -> None:
+    """It rides in the EXISTS that asks whether pauses or caps are in use: a slot waking from
+    an idle wait (nothing to finish) sends one EXISTS, as a busy one does."""
+    claimer, keys = slot_claimer
+    r.rpush(keys.queue("high"), J)
+    claimer.claim(["low"], NO_FINISH, RUN_AT)  # (the script is loaded)
+    before = _exists_calls(r)
+    assert claimer.claim(["low"], NO_FINISH, RUN_AT) is None
+    claimed = claimer.claim(["high"], NO_FINISH, RUN_AT)
+    assert isinstance(claimed, Claimed)
+    assert _exists_calls(r) - before == 2  # one per claim
+    claimer.claim(["low"], SUCCESS, RUN_AT)
+    assert _exists_calls(r) - before == 3

@@ -60,9 +60,12 @@ else
 end
 -- Paused queues, pausing every worker and concurrency caps are opt-in: one EXISTS says
 -- whether any is in use, so a deployment that uses none pays one cheap command for all three.
+-- A claim with nothing to finish asks in the same EXISTS whether its worker key holds a job
+-- (see below), so that rare case costs the common one nothing either.
 local capskey, pausedkey = own .. 'concurrency', own .. 'paused-queues'
 local pauseallkey = ns .. 'pause-all-workers'
-local special = redis.call('EXISTS', capskey, pausedkey, pauseallkey) > 0
+local special = redis.call('EXISTS', capskey, pausedkey, pauseallkey,
+                           finish == '0' and wkey or capskey) > 0
 local has_caps = special and redis.call('EXISTS', capskey) == 1
 local check_paused = special and redis.call('EXISTS', pausedkey) == 1
 if finish ~= '0' and redis.call('DEL', wkey) == 1 then
@@ -80,7 +83,7 @@ if finish ~= '0' and redis.call('DEL', wkey) == 1 then
     redis.call('INCRBY', ns .. 'stat:processed', 1)
     redis.call('INCRBY', ns .. 'stat:processed:' .. wid, 1)
   end
-elseif finish == '0' and redis.call('EXISTS', wkey) == 1 then
+elseif finish == '0' and special and redis.call('EXISTS', wkey) == 1 then
   -- Nothing to finish, yet the worker key holds a job: its completion never reached this
   -- Redis (a retry written to a master that a failover then demoted). Overwriting the key
   -- would lose the job: it goes back to the front of its queue. A large item still being
