@@ -9,7 +9,7 @@ from __future__ import annotations
 from ._version import __version__
 from .client._aio_client import AsyncClient
 from .client._client import Client, NoClassError, NoQueueError, WorkerInfo
-from .client._workflow_ops import BatchStatus, JobFailed
+from .client._workflow_ops import BatchStatus, JobFailed, JobState
 from .client.defaults import configure, default_async_client, default_client
 from .client.refs import AsyncBatch, Batch, JobRef
 from .jobs.handles import JobHandle
@@ -45,6 +45,7 @@ __all__ = [
     "JobObserver",
     "JobOutcome",
     "JobRef",
+    "JobState",
     "NoClassError",
     "NoQueueError",
     "PayloadError",

@@ -339,6 +339,27 @@ def spawn_node(node: str, redis_url: str) -> Iterator[object]:
         proc.cleanup()
 
 
+# -- the dashboard (tests/web_helpers.py) -----------------------------------------------------
+
+
+@pytest.fixture
+def client(r: redis.Redis) -> Any:
+    """A :class:`~pyresqueworker.Client` on the test Redis."""
+    from pyresqueworker import Client
+
+    return Client(r)
+
+
+@pytest.fixture
+def web(client: Any) -> Any:
+    """The dashboard app on ``client``, driven through WSGI (``web_helpers.WsgiClient``)."""
+    from web_helpers import WsgiClient
+
+    from pyresqueworker.web import make_app
+
+    return WsgiClient(make_app(client))
+
+
 # -- in-process drains (results, dependencies, batches) ----------------------------------------
 
 

@@ -32,11 +32,6 @@ SECRET = "s3cret-Pa55"
 Spawn = Callable[..., WorkerProc]
 
 
-@pytest.fixture
-def client(r: redis.Redis) -> Client:
-    return Client(r)
-
-
 # -- info -------------------------------------------------------------------------------------
 
 

@@ -32,11 +32,6 @@ ROW_KEYS = ["index", "valid", "failed_at", "retried_at", "queue", "class", "args
             "error", "worker", "attempts", "raw"]
 
 
-@pytest.fixture
-def client(r: redis.Redis) -> Client:
-    return Client(r)
-
-
 def active_job_failure(job_class: str) -> str:
     payload = {"class": JOB_WRAPPER, "args": [{"job_class": job_class, "job_id": "j1",
                                                "arguments": []}]}

@@ -22,11 +22,6 @@ from pyresqueworker.protocol import wire
 WORKER = "box:4242:mail,low"
 
 
-@pytest.fixture
-def client(r: redis.Redis) -> Client:
-    return Client(r)
-
-
 def register(r: redis.Redis, worker_id: str = WORKER) -> None:
     """A registered, idle worker with a fresh heartbeat."""
     r.sadd("resque:workers", worker_id)

@@ -15,17 +15,6 @@ from web_helpers import XSS_IMG, XSS_SCRIPT, WsgiClient
 from pyresqueworker import Client
 from pyresqueworker.protocol.workflow import WorkflowKeys
 from pyresqueworker.web import batches as batch_pages
-from pyresqueworker.web import make_app
-
-
-@pytest.fixture
-def client(r: redis.Redis) -> Client:
-    return Client(r)
-
-
-@pytest.fixture
-def web(client: Client) -> WsgiClient:
-    return WsgiClient(make_app(client))
 
 
 def row_of(body: str, batch_id: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
 import redis
 from admin_helpers import invoke, invoke_json, one_error_line, run_script
 from batch_helpers import NS, finish, hold, make_batch
@@ -15,11 +14,6 @@ from pyresqueworker.protocol.workflow import WorkflowKeys
 
 ROW_KEYS = ["id", "description", "created_at", "completed_at", "complete", "total", "pending",
             "succeeded", "failed", "percent", "parent", "queue", "on_success", "on_complete"]
-
-
-@pytest.fixture
-def client(r: redis.Redis) -> Client:
-    return Client(r)
 
 
 def section(stdout: str, title: str) -> list[list[str]]:

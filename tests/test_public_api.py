@@ -21,6 +21,7 @@ PUBLIC = [
     "JobObserver",
     "JobOutcome",
     "JobRef",
+    "JobState",
     "NoClassError",
     "NoQueueError",
     "PayloadError",

@@ -41,16 +41,6 @@ PAGES = [
 ]
 
 
-@pytest.fixture
-def client(r: redis.Redis) -> Client:
-    return Client(r)
-
-
-@pytest.fixture
-def web(client: Client) -> WsgiClient:
-    return WsgiClient(make_app(client))
-
-
 def flashes(body: str) -> list[str]:
     found = re.findall(r'<p class="flash \w+" role="status">(.*?)</p>', body)
     return [html.unescape(text) for text in found]

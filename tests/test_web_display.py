@@ -8,7 +8,6 @@ import html
 import re
 from urllib.parse import quote
 
-import pytest
 import redis
 from conftest import GOLDEN
 from web_helpers import WsgiClient
@@ -16,7 +15,6 @@ from web_helpers import WsgiClient
 from pyresqueworker import Client
 from pyresqueworker.cli.admin.render import clean
 from pyresqueworker.protocol import wire
-from pyresqueworker.web import make_app
 
 NS = "resque:"
 ACTIVE_JOB = (GOLDEN / "activejob-6.1-payload.json").read_text().strip()  # written by Rails
@@ -24,16 +22,6 @@ ACTIVE_JOB_ID = "a256f527-6bc7-4824-b0c9-dceb9c4dc3f7"
 # The golden job's arguments, decoded: a symbol, a Time, and Ruby keyword arguments.
 DECODED = ('"world", 42, {"plain":1,"sym":"x"}, greeting: "hi", '
            'at: "2024-01-15 09:50:00+00:00"')
-
-
-@pytest.fixture
-def client(r: redis.Redis) -> Client:
-    return Client(r)
-
-
-@pytest.fixture
-def web(client: Client) -> WsgiClient:
-    return WsgiClient(make_app(client))
 
 
 def text_of(body: str) -> str:

@@ -227,3 +227,31 @@ def test_a_result_survives_a_script_flush_under_the_worker(redis_url: str, r: re
     drain(registry, execution=execution)
     assert first.result(timeout=5) == 4
     assert [ref.result(timeout=5) for ref in refs] == [0, 1, 2]
+
+
+def test_job_states_tells_many_jobs_at_once_and_who_holds_one(redis_url: str, r: redis.Redis,
+                                                                drain: Any) -> None:
+    """One call for a page of jobs (the dashboard's and ``pyresque batches ID``'s): a job
+    held in a worker key, Ruby's or ours, is "running"; an id with no record is left out."""
+    client = Client(redis_url)
+    done = client.enqueue_to("q", "Square", 3, result_ttl=60)
+    drain(squares())
+    held = client.enqueue_to("q", "Square", 4, result_ttl=60)
+    waiting = client.enqueue_to("q", "Square", 5, result_ttl=60)
+    item = r.lpop("resque:queue:q")  # taken as Resque's reserve + working_on write it
+    assert item is not None and held in item.decode()
+    r.sadd("resque:workers", "host:1:q")
+    r.set("resque:worker:host:1:q", json.dumps(
+        {"queue": "q", "run_at": "2026-12-07T10:00:00Z", "payload": json.loads(item)}))
+    ids = [done, held, waiting, "no-such-job"]
+    expected = {done: ("Square", "q", "succeeded"), held: ("Square", "q", "running"),
+                waiting: ("Square", "q", "queued")}
+    states = client.job_states(ids)
+    assert {k: (v.class_name, v.queue, v.state) for k, v in states.items()} == expected
+
+    async def from_async() -> Any:
+        async with AsyncClient(redis_url) as aclient:
+            return await aclient.job_states(ids)
+
+    assert asyncio.run(from_async()) == states
+    assert client.job_states([]) == {}

@@ -24,7 +24,7 @@ from ._client import Client
 from ._commands import Op, T, arun
 from ._core import REGISTERED_QUEUE, ClientCore, doc_of
 from ._failed_ops import Progress, Raw
-from ._workflow_ops import BatchStatus, block_seconds, outcome
+from ._workflow_ops import BatchStatus, JobState, block_seconds, outcome
 from .delayed import When
 from .inspection import WorkerInfo, redis_id
 from .refs import AsyncBatch, Callback, DependsOn, JobRef
@@ -159,6 +159,10 @@ class AsyncClient(ClientCore):
     @doc_of(Client.batches)
     async def batches(self, limit: int = 50) -> list[BatchStatus]:
         return await self._run(self._batches_op(limit))
+
+    @doc_of(Client.job_states)
+    async def job_states(self, job_ids: Sequence[str]) -> dict[str, JobState]:
+        return await self._run(self._job_states_op(job_ids))
 
     # -- unique jobs ------------------------------------------------------------------------
 

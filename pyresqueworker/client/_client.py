@@ -20,7 +20,7 @@ from ..protocol.urls import resolve_namespace
 from ._commands import Op, T, run
 from ._core import REGISTERED_QUEUE, ClientCore
 from ._enqueue_ops import NoClassError, NoQueueError
-from ._workflow_ops import BatchStatus, block_seconds, outcome
+from ._workflow_ops import BatchStatus, JobState, block_seconds, outcome
 from .failed_queue import FailedQueue, Raw
 from .inspection import WorkerInfo, redis_id
 from .refs import Batch, Callback, DependsOn, JobRef
@@ -45,14 +45,9 @@ class Client(ClientCore):
     with ``@job`` in this process (``None`` turns that off).
     """
 
-    def __init__(
-        self,
-        redis: Optional[Redis | str] = None,
-        *,
-        url: Optional[str] = None,
-        namespace: Optional[str] = None,
-        queue_for: Optional[Callable[[str], Optional[str]]] = REGISTERED_QUEUE,
-    ) -> None:
+    def __init__(self, redis: Optional[Redis | str] = None, *, url: Optional[str] = None,
+                 namespace: Optional[str] = None,
+                 queue_for: Optional[Callable[[str], Optional[str]]] = REGISTERED_QUEUE) -> None:
         namespace = resolve_namespace(namespace)
         if isinstance(redis, str):  # Client("redis://..."), as redis.Redis.from_url users write
             if url is not None:
@@ -202,6 +197,10 @@ class Client(ClientCore):
     def batches(self, limit: int = 50) -> list[BatchStatus]:
         """The newest batches first."""
         return self._run(self._batches_op(limit))
+
+    def job_states(self, job_ids: Sequence[str]) -> dict[str, JobState]:
+        """Class, queue and state of tracked jobs (those whose records expired left out)."""
+        return self._run(self._job_states_op(job_ids))
 
     # -- unique jobs (see pyresqueworker.client._unique) ------------------------------------------
 

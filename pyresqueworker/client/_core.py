@@ -26,9 +26,11 @@ from ._trace_enqueue import enqueue_many_traced, produce_tracked, push_traced
 from ._unique import UniqueJobs
 from ._workflow_ops import (
     BatchStatus,
+    JobState,
     batch_status_op,
     batches_op,
     enqueue_op,
+    job_states_op,
     status_op,
     wait_op,
 )
@@ -176,6 +178,9 @@ class ClientCore:
 
     def _batches_op(self, limit: int) -> Op[list[BatchStatus]]:
         return batches_op(self.keys, limit)
+
+    def _job_states_op(self, job_ids: Sequence[str]) -> Op[dict[str, JobState]]:
+        return job_states_op(self.keys, [str(job_id) for job_id in job_ids])
 
     def _unique_op(self, class_name: str, args: tuple[Any, ...], queue: Optional[str], *,
                    key: Any = None, keyed: bool = False, when: Optional[When] = None,

@@ -28,8 +28,8 @@ from ..protocol.workflow import (
 from ._commands import Op, ScriptCall, call, cmd, send
 
 __all__ = [
-    "BatchStatus", "JobFailed", "batch_op", "batch_status_op", "batches_op", "enqueue_op",
-    "outcome", "status_op", "wait_op",
+    "BatchStatus", "JobFailed", "JobState", "batch_op", "batch_status_op", "batches_op",
+    "enqueue_op", "job_states_op", "outcome", "status_op", "wait_op",
 ]
 
 _FINAL = ("succeeded", "failed", "canceled")
@@ -103,14 +103,59 @@ def status_op(keys: wire.Keys, job_id: str) -> Op[str]:
 
 
 def _running(keys: wire.Keys, job_id: str) -> Op[bool]:
-    needle = '"id":' + wire.dumps(job_id)
+    return job_id in (yield from _held_ids(keys))
+
+
+def _held_ids(keys: wire.Keys) -> Op[set[str]]:
+    """The ids of the tracked jobs workers hold now (read from their worker keys, as
+    resque-web reads what a worker is doing)."""
+    held: set[str] = set()
     workers = sorted(_text(w) for w in (yield from call("SMEMBERS", keys.workers)))
     for start in range(0, len(workers), _WORKER_KEYS_PER_READ):
         chunk = workers[start:start + _WORKER_KEYS_PER_READ]
-        values = yield from call("MGET", *(keys.worker(w) for w in chunk))
-        if any(value is not None and needle in _text(value) for value in values):
-            return True
-    return False
+        for value in (yield from call("MGET", *(keys.worker(w) for w in chunk))):
+            text = None if value is None else _text(value)
+            if text is None or '"id":' not in text:  # (untracked: not decoded)
+                continue
+            try:
+                payload = json.loads(text).get("payload")
+            except (ValueError, AttributeError):
+                continue
+            job_id = payload.get("id") if isinstance(payload, dict) else None
+            if isinstance(job_id, str):
+                held.add(job_id)
+    return held
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A tracked job as :meth:`Client.job_states` finds it."""
+
+    class_name: str
+    queue: str
+    state: str  # JobRef.status's word; "waiting": held back for its dependencies
+
+
+def job_states_op(keys: wire.Keys, job_ids: Sequence[str]) -> Op[dict[str, JobState]]:
+    """Class, queue and state now of each job (a job whose record expired is left out).
+    A job on its queue or waiting to retry is "running" while a worker holds it."""
+    if not job_ids:
+        return {}
+    wkeys = WorkflowKeys(keys.ns)
+    replies = yield from send(*(cmd("HMGET", wkeys.record(job_id), "class", "queue", "state",
+                                    "at") for job_id in job_ids))
+    held = yield from _held_ids(keys)
+    now, found = time.time(), {}
+    for job_id, values in zip(job_ids, replies):
+        class_name, queue, state, at = (None if v is None else _text(v) for v in values)
+        if state is None:
+            continue
+        shown = "waiting" if state == "waiting" else public_state(
+            {"state": state, **({"at": at} if at else {})}, now)
+        if shown in ("queued", "retrying") and job_id in held:
+            shown = "running"
+        found[job_id] = JobState(class_name or "", queue or "", shown)
+    return found
 
 
 def wait_op(keys: wire.Keys, job_id: str, timeout: Optional[float], block: float

@@ -7,18 +7,16 @@ one pipeline for the members on the page only. Plain values: the templates escap
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Optional
 
 from ..client._client import Client
-from ..client._workflow_ops import BatchStatus
-from ..protocol.workflow import WorkflowKeys, public_state
+from ..client._workflow_ops import BatchStatus, JobState
 from .format import age_text, json_text, local_time
 from .pages import pages
 
 __all__ = [
     "BATCHES_LISTED", "MEMBERS_PER_PAGE", "WAITING_SHOWN", "batch_detail", "batch_list",
-    "job_records", "percent", "running_ids",
+    "percent",
 ]
 
 #: Batches the list shows, newest first.
@@ -82,53 +80,14 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def running_ids(client: Client) -> set[str]:
-    """The ids of the tracked jobs workers hold now (as resque-web, from the workers' keys)."""
-    found = set()
-    for worker in client.working():
-        payload = (worker.job or {}).get("payload")
-        job_id = payload.get("id") if isinstance(payload, dict) else None
-        if isinstance(job_id, str):
-            found.add(job_id)
-    return found
-
-
-def job_records(client: Client, job_ids: Sequence[str], now: float) -> dict[str, dict[str, str]]:
-    """Class, queue and state now of each job id (an id whose record expired is left out):
-    the state as :meth:`JobRef.status` words it, but "waiting" for a job held back for its
-    dependencies, and "running" for one a worker holds."""
-    if not job_ids:
-        return {}
-    running = running_ids(client)
-    wkeys = WorkflowKeys(client.keys.ns)
-    pipe = client.redis.pipeline(transaction=False)
-    for job_id in job_ids:
-        pipe.hmget(wkeys.record(job_id), "class", "queue", "state", "at")
-    found = {}
-    for job_id, values in zip(job_ids, pipe.execute()):
-        class_name, queue, state, at = (_text(v) if v is not None else None for v in values)
-        if state is None and class_name is None:
-            continue
-        record = {"state": state} if state is not None else {}
-        if at:
-            record["at"] = at
-        shown = "waiting" if state == "waiting" else public_state(record, now)
-        if shown in ("queued", "retrying") and job_id in running:
-            shown = "running"
-        found[job_id] = {"class_name": class_name or "", "queue": queue or "", "state": shown}
-    return found
-
-
-def _member(member: str, state: str, records: dict[str, dict[str, str]]) -> dict[str, Any]:
+def _member(member: str, state: str, records: dict[str, JobState]) -> dict[str, Any]:
     if member.startswith(CHILD_PREFIX):
         return {"member": member, "child": member[len(CHILD_PREFIX):], "state": state,
                 "class_name": "", "queue": "", "job_state": "", "known": True}
-    record = records.get(member)
+    job = records.get(member)
     return {"member": member, "child": None, "state": state,
-            "class_name": record["class_name"] if record else "",
-            "queue": record["queue"] if record else "",
-            "job_state": record["state"] if record else "",
-            "known": record is not None}
+            "class_name": job.class_name if job else "", "queue": job.queue if job else "",
+            "job_state": job.state if job else "", "known": job is not None}
 
 
 def batch_detail(client: Client, batch_id: str, start: int,
@@ -142,8 +101,7 @@ def batch_detail(client: Client, batch_id: str, start: int,
     shown = ordered[start:start + MEMBERS_PER_PAGE]
     waiting = status.waiting_for
     wanted = {m for m, _ in shown} | set(waiting[:WAITING_SHOWN])
-    records = job_records(client, sorted(m for m in wanted if not m.startswith(CHILD_PREFIX)),
-                          now)
+    records = client.job_states(sorted(m for m in wanted if not m.startswith(CHILD_PREFIX)))
     done = status.complete
     return {
         "batch": _summary(status, now),

@@ -75,7 +75,7 @@ def _callback(row: dict[str, Any], name: str) -> str:
 
 def _show(admin: AdminContext, batch_id: str, limit: int) -> None:
     now = admin.now()
-    detail = views.batch_detail(admin.client, batch_id, limit, now)
+    detail = views.batch_detail(admin.client, batch_id, limit)
     if detail is None:
         raise AdminError(f"there is no batch {batch_id!r} (never made, or expired: a "
                          "completed batch is kept for a day); `pyresque batches` lists them")

@@ -7,15 +7,14 @@ JSON or turn them into table rows. Nothing here writes to Redis.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, Optional
 
 from ...client._client import Client, WorkerInfo
-from ...client._workflow_ops import BatchStatus
+from ...client._workflow_ops import BatchStatus, JobState
 from ...client.failed_queue import FailureFilter, Raw, decode_entry
 from ...jobs.activejob import job_class, recorded_enqueued_at
 from ...protocol import wire
-from ...protocol.workflow import WorkflowKeys, public_state
 
 __all__ = [
     "batch_detail",
@@ -26,7 +25,6 @@ __all__ = [
     "failure_row",
     "find_failures",
     "info",
-    "job_states",
     "queue_is_known",
     "queue_rows",
     "text",
@@ -251,50 +249,17 @@ def batch_row(status: BatchStatus) -> dict[str, Any]:
     }
 
 
-def _running_ids(client: Client) -> set[str]:
-    running = set()
-    for worker in client.working():
-        payload = (worker.job or {}).get("payload")
-        if isinstance(payload, dict) and isinstance(payload.get("id"), str):
-            running.add(payload["id"])
-    return running
-
-
-def job_states(client: Client, job_ids: Sequence[str],
-               now: float) -> dict[str, dict[str, Any]]:
-    """Class, queue and state now of tracked jobs, from their records (an expired record
-    gives ``None`` for each). The state is :meth:`JobRef.status`'s word, but "waiting" for
-    a job held back for its dependencies, and "running" for one a worker holds."""
-    if not job_ids:
-        return {}
-    running = _running_ids(client)
-    wkeys = WorkflowKeys(client.keys.ns)
-    pipe = client.redis.pipeline(transaction=False)
-    for job_id in job_ids:
-        pipe.hmget(wkeys.record(job_id), "class", "queue", "state", "at")
-    found: dict[str, dict[str, Any]] = {}
-    for job_id, values in zip(job_ids, pipe.execute()):
-        class_name, queue, state, at = (text(value) for value in values)
-        shown: Optional[str] = None
-        if state is not None:
-            record = {"state": state, **({"at": at} if at else {})}
-            shown = "waiting" if state == "waiting" else public_state(record, now)
-            if shown in ("queued", "retrying") and job_id in running:
-                shown = "running"
-        found[job_id] = {"class": class_name, "queue": queue, "job_state": shown}
-    return found
-
-
-def _member_row(member: str, state: str, jobs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _member_row(member: str, state: str, jobs: dict[str, JobState]) -> dict[str, Any]:
     if member.startswith(CHILD_PREFIX):
         return {"member": member, "kind": "batch", "id": member[len(CHILD_PREFIX):],
                 "state": state, "class": None, "queue": None, "job_state": None}
-    job = jobs.get(member) or {"class": None, "queue": None, "job_state": None}
-    return {"member": member, "kind": "job", "id": member, "state": state, **job}
+    job = jobs.get(member)
+    return {"member": member, "kind": "job", "id": member, "state": state,
+            "class": job.class_name if job else None, "queue": job.queue if job else None,
+            "job_state": job.state if job else None}
 
 
-def batch_detail(client: Client, batch_id: str, limit: int,
-                 now: float) -> Optional[dict[str, Any]]:
+def batch_detail(client: Client, batch_id: str, limit: int) -> Optional[dict[str, Any]]:
     """One batch (``batches ID``): :func:`batch_row`, its first ``limit`` members (0: all;
     unfinished first) and what it waits for, with each job's class and state now; ``None``
     when nothing knows of the batch (never made, or expired)."""
@@ -306,7 +271,7 @@ def batch_detail(client: Client, batch_id: str, limit: int,
     shown = ordered[:limit] if limit else ordered
     waiting = status.waiting_for[:limit] if limit else status.waiting_for
     wanted = {member for member, _ in shown} | set(waiting)
-    jobs = job_states(client, sorted(m for m in wanted if not m.startswith(CHILD_PREFIX)), now)
+    jobs = client.job_states(sorted(m for m in wanted if not m.startswith(CHILD_PREFIX)))
     return {
         **batch_row(status),
         "members_total": len(ordered),
