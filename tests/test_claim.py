@@ -9,12 +9,14 @@ import pytest
 import redis
 from claim_helpers import RUN_AT, WID, cut_reply, make
 
+from pyresqueworker.protocol.wire import Keys
 from pyresqueworker.worker import _claim as fetch
 from pyresqueworker.worker._claim import (
     NO_FINISH,
     PAUSED,
     SUCCESS,
     Claimed,
+    Claimer,
     Finish,
     parse_worker_value,
 )
@@ -164,18 +166,45 @@ def test_requeue_puts_a_held_job_back_at_the_front(r: redis.Redis) -> None:
     assert r.lrange(keys.queue("high"), 0, -1) == [b'{"class":"A"}', b'{"class":"B"}']
 
 
-def test_a_reply_lost_after_the_call_ran_neither_loses_nor_refinishes(
-    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _lose_the_reply_that_claimed_b(r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+                                   ) -> tuple[Claimer, Keys]:
+    """A slot ran A; its next call finished A and claimed B, and its reply was lost."""
     claimer, keys = make(r)
     r.rpush(keys.queue("high"), b'{"class":"A"}', b'{"class":"B"}', b'{"class":"C"}')
     claimer.claim(["high"], NO_FINISH, RUN_AT)
     cut_reply(monkeypatch, after_running=True)
     with pytest.raises(redis.ConnectionError):
-        claimer.claim(["high"], SUCCESS, RUN_AT)  # finished A, claimed B, reply lost
+        claimer.claim(["high"], SUCCESS, RUN_AT)
     monkeypatch.undo()
+    return claimer, keys
+
+
+def test_a_reply_lost_after_the_call_ran_neither_loses_nor_refinishes(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claimer, keys = _lose_the_reply_that_claimed_b(r, monkeypatch)
     again = claimer.claim(["high"], SUCCESS, RUN_AT)  # the slot retries with the same finish
     assert again == Claimed("high", b'{"class":"B"}', True)
+    assert r.get(keys.stat("processed")) == b"1"
+    assert r.lrange(keys.queue("high"), 0, -1) == [b'{"class":"C"}']
+
+
+def test_a_lost_reply_whose_resolution_is_cut_too_still_gives_the_job(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three cuts within a second (the soak's fault): the first loses the reply of a call that
+    # claimed B; the next cuts the resolution after it read the worker key. The retry must
+    # resolve again, not send A's finish, which would delete B from the worker key.
+    claimer, keys = _lose_the_reply_that_claimed_b(r, monkeypatch)
+
+    def cut_read(*_args: object) -> bytes:
+        raise redis.ConnectionError("connection cut")
+
+    monkeypatch.setattr(fetch, "read_raw", cut_read)
+    with pytest.raises(redis.ConnectionError):
+        claimer.claim(["high"], SUCCESS, RUN_AT)  # resolving: the raw list's read is cut
+    monkeypatch.undo()
+    assert claimer.claim(["high"], SUCCESS, RUN_AT) == Claimed("high", b'{"class":"B"}', True)
     assert r.get(keys.stat("processed")) == b"1"
     assert r.lrange(keys.queue("high"), 0, -1) == [b'{"class":"C"}']
 

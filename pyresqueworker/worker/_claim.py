@@ -105,7 +105,7 @@ class Claimer:
     def settle(self, call: ClaimCall, reply: Any) -> Claimed | HeldLarge | str | None:
         """What the reply to ``call`` means for this slot."""
         state = self.state
-        state.unanswered = None
+        state.resolved()
         status = int(reply[0])
         if status == 1:
             claimed = Claimed(call.queues[int(reply[1]) - 1], bytes(reply[2]), bool(int(reply[3])))
@@ -253,16 +253,25 @@ class Claimer:
             pipe.get(self.seq_key)
             pipe.get(self.worker_key)
             last, held = pipe.execute()
-        ran = self.state.resolve(last)
+        state = self.state
         value = None if held is None else bytes(held)
         if value is not None and value.endswith(BEING_TAKEN):
             # A large item was being taken (the claim ran, or the take failed): finish that.
+            # (A failed take marks the call unanswered again.)
+            state.resolved()
             being = json.loads(value)
             return True, self._take(str(being["queue"]), str(being["run_at"]), resuming=True)
+        ran = state.ran(last)
         if not ran or value is None:
+            state.resolved()
             return ran, None
-        self.state.holds_raw = True
-        return True, parse_worker_value(value, read_raw(self.conn, self.raw_key))
+        # The call claimed the job the worker key holds. Until it is read in full the call
+        # stays unanswered: were this read cut, a retry sending the old finish would delete
+        # the worker key, and the job with it.
+        raw = read_raw(self.conn, self.raw_key)
+        state.resolved()
+        state.holds_raw = True
+        return True, parse_worker_value(value, raw)
 
     def blpop(self, queues: Sequence[str], timeout: float) -> tuple[str, bytes] | None:
         """``--fetch blpop``: pop from the first non-empty queue (at-most-once)."""

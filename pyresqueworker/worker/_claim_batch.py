@@ -133,7 +133,16 @@ class ClaimBatcher:
         replies, lost = _without_ahead(batch, replies[len(loads):])
         if lost:  # (the server lost the script, or refused the call: sent again, whole, now)
             self._ahead_loaded.pop(id(link), None)
-            for run, reply in zip(lost, await link.execute([run.eval_args() for run in lost])):
+            try:
+                resent = await link.execute([run.eval_args() for run in lost])
+            except LinkError as exc:
+                # The claims ran, their replies unread: each slot's next claim resolves its
+                # own (and sends its tracked job's end again).
+                for request in batch:
+                    request.claimer.lost(request.call)
+                    _fail(request, exc)
+                return
+            for run, reply in zip(lost, resent):
                 if isinstance(reply, Exception):
                     logger.error("a script call sent ahead of a claim failed twice", extra={
                         "script": run.script.sha[:12], "error": str(reply)})
@@ -179,7 +188,8 @@ def _settle(request: _Request, reply: Any) -> None:
         return
     try:
         settled = request.claimer.settle(request.call, reply)
-    except Exception as exc:
+    except Exception as exc:  # (a reply it cannot read: the call ran, what it did is unknown)
+        request.claimer.lost(request.call)
         _fail(request, exc)
         return
     if not request.future.done():

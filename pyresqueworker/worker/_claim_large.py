@@ -98,7 +98,7 @@ class LargeItems:
             self.end_watch()
             state.lost(int(args[2]))
             raise
-        state.unanswered = None
+        state.resolved()
         got = replies[-1]
         if replies[-3] == 0 and got is not None and len(got) > LARGE:
             state.holds_raw = True  # (as after the script's answer: the take may move it)

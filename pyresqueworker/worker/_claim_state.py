@@ -69,12 +69,14 @@ class ClaimState:
         again) and resumes the take from the worker key."""
         self.unanswered = self.seq
 
-    def resolve(self, last: Optional[bytes]) -> bool:
-        """Whether the unanswered call ran, the sequence key reading ``last``; it is
-        answered from now on."""
-        ran = last is not None and int(last) == self.unanswered
+    def ran(self, last: Optional[bytes]) -> bool:
+        """Whether the unanswered call ran, the sequence key reading ``last``. It stays
+        unanswered until :meth:`resolved`: a resolution cut short is done again in full."""
+        return last is not None and int(last) == self.unanswered
+
+    def resolved(self) -> None:
+        """What the unanswered call did is known (and, if it claimed a job, held)."""
         self.unanswered = None
-        return ran
 
     def queue_parts(self, queue: str) -> tuple[str, str]:
         """``queue``'s key and its name as JSON."""
