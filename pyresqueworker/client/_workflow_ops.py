@@ -26,6 +26,7 @@ from ..protocol.workflow import (
     public_state,
 )
 from ._commands import Op, ScriptCall, call, cmd, send
+from .inspection import workers_op
 
 __all__ = [
     "BatchStatus", "JobFailed", "JobState", "batch_op", "batch_status_op", "batches_op",
@@ -33,7 +34,6 @@ __all__ = [
 ]
 
 _FINAL = ("succeeded", "failed", "canceled")
-_WORKER_KEYS_PER_READ = 500
 
 
 class JobFailed(Exception):
@@ -107,23 +107,14 @@ def _running(keys: wire.Keys, job_id: str) -> Op[bool]:
 
 
 def _held_ids(keys: wire.Keys) -> Op[set[str]]:
-    """The ids of the tracked jobs workers hold now (read from their worker keys, as
+    """The ids of the tracked jobs workers hold now (in their worker keys, read as
     resque-web reads what a worker is doing)."""
     held: set[str] = set()
-    workers = sorted(_text(w) for w in (yield from call("SMEMBERS", keys.workers)))
-    for start in range(0, len(workers), _WORKER_KEYS_PER_READ):
-        chunk = workers[start:start + _WORKER_KEYS_PER_READ]
-        for value in (yield from call("MGET", *(keys.worker(w) for w in chunk))):
-            text = None if value is None else _text(value)
-            if text is None or '"id":' not in text:  # (untracked: not decoded)
-                continue
-            try:
-                payload = json.loads(text).get("payload")
-            except (ValueError, AttributeError):
-                continue
-            job_id = payload.get("id") if isinstance(payload, dict) else None
-            if isinstance(job_id, str):
-                held.add(job_id)
+    for worker in (yield from workers_op(keys)):
+        payload = (worker.job or {}).get("payload")
+        job_id = payload.get("id") if isinstance(payload, dict) else None
+        if isinstance(job_id, str):
+            held.add(job_id)
     return held
 
 
