@@ -19,10 +19,11 @@ from typing import Any, Callable, Optional, Protocol, TypeVar
 
 from ..jobs.hooks import Handler, adrive_hooks, hook_trip, run_failure_hooks, running_job
 from ..protocol.job import Job, JobCall
-from ._cycle import SlotHost
+from ._claim_values import JobResult
+from ._hosts import SlotHost
 from ._job_outcome import failed, succeeded
 from ._retrying import Retrier
-from .isolation import JobResult, JobTimeout
+from .isolation import JobTimeout
 
 __all__ = ["AioSlotHost", "perform", "run_limited"]
 

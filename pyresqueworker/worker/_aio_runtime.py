@@ -37,7 +37,7 @@ from ._aio_doorbell import WATCH_BLOCK, AioDoorbell
 from ._aio_link import AioLink
 from ._aio_slot import AioSlot
 from ._claim_batch import ClaimBatcher, link_count
-from ._cycle import SlotHost
+from ._hosts import SlotHost
 from ._startup import WorkerError
 from .config import MAX_THREAD_SLOTS, WorkerConfig
 

@@ -22,6 +22,7 @@ from ._aio_doorbell import AioDoorbell, Ring
 from ._aio_perform import perform
 from ._claim import Claimer
 from ._claim_batch import ClaimBatcher
+from ._claim_values import JobResult
 from ._cycle import (
     Backoff,
     Claim,
@@ -32,16 +33,15 @@ from ._cycle import (
     SettleRetry,
     Sleep,
     SlotCycle,
-    SlotHost,
     Step,
     WaitHold,
     WaitPaused,
 )
 from ._held import Claimed, HeldLarge
+from ._hosts import SlotHost
 from ._job_outcome import interrupt_thread
 from ._retrying import Retrier
 from ._tracking import JobTracking
-from .isolation import JobResult
 
 __all__ = ["AioRuntimeHost", "AioSlot"]
 

@@ -1,19 +1,21 @@
-"""What a claim call carries and answers, for everyone who only needs the values.
+"""What a claim call carries and answers, and how a job ended: for everyone who only needs
+the values.
 
 :class:`Finish` is a finished job's completion, which rides on the slot's next claim;
 :data:`PAUSED` is the answer while ``pause-all-workers`` is set; :class:`ClaimCall` is one
-prepared call. The claim itself is :mod:`pyresqueworker.worker._claim`'s; what a slot holds
+prepared call; :class:`JobResult` is a run's answer (its completion among it). The claim
+itself is :mod:`pyresqueworker.worker._claim`'s; what a slot holds
 (:class:`~pyresqueworker.worker._held.Claimed`) is :mod:`pyresqueworker.worker._held`'s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 from ..protocol._resp import ScriptRun
 
-__all__ = ["NO_FINISH", "PAUSED", "SUCCESS", "ClaimCall", "Finish"]
+__all__ = ["NO_FINISH", "PAUSED", "SUCCESS", "ClaimCall", "Finish", "JobResult"]
 
 
 class Finish(NamedTuple):
@@ -47,3 +49,16 @@ class ClaimCall:
     args: list[Any]
     queues: tuple[str, ...]
     ahead: tuple[ScriptRun, ...] = ()  # the completion's (see Finish.ahead)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """How a job ended: the completion to send, ``outcome`` for the log, the error text."""
+
+    finish: Finish
+    outcome: str
+    error: Optional[str] = None
+    # False when the failure must not be retried (a fatal exception, an undecodable payload).
+    retryable: bool = True
+    # What the handler returned, as JSON: only for a tracked job that keeps its result.
+    value: Optional[str] = None

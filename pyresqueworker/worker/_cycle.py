@@ -24,23 +24,19 @@ Each step's class says what the driver must do and what it answers.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
-from ..jobs.observers import JobObserver, JobOutcome
-from ..jobs.registry import Registry
-from ..jobs.tracing import JobTracing
+from ..jobs.observers import JobOutcome
 from ..log import logger
-from ..protocol._outage import Outage, OutageBook, gives_up_when_stopping, is_redis_away
+from ..protocol._outage import Outage, gives_up_when_stopping, is_redis_away
 from ..protocol.job import Job
-from ..protocol.queues import QueueOrder
-from ..protocol.wire import Keys
 from ..protocol.workflow import TRACK_FIELD
-from ._claim_values import NO_FINISH, PAUSED, Finish
+from ._claim_values import NO_FINISH, PAUSED, Finish, JobResult
 from ._held import Claimed
+from ._hosts import CycleHost
 from ._retrying import new_token
 from ._steps import (
     Backoff,
@@ -58,12 +54,10 @@ from ._steps import (
 from ._tracked import tracked_finish
 from ._tracking import JobTracking
 from .config import WorkerConfig
-from .isolation import JobResult
-from .metrics import Metrics
 
 __all__ = [
-    "Backoff", "Claim", "CycleHost", "CycleSettings", "Perform", "Pop", "Report", "Requeue",
-    "SettleRetry", "Sleep", "SlotCycle", "SlotHost", "Step", "WaitHold", "WaitPaused",
+    "Backoff", "Claim", "CycleSettings", "Perform", "Pop", "Report", "Requeue",
+    "SettleRetry", "Sleep", "SlotCycle", "Step", "WaitHold", "WaitPaused",
     "settle_retry",
 ]
 
@@ -71,39 +65,6 @@ __all__ = [
 Cycle = Generator[Step, Any, None]
 
 _WAIT_PAUSED, _WAIT_HOLD = WaitPaused(), WaitHold()
-
-
-class CycleHost(Protocol):
-    """What the cycle reads of its worker process (and nothing else)."""
-
-    queues: QueueOrder
-    tracing: JobTracing
-    observers: JobObserver
-    outages: OutageBook  # (one per process: an outage is logged once, not per slot)
-    metrics: Metrics
-    stopping: threading.Event  # no new claims
-    paused: threading.Event  # USR2
-    stop_deadline: float  # when a stopping slot stops waiting for Redis
-
-    def holding(self) -> bool:
-        """A Sentinel failover holds writes."""
-
-    def note_global_pause(self, paused: bool) -> None:
-        """What the last claim said of ``pause-all-workers``."""
-
-    def job_finished(self, slot: Any) -> None:
-        """Count a finished job (``--max-jobs``)."""
-
-
-class SlotHost(CycleHost, Protocol):
-    """What either driver of a cycle (a thread or a task) uses of its worker process."""
-
-    config: WorkerConfig
-    registry: Registry
-    keys: Keys
-
-    def note_unknown_class(self, class_name: str) -> None:
-        """Say once why a class's jobs fail."""
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from ..protocol import wire
 from ..protocol.failure import exception_message, exception_name, ruby_backtrace
 from ..protocol.job import Job, JobCall
 from ..protocol.workflow import TRACK_FIELD
-from ._claim_values import SUCCESS, Finish
+from ._claim_values import SUCCESS, Finish, JobResult
 from ._held import Claimed
 from ._retrying import Retrier
 from ._tracked import result_json
-from .isolation import JobResult, JobTimeout
+from .isolation import JobTimeout
 
 __all__ = ["failed", "failure_for", "interrupt_thread", "make_job", "succeeded"]
 

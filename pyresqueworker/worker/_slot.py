@@ -20,7 +20,7 @@ from ..protocol import wire
 from ..protocol._outage import STOP_PATIENCE
 from ..protocol.job import Job, JobCall
 from ._claim import Claimer
-from ._claim_values import NO_FINISH
+from ._claim_values import NO_FINISH, JobResult
 from ._cycle import (
     Backoff,
     Claim,
@@ -32,17 +32,17 @@ from ._cycle import (
     SettleRetry,
     Sleep,
     SlotCycle,
-    SlotHost,
     Step,
     WaitHold,
     WaitPaused,
 )
 from ._doorbell import Doorbell, Ring
 from ._held import Claimed
+from ._hosts import SlotHost
 from ._job_outcome import failed, failure_for, interrupt_thread, succeeded
 from ._retrying import Retrier
 from ._tracking import JobTracking
-from .isolation import JobResult, JobTimeout, run_forked
+from .isolation import JobTimeout, run_forked
 
 __all__ = ["Slot", "ThreadSlotHost"]
 

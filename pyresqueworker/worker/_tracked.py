@@ -21,8 +21,7 @@ from ..protocol.workflow import (
     retrying_command,
     tracking_of,
 )
-from ._claim_values import Finish
-from .isolation import JobResult
+from ._claim_values import Finish, JobResult
 
 __all__ = ["result_json", "tracked_finish"]
 

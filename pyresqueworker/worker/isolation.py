@@ -14,11 +14,10 @@ import os
 import select
 import signal
 import time
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..protocol.failure import DIRTY_EXIT
-from ._claim_values import Finish
+from ._claim_values import Finish, JobResult
 
 __all__ = ["JobResult", "JobTimeout", "run_forked"]
 
@@ -30,19 +29,6 @@ class JobTimeout(Exception):
     """A job ran past its timeout (``--job-timeout`` or the handler's ``timeout=``)."""
 
     resque_name = "pyresqueworker.JobTimeout"
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """How a job ended: the completion to send, ``outcome`` for the log, the error text."""
-
-    finish: Finish
-    outcome: str
-    error: Optional[str] = None
-    # False when the failure must not be retried (a fatal exception, an undecodable payload).
-    retryable: bool = True
-    # What the handler returned, as JSON: only for a tracked job that keeps its result.
-    value: Optional[str] = None
 
 
 def _signal_name(number: int) -> str:
