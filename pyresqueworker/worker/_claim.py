@@ -254,22 +254,22 @@ class Claimer:
             pipe.get(self.worker_key)
             last, held = pipe.execute()
         state = self.state
-        value = None if held is None else bytes(held)
-        if value is not None and value.endswith(BEING_TAKEN):
+        value = b"" if held is None else bytes(held)
+        being_taken = value.endswith(BEING_TAKEN)
+        ran = state.ran(last)
+        # Every read first, then the call is answered: were a read cut, the call stays
+        # unanswered, and a retry resolves again rather than send the old finish, whose DEL
+        # of the worker key would take the claimed job with it.
+        holds_job = ran and bool(value) and not being_taken
+        raw = read_raw(self.conn, self.raw_key) if holds_job else None
+        state.resolved()
+        if being_taken:
             # A large item was being taken (the claim ran, or the take failed): finish that.
             # (A failed take marks the call unanswered again.)
-            state.resolved()
             being = json.loads(value)
             return True, self._take(str(being["queue"]), str(being["run_at"]), resuming=True)
-        ran = state.ran(last)
-        if not ran or value is None:
-            state.resolved()
+        if not holds_job:
             return ran, None
-        # The call claimed the job the worker key holds. Until it is read in full the call
-        # stays unanswered: were this read cut, a retry sending the old finish would delete
-        # the worker key, and the job with it.
-        raw = read_raw(self.conn, self.raw_key)
-        state.resolved()
         state.holds_raw = True
         return True, parse_worker_value(value, raw)
 

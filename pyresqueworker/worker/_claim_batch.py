@@ -118,15 +118,12 @@ class ClaimBatcher:
             replies = await link.execute(commands)
         except LinkError as exc:
             for request in batch:
-                if exc.sent:  # it may have run: the slot's next claim resolves it
-                    request.claimer.lost(request.call)
-                _fail(request, exc)
+                (_may_have_run if exc.sent else _fail)(request, exc)
             return
         if fresh:
             if isinstance(replies[0], Exception):
                 for request in batch:
-                    request.claimer.lost(request.call)
-                    _fail(request, replies[0])
+                    _may_have_run(request, replies[0])
                 return
             self._loaded[id(link)] = link.connects
             replies = replies[1:]
@@ -135,12 +132,9 @@ class ClaimBatcher:
             self._ahead_loaded.pop(id(link), None)
             try:
                 resent = await link.execute([run.eval_args() for run in lost])
-            except LinkError as exc:
-                # The claims ran, their replies unread: each slot's next claim resolves its
-                # own (and sends its tracked job's end again).
+            except LinkError as exc:  # (the claims ran; each slot sends its end again)
                 for request in batch:
-                    request.claimer.lost(request.call)
-                    _fail(request, exc)
+                    _may_have_run(request, exc)
                 return
             for run, reply in zip(lost, resent):
                 if isinstance(reply, Exception):
@@ -183,19 +177,24 @@ def _evalsha(call: ClaimCall) -> tuple[Any, ...]:
 
 def _settle(request: _Request, reply: Any) -> None:
     if isinstance(reply, Exception):  # an error reply: the script may have run in part
-        request.claimer.lost(request.call)
-        _fail(request, reply)
+        _may_have_run(request, reply)
         return
     try:
         settled = request.claimer.settle(request.call, reply)
     except Exception as exc:  # (a reply it cannot read: the call ran, what it did is unknown)
-        request.claimer.lost(request.call)
-        _fail(request, exc)
+        _may_have_run(request, exc)
         return
     if not request.future.done():
         request.future.set_result(settled)
     # A cancelled waiter (shutdown) leaves a claimed job in its worker key, where the
     # shutdown's unregister gives it back to its queue.
+
+
+def _may_have_run(request: _Request, exc: BaseException) -> None:
+    """The call may have run, its reply unread: the slot's next claim resolves it first
+    (never sending the old finish over a job it took); the waiter gets ``exc``."""
+    request.claimer.lost(request.call)
+    _fail(request, exc)
 
 
 def _fail(request: _Request, exc: BaseException) -> None:
